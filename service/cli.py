@@ -1,0 +1,88 @@
+"""The ``fleet`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _build_model(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from service.errors import FleetError
+    from service.model.build import BuildSettings, build, write_outputs
+    from service.model.dataset import load_fashion_mnist
+
+    console = Console(stderr=True)
+    settings = BuildSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        hidden=args.hidden,
+        train_limit=args.train_limit,
+        seed=args.seed,
+    )
+    try:
+        data = load_fashion_mnist(args.data_dir)
+        console.print(f"Fashion-MNIST from {data.source}: {len(data.train_images)} train, {len(data.test_images)} test")
+        with Progress(
+            TextColumn("pre-training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("train", total=settings.epochs, loss="-")
+
+            def on_epoch(epoch: int, loss: float) -> None:
+                progress.update(task, completed=epoch, loss=f"{loss:.3f}")
+                if epoch % 10 == 0:
+                    progress.console.print(f"Finished {epoch} epochs, loss: {loss:.3f}")
+
+            result = build(data, settings, on_epoch=on_epoch)
+        card_path, plot_path = write_outputs(result, args.output)
+    except FleetError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        return 1
+    console.print(f"parity: max |logits_tf - logits_tflite| = {result.parity_max_abs_diff:.3g}")
+    console.print(
+        f"test accuracy: TensorFlow {result.tf_test_accuracy:.4f}, converted {result.tflite_test_accuracy:.4f}"
+    )
+    console.print(f"wrote {args.output} ({len(result.model)} bytes, sha256 {result.sha256[:12]}...), {card_path}, {plot_path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build-model", help="pre-train, convert and check an on-device-trainable model")
+    build.add_argument("--epochs", type=int, default=100)
+    build.add_argument("--batch-size", type=int, default=100)
+    build.add_argument("--learning-rate", type=float, default=0.01)
+    build.add_argument("--hidden", type=int, default=128, help="units in the hidden layer")
+    build.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--data-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX .gz files"
+    )
+    build.add_argument("--output", type=Path, default=Path("fashion_mnist.tflite"))
+    build.set_defaults(run=_build_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The one error vocabulary of tflite-fleet.
+
+Every layer below the HTTP layer raises only these; the HTTP layer maps them to status codes in
+one table (``service.api.errors``), and the client turns error responses back into them.
+
+    FleetError
+    ├── NotFound
+    │   ├── DeviceNotFound
+    │   ├── ModelNotFound
+    │   ├── SignatureNotFound
+    │   └── JobNotFound
+    ├── Conflict
+    │   ├── DeviceExists
+    │   ├── ModelExists
+    │   ├── NoCheckpoint
+    │   └── DeviceBusy
+    ├── InvalidRequest
+    │   ├── InvalidId
+    │   ├── InvalidTensor
+    │   ├── InvalidModel
+    │   └── BodyTooLarge
+    ├── InvocationFailed        (the interpreter rejected a call that passed our checks)
+    ├── DatasetUnavailable
+    └── ModelBuildError
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    code = "fleet_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(FleetError):
+    code = "not_found"
+
+
+class DeviceNotFound(NotFound):
+    code = "device_not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class SignatureNotFound(NotFound):
+    code = "signature_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class Conflict(FleetError):
+    code = "conflict"
+
+
+class DeviceExists(Conflict):
+    code = "device_exists"
+
+
+class ModelExists(Conflict):
+    code = "model_exists"
+
+
+class NoCheckpoint(Conflict):
+    code = "no_checkpoint"
+
+
+class DeviceBusy(Conflict):
+    code = "device_busy"
+
+
+class InvalidRequest(FleetError):
+    code = "invalid_request"
+
+
+class InvalidId(InvalidRequest):
+    code = "invalid_id"
+
+
+class InvalidTensor(InvalidRequest):
+    code = "invalid_tensor"
+
+
+class InvalidModel(InvalidRequest):
+    code = "invalid_model"
+
+
+class BodyTooLarge(InvalidRequest):
+    code = "body_too_large"
+
+
+class InvocationFailed(FleetError):
+    code = "invocation_failed"
+
+
+class DatasetUnavailable(FleetError):
+    code = "dataset_unavailable"
+
+
+class ModelBuildError(FleetError):
+    code = "model_build_error"
+
+
+def _all_subclasses(cls: type[FleetError]) -> list[type[FleetError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+ERRORS_BY_CODE: dict[str, type[FleetError]] = {cls.code: cls for cls in _all_subclasses(FleetError)}
+"""Every error class by its wire code; the client uses it to raise what the server raised."""

@@ -1,0 +1,116 @@
+"""One compiled model (bytes + signature specs) and the interpreters made from it."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidModel, InvocationFailed, SignatureNotFound
+from service.runtime.specs import SignatureSpec, TensorSpec
+
+warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+_import_lock = threading.Lock()
+
+
+def _interpreter_class() -> Any:
+    """``tf.lite.Interpreter``, imported on first use: importing TensorFlow costs seconds."""
+    with _import_lock:
+        from tensorflow.lite.python.interpreter import Interpreter
+
+    return Interpreter
+
+
+def _specs(details: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
+    return tuple(
+        TensorSpec(
+            name=name,
+            dtype=np.dtype(detail["dtype"]),
+            shape=tuple(int(d) for d in detail.get("shape_signature", detail["shape"])),
+        )
+        for name, detail in sorted(details.items())
+    )
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """A `.tflite` file's bytes and what its signatures take and give; shared by every device using it."""
+
+    name: str
+    content: bytes = field(repr=False)
+    signatures: Mapping[str, SignatureSpec]
+    num_threads: int = 1
+
+    @classmethod
+    def load(cls, name: str, content: bytes, num_threads: int = 1) -> CompiledModel:
+        """Check that ``content`` loads in an interpreter and has signatures; read their specs."""
+        try:
+            interpreter = _interpreter_class()(model_content=content, num_threads=num_threads)
+            signature_names = list(interpreter.get_signature_list())
+            signatures = {}
+            for sig in signature_names:
+                runner = interpreter.get_signature_runner(sig)
+                signatures[sig] = SignatureSpec(
+                    sig, _specs(runner.get_input_details()), _specs(runner.get_output_details())
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidModel(f"model '{name}' does not load in the TFLite interpreter: {exc}") from exc
+        if not signatures:
+            raise InvalidModel(f"model '{name}' has no signatures; on-device training needs named signatures")
+        return cls(name=name, content=content, signatures=signatures, num_threads=num_threads)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    def signature(self, name: str) -> SignatureSpec:
+        try:
+            return self.signatures[name]
+        except KeyError:
+            raise SignatureNotFound(
+                f"model '{self.name}' has no signature '{name}'; it has {sorted(self.signatures)}"
+            ) from None
+
+    def interpreter(self) -> ModelInterpreter:
+        return ModelInterpreter(self)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "size_bytes": len(self.content),
+            "sha256": self.sha256,
+            "signatures": [spec.describe() for spec in self.signatures.values()],
+        }
+
+
+class ModelInterpreter:
+    """One ``tf.lite.Interpreter`` and its signature runners. Not thread-safe: callers serialise."""
+
+    def __init__(self, model: CompiledModel) -> None:
+        self.model = model
+        try:
+            self._interpreter = _interpreter_class()(model_content=model.content, num_threads=model.num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidModel(f"model '{model.name}' failed to load: {exc}") from exc
+        self._runners: dict[str, Any] = {}
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Invoke ``signature`` on inputs already checked against its spec; outputs by name."""
+        spec = self.model.signature(signature)
+        runner = self._runners.get(signature)
+        if runner is None:
+            runner = self._runners[signature] = self._interpreter.get_signature_runner(signature)
+        try:
+            return dict(runner(**inputs))
+        except (ValueError, RuntimeError) as exc:
+            # TFLite's error text accumulates across failures; its last line is this call's.
+            text = str(exc).strip().splitlines()
+            raise InvocationFailed(
+                f"signature '{spec.name}' of model '{self.model.name}' failed: {text[-1] if text else exc}"
+            ) from exc

@@ -1,0 +1,31 @@
+"""Shared fixtures: small real models, built once per session with the real TensorFlow pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from service.model.build import BuildSettings, BuildResult, build, write_outputs  # noqa: E402
+from service.model.dataset import FashionMNIST, load_fashion_mnist  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> FashionMNIST:
+    return load_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def tiny_build(fashion_mnist: FashionMNIST) -> BuildResult:
+    """The tutorial's model, narrowed and trained briefly on a subset: seconds, not minutes."""
+    return build(fashion_mnist, BuildSettings(epochs=2, hidden=32, train_limit=2000))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tiny_build: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny.tflite"
+    write_outputs(tiny_build, path)
+    return path
