@@ -30,7 +30,7 @@ def _build_model(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     try:
-        data = load_fashion_mnist(args.data_dir)
+        data = load_fashion_mnist(args.dataset_dir)
         console.print(f"Fashion-MNIST from {data.source}: {len(data.train_images)} train, {len(data.test_images)} test")
         with Progress(
             TextColumn("pre-training"),
@@ -60,6 +60,25 @@ def _build_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api import create_app
+    from service.config import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning" if settings.log_json else "info",
+        access_log=not settings.log_json,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,10 +91,19 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument(
-        "--data-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX .gz files"
+        "--dataset-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX .gz files"
     )
     build.add_argument("--output", type=Path, default=Path("fashion_mnist.tflite"))
     build.set_defaults(run=_build_model)
+
+    serve = commands.add_parser(
+        "serve", help="run the fleet service (settings also from FLEET_* environment variables)"
+    )
+    serve.add_argument("--host", default=None, help="default 127.0.0.1 (FLEET_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="default 8000 (FLEET_PORT)")
+    serve.add_argument("--data-dir", type=Path, default=None, help="default ./fleet-data (FLEET_DATA_DIR)")
+    serve.add_argument("--max-resident", type=int, default=None, help="cap on interpreters in memory")
+    serve.set_defaults(run=_serve)
     return parser
 
 

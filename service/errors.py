@@ -18,7 +18,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── InvalidId
     │   ├── InvalidTensor
     │   ├── InvalidModel
-    │   └── BodyTooLarge
+    │   ├── BodyTooLarge
+    │   └── UnsupportedMediaType
     ├── InvocationFailed        (the interpreter rejected a call that passed our checks)
     ├── DatasetUnavailable
     └── ModelBuildError
@@ -95,6 +96,10 @@ class InvalidModel(InvalidRequest):
 
 class BodyTooLarge(InvalidRequest):
     code = "body_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
 
 
 class InvocationFailed(FleetError):

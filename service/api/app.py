@@ -1,0 +1,52 @@
+"""The FastAPI application: built by ``create_app(settings)``, no module-level state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import errors
+from service.api.limits import BodyLimit
+from service.api.routes import devices, health, models
+from service.config import Settings
+from service.fleet import DEFAULT_MODEL, Fleet
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.limiter = anyio.CapacityLimiter(settings.worker_threads)
+
+        def open_fleet() -> Fleet:
+            fleet = Fleet(settings.data_dir, settings.max_resident, settings.interpreter_threads)
+            fleet.models.get(DEFAULT_MODEL)
+            return fleet
+
+        fleet = await anyio.to_thread.run_sync(open_fleet)
+        app.state.fleet = fleet
+        try:
+            yield
+        finally:
+            app.state.fleet = None
+            await anyio.to_thread.run_sync(fleet.close)
+
+    app = FastAPI(
+        title="tflite-fleet",
+        version=__version__,
+        summary="A fleet of simulated phones doing on-device training with TensorFlow Lite.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.fleet = None
+    errors.install(app)
+    for router in (health.router, models.router, devices.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,140 @@
+"""``FleetClient``: the service from a test harness, over HTTP (binary tensors by default).
+
+It raises the same error classes as the server (``service.errors``) and never imports the server.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+import numpy as np
+
+from service.errors import ERRORS_BY_CODE, FleetError
+
+NPZ = "application/x-npz"
+Tensors = Mapping[str, Any]
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        cls, message = ERRORS_BY_CODE.get(error["code"], FleetError), error["message"]
+    except (ValueError, KeyError, TypeError):
+        cls, message = FleetError, f"HTTP {response.status_code}: {response.text[:200]}"
+    raise cls(message)
+
+
+class FleetClient:
+    """A client for one fleet service.
+
+    ``binary=True`` sends and receives tensors as ``application/x-npz``; ``False`` uses JSON.
+    Pass ``transport`` (e.g. ``httpx.ASGITransport``) to talk to an app in-process.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        binary: bool = True,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.binary = binary
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for_error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- models ------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/models")["models"])
+
+    def model(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/models/{name}"))
+
+    def add_model(self, name: str, content: bytes) -> dict[str, Any]:
+        return dict(self._json("PUT", f"/v1/models/{name}", content=content))
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def create_device(self, device_id: str | None = None, model: str | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", "/v1/devices", json={"id": device_id, "model": model}))
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/devices/{device_id}"))
+
+    def devices(self, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every device, following the pagination."""
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size} | ({"after": after} if after else {})
+            page = self._json("GET", "/v1/devices", params=params)
+            yield from page["devices"]
+            after = page["next_after"]
+            if after is None:
+                return
+
+    def delete_device(self, device_id: str) -> None:
+        self._request("DELETE", f"/v1/devices/{device_id}")
+
+    def reset(self, device_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/devices/{device_id}/reset"))
+
+    def restart(self, device_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/devices/{device_id}/restart"))
+
+    # -- signatures --------------------------------------------------------------------------
+
+    def run(self, device_id: str, signature: str, inputs: Tensors | None = None) -> dict[str, np.ndarray]:
+        """Run any signature of the device's model; outputs by name as arrays."""
+        path = (
+            f"/v1/devices/{device_id}/{signature}"
+            if signature in ("train", "infer", "save", "restore")
+            else f"/v1/devices/{device_id}/signatures/{signature}"
+        )
+        kwargs: dict[str, Any] = {"headers": {"accept": NPZ if self.binary else "application/json"}}
+        if inputs:
+            if self.binary:
+                buffer = io.BytesIO()
+                np.savez(buffer, **{k: np.asarray(v) for k, v in inputs.items()})
+                kwargs["content"] = buffer.getvalue()
+                kwargs["headers"]["content-type"] = NPZ
+            else:
+                kwargs["json"] = {"inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()}}
+        response = self._request("POST", path, **kwargs)
+        if response.headers.get("content-type", "").startswith(NPZ):
+            with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        return {name: np.asarray(value) for name, value in response.json()["outputs"].items()}
+
+    def train(self, device_id: str, **inputs: Any) -> dict[str, np.ndarray]:
+        return self.run(device_id, "train", inputs)
+
+    def infer(self, device_id: str, **inputs: Any) -> dict[str, np.ndarray]:
+        return self.run(device_id, "infer", inputs)
+
+    def save(self, device_id: str) -> None:
+        self.run(device_id, "save")
+
+    def restore(self, device_id: str) -> None:
+        self.run(device_id, "restore")

@@ -1,0 +1,7 @@
+"""The fleet layer: devices, their locks, residency, checkpoint files and spills. No HTTP."""
+
+from service.fleet.device import Device, DeviceInfo
+from service.fleet.fleet import Fleet, Page
+from service.fleet.models import DEFAULT_MODEL, ModelStore
+
+__all__ = ["DEFAULT_MODEL", "Device", "DeviceInfo", "Fleet", "ModelStore", "Page"]

@@ -1,0 +1,288 @@
+"""One simulated device: its interpreter, its lock and its files, behind one object.
+
+Everything durable about a device lives in its own directory:
+
+    device.json        the record (model, created, train steps, last loss)
+    checkpoint.ckpt    the user's checkpoint, written by the model's ``save`` signature
+    spill.ckpt         unsaved weights of an evicted interpreter (never a user checkpoint)
+
+The tutorial's rule holds: whenever an interpreter is created for a device, it restores the
+device's checkpoint if one exists (after an eviction, the spill instead, which is newer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from service.errors import DeviceNotFound, InvalidTensor, NoCheckpoint, SignatureNotFound
+from service.fleet.files import atomic_target, write_json
+from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
+
+RECORD = "device.json"
+CHECKPOINT = "checkpoint.ckpt"
+SPILL = "spill.ckpt"
+CHECKPOINT_SIGNATURES = ("save", "restore")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class DeviceRecord:
+    id: str
+    model: str
+    created_at: str
+    train_steps: int = 0
+    last_loss: float | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> DeviceRecord:
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    id: str
+    model: str
+    created_at: str
+    resident: bool
+    train_steps: int
+    last_loss: float | None
+    has_checkpoint: bool
+    checkpoint_saved_at: str | None
+    checkpoint_bytes: int | None
+    has_spill: bool
+
+
+ActivationHook = Callable[["Device"], None]
+EvictOutcome = Literal["busy", "absent", "spilled", "dropped"]
+
+
+class Device:
+    """A device ID with its model, its directory and, while resident, its interpreter.
+
+    Every public method takes the device's lock: an interpreter is not thread-safe, so calls on
+    one device run one at a time, while calls on different devices run in parallel.
+    """
+
+    def __init__(self, record: DeviceRecord, model: CompiledModel, directory: Path) -> None:
+        self.record = record
+        self.model = model
+        self.directory = directory
+        self.lock = threading.Lock()
+        self.deleted = False
+        self.last_used = time.monotonic()
+        self._interpreter: ModelInterpreter | None = None
+        self._dirty = False
+        self.on_activate: ActivationHook | None = None
+        self.on_release: ActivationHook | None = None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / CHECKPOINT
+
+    @property
+    def spill_path(self) -> Path:
+        return self.directory / SPILL
+
+    @property
+    def resident(self) -> bool:
+        return self._interpreter is not None
+
+    # -- files -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, record: DeviceRecord, model: CompiledModel, directory: Path) -> Device:
+        directory.mkdir(parents=True)
+        device = cls(record, model, directory)
+        device.write_record()
+        return device
+
+    def write_record(self) -> None:
+        write_json(self.directory / RECORD, asdict(self.record))
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Persist counters that changed since the last write (called at shutdown and eviction)."""
+        with self.lock:
+            if self._dirty and not self.deleted:
+                self.write_record()
+
+    def info(self) -> DeviceInfo:
+        try:
+            stat = self.checkpoint_path.stat()
+        except FileNotFoundError:
+            stat = None
+        return DeviceInfo(
+            id=self.id,
+            model=self.record.model,
+            created_at=self.record.created_at,
+            resident=self.resident,
+            train_steps=self.record.train_steps,
+            last_loss=self.record.last_loss,
+            has_checkpoint=stat is not None,
+            checkpoint_saved_at=(
+                datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="milliseconds") if stat else None
+            ),
+            checkpoint_bytes=stat.st_size if stat else None,
+            has_spill=self.spill_path.exists(),
+        )
+
+    # -- the interpreter ---------------------------------------------------------------------
+
+    def _checkpoint_signature(self, name: str) -> SignatureSpec:
+        spec = self.model.signature(name)
+        if len(spec.inputs) != 1 or not spec.inputs[0].is_string:
+            raise SignatureNotFound(
+                f"model '{self.model.name}': signature '{name}' must take one string (the checkpoint path) "
+                f"to be used for checkpoints; it takes {[s.describe() for s in spec.inputs]}"
+            )
+        return spec
+
+    def _run_checkpoint(self, interpreter: ModelInterpreter, name: str, path: Path) -> None:
+        spec = self._checkpoint_signature(name)
+        interpreter.run(name, {spec.inputs[0].name: np.array(os.fsencode(path), dtype=spec.inputs[0].dtype)})
+
+    def _require_live(self) -> None:
+        if self.deleted:
+            raise DeviceNotFound(f"device '{self.id}' was deleted")
+
+    def _interpreter_or_activate(self) -> ModelInterpreter:
+        """The live interpreter; creating one restores the spill, else the checkpoint, if present."""
+        self._require_live()
+        self.last_used = time.monotonic()
+        if self._interpreter is not None:
+            return self._interpreter
+        interpreter = self.model.interpreter()
+        if self.spill_path.exists():
+            self._run_checkpoint(interpreter, "restore", self.spill_path)
+            self.spill_path.unlink()
+        elif self.checkpoint_path.exists():
+            self._run_checkpoint(interpreter, "restore", self.checkpoint_path)
+        self._interpreter = interpreter
+        if self.on_activate:
+            self.on_activate(self)
+        return interpreter
+
+    def _drop_interpreter(self) -> None:
+        if self._interpreter is not None:
+            self._interpreter = None
+            if self.on_release:
+                self.on_release(self)
+
+    def evict(self) -> EvictOutcome:
+        """Spill the weights and free the interpreter, unless a call holds the device.
+
+        Never blocks: a busy device is skipped ("busy"). A model without save/restore signatures
+        cannot spill, so its device's weights are those of a fresh interpreter when it comes back.
+        """
+        if not self.lock.acquire(blocking=False):
+            return "busy"
+        try:
+            if self._interpreter is None or self.deleted:
+                return "absent"
+            spilled = self._has_checkpoint_signatures()
+            if spilled:
+                with atomic_target(self.spill_path, durable=False) as tmp:
+                    self._run_checkpoint(self._interpreter, "save", tmp)
+            if self._dirty:
+                self.write_record()
+            self._drop_interpreter()
+            return "spilled" if spilled else "dropped"
+        finally:
+            self.lock.release()
+
+    def _has_checkpoint_signatures(self) -> bool:
+        return all(name in self.model.signatures for name in CHECKPOINT_SIGNATURES)
+
+    # -- the operations ----------------------------------------------------------------------
+
+    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run any signature on checked inputs. ``save``/``restore`` use the device's own checkpoint."""
+        if signature in CHECKPOINT_SIGNATURES:
+            if inputs:
+                raise InvalidTensor(
+                    f"signature '{signature}' takes no inputs here: the service passes the device's own "
+                    "checkpoint path"
+                )
+            return self.save() if signature == "save" else self.restore()
+        spec = self.model.signature(signature)
+        if spec.string_inputs:
+            raise InvalidTensor(
+                f"signature '{signature}' takes string input(s) {[s.name for s in spec.string_inputs]}; "
+                "string inputs are refused because a model can use them as file paths"
+            )
+        checked = spec.check(inputs)
+        with self.lock:
+            outputs = self._interpreter_or_activate().run(signature, checked)
+            if signature == "train":
+                self.record.train_steps += 1
+                loss = outputs.get("loss")
+                if loss is not None and np.size(loss) == 1:
+                    self.record.last_loss = float(np.asarray(loss).reshape(()))
+                self._dirty = True
+            return outputs
+
+    def save(self) -> dict[str, np.ndarray]:
+        """Write the interpreter's weights to the device's checkpoint, atomically."""
+        self._checkpoint_signature("save")
+        with self.lock:
+            interpreter = self._interpreter_or_activate()
+            with atomic_target(self.checkpoint_path) as tmp:
+                self._run_checkpoint(interpreter, "save", tmp)
+            self.write_record()
+            return {"checkpoint_path": np.array(CHECKPOINT.encode())}
+
+    def restore(self) -> dict[str, np.ndarray]:
+        """Load the device's checkpoint into its interpreter (409 if it has none)."""
+        self._checkpoint_signature("restore")
+        with self.lock:
+            self._require_live()
+            if not self.checkpoint_path.exists():
+                raise NoCheckpoint(f"device '{self.id}' has no checkpoint to restore; save one first")
+            self._run_checkpoint(self._interpreter_or_activate(), "restore", self.checkpoint_path)
+            return {"checkpoint_path": np.array(CHECKPOINT.encode())}
+
+    def reset(self) -> None:
+        """Back to the baseline model: delete the checkpoint (and any spill), start a fresh interpreter."""
+        with self.lock:
+            self._require_live()
+            self.checkpoint_path.unlink(missing_ok=True)
+            self.spill_path.unlink(missing_ok=True)
+            self._drop_interpreter()
+            self.record.train_steps = 0
+            self.record.last_loss = None
+            self.write_record()
+            self._interpreter_or_activate()
+
+    def restart(self) -> None:
+        """Drop the interpreter as an app restart would: unsaved weights are gone, the checkpoint stays."""
+        with self.lock:
+            self._require_live()
+            self.spill_path.unlink(missing_ok=True)
+            self._drop_interpreter()
+            if self._dirty:
+                self.write_record()
+
+    def delete(self) -> None:
+        with self.lock:
+            self._require_live()
+            self.deleted = True
+            self._drop_interpreter()
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,136 @@
+"""The fleet: every device by ID, created, found, listed and deleted; knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import DeviceExists, DeviceNotFound, FleetError, InvalidRequest
+from service.fleet.device import RECORD, SPILL, Device, DeviceRecord, utc_now
+from service.fleet.files import check_id, child
+from service.fleet.models import DEFAULT_MODEL, ModelStore
+from service.fleet.residency import Residency, ResidencyStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Page:
+    devices: list[Device]
+    next_after: str | None
+    """Pass as ``after`` to get the next page; None on the last page."""
+
+
+class Fleet:
+    """Devices under ``data_dir/devices/<id>/``, reloaded from there when the service starts."""
+
+    def __init__(self, data_dir: Path, max_resident: int | None = None, interpreter_threads: int = 1) -> None:
+        self.data_dir = data_dir.resolve()
+        if any(c in str(self.data_dir) for c in "*?[]\\"):
+            # Checkpoint paths go to TensorFlow's Restore op, which reads them as glob patterns.
+            raise InvalidRequest(f"data directory {self.data_dir} must not contain glob characters (*?[]\\)")
+        self.devices_dir = self.data_dir / "devices"
+        self.devices_dir.mkdir(parents=True, exist_ok=True)
+        self.models = ModelStore(self.data_dir / "models", interpreter_threads)
+        self.residency = Residency(max_resident)
+        self._devices: dict[str, Device] = {}
+        self._sorted_ids: list[str] = []
+        self._lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        """Register every device found on disk. A spill left by the last run is dropped: after a
+        service restart, as after an app restart, a device starts from its checkpoint."""
+        for record_path in self.devices_dir.glob(f"*/{RECORD}"):
+            try:
+                record = DeviceRecord.read(record_path)
+                (record_path.parent / SPILL).unlink(missing_ok=True)
+                self._register(Device(record, self.models.get(record.model), record_path.parent))
+            except (FleetError, OSError, ValueError, TypeError) as exc:
+                log.warning("skipping device directory %s: %s", record_path.parent, exc)
+        self._sorted_ids.sort()
+
+    def _register(self, device: Device) -> None:
+        self.residency.attach(device)
+        self._devices[device.id] = device
+        self._sorted_ids.append(device.id)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def create(self, device_id: str | None = None, model: str | None = None) -> Device:
+        return self.create_many([device_id] if device_id else None, count=1, model=model)[0]
+
+    def create_many(
+        self, ids: Iterable[str] | None = None, *, count: int = 0, prefix: str = "", model: str | None = None
+    ) -> list[Device]:
+        """Create devices with the given IDs, or ``count`` of them named ``prefix`` + a random suffix.
+
+        All or nothing: any ID that is invalid or taken fails the whole request before anything is made.
+        """
+        compiled = self.models.get(model or DEFAULT_MODEL)
+        with self._lock:
+            if ids is None:
+                if prefix:
+                    check_id("device prefix", prefix)
+                wanted = []
+                while len(wanted) < count:
+                    candidate = f"{prefix}{secrets.token_hex(6)}"
+                    if candidate not in self._devices:
+                        wanted.append(candidate)
+            else:
+                wanted = [check_id("device", i) for i in ids]
+            clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
+            if clashes:
+                raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
+            created_at = utc_now()
+            made = []
+            for device_id in wanted:
+                record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
+                device = Device.create(record, compiled, child(self.devices_dir, device_id))
+                self.residency.attach(device)
+                self._devices[device_id] = device
+                bisect.insort(self._sorted_ids, device_id)
+                made.append(device)
+            return made
+
+    def get(self, device_id: str) -> Device:
+        device = self._devices.get(device_id)
+        if device is None:
+            check_id("device", device_id)
+            raise DeviceNotFound(f"no device '{device_id}'")
+        return device
+
+    def page(self, after: str | None = None, limit: int = 100) -> Page:
+        with self._lock:
+            start = bisect.bisect_right(self._sorted_ids, after) if after else 0
+            ids = self._sorted_ids[start : start + limit]
+            more = start + limit < len(self._sorted_ids)
+        return Page([self._devices[i] for i in ids if i in self._devices], ids[-1] if more and ids else None)
+
+    def delete(self, device_id: str) -> None:
+        self.delete_many([device_id])
+
+    def delete_many(self, ids: Iterable[str]) -> int:
+        """Delete the devices and their directories; unknown IDs fail the request before any deletion."""
+        devices = [self.get(i) for i in ids]
+        for device in devices:
+            device.delete()
+            with self._lock:
+                if self._devices.pop(device.id, None) is not None:
+                    del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
+        return len(devices)
+
+    def residency_stats(self) -> ResidencyStats:
+        return self.residency.stats()
+
+    def close(self) -> None:
+        """Persist every device's counters; interpreters (and unsaved weights) go with the process."""
+        for device in list(self._devices.values()):
+            device.flush()

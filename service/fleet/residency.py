@@ -1,0 +1,72 @@
+"""The residency budget: at most N interpreters in memory, least recently used evicted first."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from service.fleet.device import Device
+
+
+@dataclass
+class ResidencyStats:
+    resident: int
+    max_resident: int | None
+    activations: int
+    evictions: int
+    spills: int
+
+
+class Residency:
+    """Tracks resident devices and evicts past the cap.
+
+    Eviction runs in the thread that activated a device (which holds only that device's lock) and
+    skips any device whose lock is held, so a device is never evicted under a running call and
+    two activating threads cannot deadlock on each other.
+    """
+
+    def __init__(self, max_resident: int | None) -> None:
+        self.max_resident = max_resident
+        self._resident: dict[str, Device] = {}
+        self._lock = threading.Lock()
+        self.activations = 0
+        self.evictions = 0
+        self.spills = 0
+
+    def attach(self, device: Device) -> None:
+        device.on_activate = self._activated
+        device.on_release = self._released
+
+    def _released(self, device: Device) -> None:
+        with self._lock:
+            self._resident.pop(device.id, None)
+
+    def _activated(self, device: Device) -> None:
+        with self._lock:
+            self._resident[device.id] = device
+            self.activations += 1
+            excess = 0 if self.max_resident is None else len(self._resident) - self.max_resident
+            candidates = (
+                sorted((d for d in self._resident.values() if d is not device), key=lambda d: d.last_used)
+                if excess > 0
+                else []
+            )
+        for victim in candidates:
+            if excess <= 0:
+                break
+            outcome = victim.evict()
+            if outcome in ("spilled", "dropped"):
+                excess -= 1
+                with self._lock:
+                    self.evictions += 1
+                    self.spills += outcome == "spilled"
+
+    def stats(self) -> ResidencyStats:
+        with self._lock:
+            return ResidencyStats(
+                resident=len(self._resident),
+                max_resident=self.max_resident,
+                activations=self.activations,
+                evictions=self.evictions,
+                spills=self.spills,
+            )
