@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from service.model.build import BuildSettings, BuildResult, build, write_outputs  # noqa: E402
-from service.model.dataset import FashionMNIST, load_fashion_mnist  # noqa: E402
+from service.model.dataset import FashionMNIST, load_fashion_mnist, one_hot  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +30,16 @@ def tiny_model_path(tiny_build: BuildResult, tmp_path_factory: pytest.TempPathFa
     path = tmp_path_factory.mktemp("models") / "tiny.tflite"
     write_outputs(tiny_build, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def regressor_model() -> bytes:
+    from tests.regressor import build_regressor
+
+    return build_regressor()
+
+
+@pytest.fixture(scope="session")
+def train_batch(fashion_mnist: FashionMNIST) -> tuple[np.ndarray, np.ndarray]:
+    """The first 100 training images and their one-hot labels: the default model's train inputs."""
+    return fashion_mnist.train_images[:100], one_hot(fashion_mnist.train_labels[:100])

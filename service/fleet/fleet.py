@@ -65,7 +65,7 @@ class Fleet:
         return len(self._devices)
 
     def create(self, device_id: str | None = None, model: str | None = None) -> Device:
-        return self.create_many([device_id] if device_id else None, count=1, model=model)[0]
+        return self.create_many(None if device_id is None else [device_id], count=1, model=model)[0]
 
     def create_many(
         self, ids: Iterable[str] | None = None, *, count: int = 0, prefix: str = "", model: str | None = None

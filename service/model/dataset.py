@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from service.errors import DatasetUnavailable
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package puts the files."""
-KERAS_CACHE_DIR = Path("~/.keras/datasets/fashion-mnist").expanduser()
+KERAS_CACHE_DIR = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "datasets" / "fashion-mnist"
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -57,8 +58,11 @@ def scale(images: np.ndarray) -> np.ndarray:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read one gzip'd IDX file (big-endian header, then raw uint8)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:  # not gzip, or cut short
+        raise DatasetUnavailable(f"{path} is not a readable gzip'd IDX file: {exc}") from exc
     magic = int.from_bytes(data[0:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):

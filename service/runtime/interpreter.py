@@ -99,6 +99,7 @@ class ModelInterpreter:
         except (ValueError, RuntimeError) as exc:
             raise InvalidModel(f"model '{model.name}' failed to load: {exc}") from exc
         self._runners: dict[str, Any] = {}
+        self._error_text = ""
 
     def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Invoke ``signature`` on inputs already checked against its spec; outputs by name."""
@@ -109,8 +110,10 @@ class ModelInterpreter:
         try:
             return dict(runner(**inputs))
         except (ValueError, RuntimeError) as exc:
-            # TFLite's error text accumulates across failures; its last line is this call's.
-            text = str(exc).strip().splitlines()
+            # TFLite's error text accumulates across failures: report only what this call added.
+            text = str(exc)
+            new = text.removeprefix(self._error_text) if text.startswith(self._error_text) else text
+            self._error_text = text
             raise InvocationFailed(
-                f"signature '{spec.name}' of model '{self.model.name}' failed: {text[-1] if text else exc}"
+                f"signature '{spec.name}' of model '{self.model.name}' failed: {new.strip() or text}"
             ) from exc

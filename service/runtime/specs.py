@@ -98,12 +98,20 @@ class SignatureSpec:
     def check(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Checked arrays, for inputs already decoded with dtypes (binary bodies)."""
         self.check_names(inputs)
-        return {spec.name: spec.check(np.asarray(inputs[spec.name])) for spec in self.inputs}
+        return self._check_batch({spec.name: spec.check(np.asarray(inputs[spec.name])) for spec in self.inputs})
 
     def coerce(self, inputs: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Checked arrays, for inputs without dtypes (JSON bodies)."""
         self.check_names(inputs)
-        return {spec.name: spec.coerce(inputs[spec.name]) for spec in self.inputs}
+        return self._check_batch({spec.name: spec.coerce(inputs[spec.name]) for spec in self.inputs})
+
+    def _check_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs whose first dimension is dynamic are taken as one batch: their sizes must agree."""
+        batched = {s.name: arrays[s.name].shape[0] for s in self.inputs if s.shape and s.shape[0] == -1}
+        if len(set(batched.values())) > 1:
+            sizes = ", ".join(f"'{name}' has {size}" for name, size in batched.items())
+            raise InvalidTensor(f"signature '{self.name}': inputs disagree on the batch size: {sizes}")
+        return arrays
 
     def describe(self) -> dict[str, object]:
         return {

@@ -1,0 +1,121 @@
+"""The residency budget: eviction spills weights and is invisible, except to ``restart``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from service.fleet import Fleet
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+def personal_batch(batch: Batch, i: int) -> Batch:
+    """A different batch per device, so every device's weights differ."""
+    x, y = batch
+    return np.roll(x, i, axis=0), np.roll(y, i, axis=0)
+
+
+def train_in_turn(fleet: Fleet, batch: Batch, n: int, rounds: int = 2) -> None:
+    for _ in range(rounds):
+        for i in range(n):
+            x, y = personal_batch(batch, i)
+            fleet.get(f"d{i}").run("train", {"x": x, "y": y})
+
+
+def test_capped_fleet_keeps_every_device_weights_exactly(tmp_path: Path, train_batch: Batch) -> None:
+    capped = Fleet(tmp_path / "capped", max_resident=3)
+    twins = Fleet(tmp_path / "twins")
+    for fleet in (capped, twins):
+        fleet.create_many([f"d{i}" for i in range(10)])
+        train_in_turn(fleet, train_batch, 10)
+
+    stats = capped.residency_stats()
+    assert stats.resident <= 3
+    assert stats.evictions >= 7 * 2 and stats.spills == stats.evictions
+    assert twins.residency_stats().evictions == 0
+    for i in range(10):
+        device_id = f"d{i}"
+        np.testing.assert_array_equal(
+            capped.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
+            twins.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
+        )
+        assert capped.get(device_id).info().train_steps == 2
+
+
+def test_spill_is_removed_after_reactivation(tmp_path: Path, train_batch: Batch) -> None:
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["a", "b"])
+    a = fleet.get("a")
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    fleet.get("b").run("infer", {"x": train_batch[0]})  # evicts a
+    assert not a.resident and a.spill_path.exists() and a.info().has_spill
+    a.run("infer", {"x": train_batch[0]})
+    assert a.resident and not a.spill_path.exists()
+    assert not a.checkpoint_path.exists(), "a spill is never a user checkpoint"
+
+
+def test_restart_after_eviction_still_drops_unsaved_weights(tmp_path: Path, train_batch: Batch) -> None:
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["a", "b", "baseline"])
+    baseline = fleet.get("baseline").run("infer", {"x": train_batch[0]})["logits"]
+    a = fleet.get("a")
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    a.save()
+    saved = a.run("infer", {"x": train_batch[0]})["logits"]
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})  # unsaved
+    fleet.get("b").run("infer", {"x": train_batch[0]})  # evicts a, spilling the unsaved weights
+    assert a.spill_path.exists()
+    a.restart()
+    assert not a.spill_path.exists()
+    np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], saved)
+    a.reset()
+    np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], baseline)
+
+
+def test_busy_device_is_never_evicted(tmp_path: Path, train_batch: Batch) -> None:
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["busy", "b", "c"])
+    busy = fleet.get("busy")
+    busy.run("infer", {"x": train_batch[0]})
+    with busy.lock:  # as a running call holds it
+        fleet.get("b").run("infer", {"x": train_batch[0]})
+        fleet.get("c").run("infer", {"x": train_batch[0]})
+        assert busy.resident
+    fleet.get("b").run("infer", {"x": train_batch[0]})
+    assert not busy.resident
+
+
+def test_concurrent_devices_under_a_tight_cap(tmp_path: Path, train_batch: Batch) -> None:
+    capped = Fleet(tmp_path / "capped", max_resident=2)
+    twins = Fleet(tmp_path / "twins")
+    ids = [f"d{i}" for i in range(6)]
+    for fleet in (capped, twins):
+        fleet.create_many(ids)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            x, y = personal_batch(train_batch, i)
+            for _ in range(8):
+                capped.get(ids[i]).run("train", {"x": x, "y": y})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(ids))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i, device_id in enumerate(ids):
+        x, y = personal_batch(train_batch, i)
+        for _ in range(8):
+            twins.get(device_id).run("train", {"x": x, "y": y})
+        np.testing.assert_array_equal(
+            capped.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
+            twins.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
+        )
+        assert capped.get(device_id).info().train_steps == 8
