@@ -94,6 +94,20 @@ class FleetClient:
             if after is None:
                 return
 
+    def create_devices(
+        self, ids: list[str] | None = None, *, count: int | None = None, prefix: str = "", model: str | None = None
+    ) -> list[str]:
+        """Create many devices in one request (IDs, or a count with a prefix); returns their IDs."""
+        body = {"ids": ids, "count": count, "prefix": prefix, "model": model}
+        return list(self._json("POST", "/v1/devices/bulk-create", json=body)["ids"])
+
+    def delete_devices(self, ids: list[str]) -> int:
+        return int(self._json("POST", "/v1/devices/bulk-delete", json={"ids": ids})["count"])
+
+    def fleet(self) -> dict[str, Any]:
+        """Fleet status: devices, resident interpreters, activations, evictions, spills, RSS."""
+        return dict(self._json("GET", "/v1/fleet"))
+
     def delete_device(self, device_id: str) -> None:
         self._request("DELETE", f"/v1/devices/{device_id}")
 

@@ -18,6 +18,21 @@ class Settings(BaseSettings):
     max_resident: int | None = Field(
         None, description="cap on interpreters in memory; least recently used evicted past it (none: no cap)"
     )
+    max_resident_bytes: int | None = Field(
+        None,
+        description="cap on interpreter memory, as resident devices x FLEET_INTERPRETER_BYTES (none: no cap)",
+    )
+    interpreter_bytes: int = Field(
+        4_500_000, description="estimated memory of one trained interpreter, for FLEET_MAX_RESIDENT_BYTES"
+    )
     interpreter_threads: int = Field(1, description="threads per TFLite interpreter")
     worker_threads: int = Field(16, description="threads running interpreter calls at once")
+    max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
     log_json: bool = Field(False, description="log one JSON line per request")
+
+    def resident_cap(self) -> int | None:
+        """The residency cap in interpreters: the tighter of the count and the byte budget."""
+        caps = [self.max_resident] if self.max_resident is not None else []
+        if self.max_resident_bytes is not None:
+            caps.append(max(1, self.max_resident_bytes // self.interpreter_bytes))
+        return min(caps, default=None)

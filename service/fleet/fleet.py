@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import logging
 import secrets
 import threading
@@ -134,3 +135,14 @@ class Fleet:
         """Persist every device's counters; interpreters (and unsaved weights) go with the process."""
         for device in list(self._devices.values()):
             device.flush()
+
+
+def process_rss_bytes() -> int:
+    """This process's resident set size now (Linux ``/proc``; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

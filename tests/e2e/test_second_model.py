@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.client import FleetClient
+
 from service.errors import InvalidTensor, SignatureNotFound
-from tests.e2e.conftest import Server
+from service.server_process import ServerProcess
 from tests.regressor import regression_batch
 
 import pytest
 
 
-def test_second_model_through_the_generic_route(server: Server, regressor_model: bytes) -> None:
+def test_second_model_through_the_generic_route(server: ServerProcess, regressor_model: bytes) -> None:
     rng = np.random.default_rng(0)
-    with server.client() as client:
+    with FleetClient(server.url) as client:
         described = client.add_model("regressor", regressor_model)
         assert {s["name"] for s in described["signatures"]} == {"fit", "predict", "save", "restore"}
         device = client.create_device("linear-1", model="regressor")["id"]
@@ -35,9 +37,9 @@ def test_second_model_through_the_generic_route(server: Server, regressor_model:
 
 
 def test_service_restart_keeps_devices_models_and_checkpoints(tmp_path, regressor_model: bytes, train_batch) -> None:
-    first = Server(tmp_path / "data")
+    first = ServerProcess(tmp_path / "data")
     try:
-        with first.client() as client:
+        with FleetClient(first.url) as client:
             client.add_model("regressor", regressor_model)
             client.create_device("linear", model="regressor")
             client.create_device("phone")
@@ -48,9 +50,9 @@ def test_service_restart_keeps_devices_models_and_checkpoints(tmp_path, regresso
             client.train("phone", x=train_batch[0], y=train_batch[1])  # lost with the process
     finally:
         first.stop()
-    second = Server(tmp_path / "data")
+    second = ServerProcess(tmp_path / "data")
     try:
-        with second.client() as client:
+        with FleetClient(second.url) as client:
             devices = {d["id"]: d for d in client.devices()}
             assert set(devices) == {"linear", "phone", "untouched"}
             assert devices["linear"]["model"] == "regressor"

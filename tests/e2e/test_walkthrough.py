@@ -10,7 +10,7 @@ import pytest
 
 from service.client import FleetClient
 from service.errors import NoCheckpoint
-from tests.e2e.conftest import Server
+from service.server_process import ServerProcess
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -20,9 +20,9 @@ def new_id() -> str:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["npz", "json"])
-def test_walkthrough(server: Server, binary: bool, fashion_mnist, train_batch: Batch) -> None:
+def test_walkthrough(server: ServerProcess, binary: bool, fashion_mnist, train_batch: Batch) -> None:
     """Create a device, train a few batches, save, restart, restore, infer."""
-    with server.client(binary=binary) as client:
+    with FleetClient(server.url, binary=binary) as client:
         device = client.create_device(new_id())["id"]
         images, labels = fashion_mnist.train_images, np.eye(10, dtype=np.float32)[fashion_mnist.train_labels]
         losses = [float(client.train(device, x=images[i : i + 100], y=labels[i : i + 100])["loss"]) for i in range(0, 500, 100)]
@@ -82,18 +82,18 @@ def test_devices_trained_differently_stay_independent(client: FleetClient, fashi
     assert client.device(b)["has_checkpoint"] is False
 
 
-def test_concurrent_train_calls_on_one_device_all_count(server: Server, train_batch: Batch) -> None:
-    with server.client() as client:
+def test_concurrent_train_calls_on_one_device_all_count(server: ServerProcess, train_batch: Batch) -> None:
+    with FleetClient(server.url) as client:
         device = client.create_device()["id"]
 
     def train_five(_: int) -> list[float]:
-        with server.client() as own:
+        with FleetClient(server.url) as own:
             return [float(own.train(device, x=train_batch[0], y=train_batch[1])["loss"]) for _ in range(5)]
 
     with ThreadPoolExecutor(8) as pool:
         losses = [loss for batch in pool.map(train_five, range(8)) for loss in batch]
     assert len(losses) == 40 and all(np.isfinite(losses))
-    with server.client() as client:
+    with FleetClient(server.url) as client:
         assert client.device(device)["train_steps"] == 40
 
 

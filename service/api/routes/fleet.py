@@ -1,0 +1,93 @@
+"""The fleet as a whole: status, bulk creation and deletion."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request, status
+from pydantic import BaseModel, Field, model_validator
+
+from service.api.deps import FleetDep, in_thread
+from service.api.errors import documented
+from service.errors import InvalidRequest
+from service.fleet.fleet import process_rss_bytes
+
+router = APIRouter(tags=["fleet"])
+BULK_ERRORS = documented(e400="invalid ID or prefix", e404="unknown model or device", e409="an ID exists", e422="bad request")
+
+
+class FleetStatus(BaseModel):
+    devices: int = Field(description="devices registered")
+    resident: int = Field(description="interpreters in memory")
+    max_resident: int | None = Field(description="the residency cap in interpreters (null: none)")
+    max_resident_bytes: int | None
+    interpreter_bytes: int = Field(description="memory estimate per interpreter used with max_resident_bytes")
+    activations: int = Field(description="interpreters created since start")
+    evictions: int
+    spills: int = Field(description="evictions that wrote unsaved weights to a spill file")
+    process_rss_bytes: int
+
+
+class BulkCreate(BaseModel):
+    ids: list[str] | None = Field(None, description="create devices with these IDs")
+    count: Annotated[int, Field(ge=1)] | None = Field(None, description="or create this many, with random IDs")
+    prefix: str = Field("", description="prefix for the random IDs")
+    model: str | None = Field(None, description="model name; the embedded default if absent")
+
+    @model_validator(mode="after")
+    def one_of_ids_or_count(self) -> BulkCreate:
+        if (self.ids is None) == (self.count is None):
+            raise ValueError("give either ids or count")
+        return self
+
+
+class BulkDelete(BaseModel):
+    ids: list[str]
+
+
+class BulkResult(BaseModel):
+    count: int
+    ids: list[str]
+
+
+def _check_size(request: Request, n: int) -> None:
+    limit = request.app.state.settings.max_bulk
+    if n > limit:
+        raise InvalidRequest(f"{n} devices in one request; the limit is {limit} (FLEET_MAX_BULK)")
+
+
+@router.get("/v1/fleet", summary="Fleet status: devices, residency, evictions, memory")
+async def fleet_status(fleet: FleetDep, request: Request) -> FleetStatus:
+    settings = request.app.state.settings
+    stats = fleet.residency_stats()
+    return FleetStatus(
+        devices=len(fleet),
+        resident=stats.resident,
+        max_resident=stats.max_resident,
+        max_resident_bytes=settings.max_resident_bytes,
+        interpreter_bytes=settings.interpreter_bytes,
+        activations=stats.activations,
+        evictions=stats.evictions,
+        spills=stats.spills,
+        process_rss_bytes=process_rss_bytes(),
+    )
+
+
+@router.post(
+    "/v1/devices/bulk-create", status_code=status.HTTP_201_CREATED, tags=["devices"], responses=BULK_ERRORS
+)
+async def bulk_create(body: BulkCreate, fleet: FleetDep, request: Request) -> BulkResult:
+    """Create many devices at once; all or nothing."""
+    _check_size(request, len(body.ids) if body.ids is not None else body.count or 0)
+    made = await in_thread(
+        request, fleet.create_many, body.ids, count=body.count or 0, prefix=body.prefix, model=body.model
+    )
+    return BulkResult(count=len(made), ids=[d.id for d in made])
+
+
+@router.post("/v1/devices/bulk-delete", tags=["devices"], responses=BULK_ERRORS)
+async def bulk_delete(body: BulkDelete, fleet: FleetDep, request: Request) -> BulkResult:
+    """Delete many devices and their directories; unknown IDs fail the request before any deletion."""
+    _check_size(request, len(body.ids))
+    count = await in_thread(request, fleet.delete_many, body.ids)
+    return BulkResult(count=count, ids=body.ids)
