@@ -15,7 +15,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def get_fleet(request: Request) -> Fleet:
+async def get_fleet(request: Request) -> Fleet:
     fleet: Fleet = request.app.state.fleet
     return fleet
 
@@ -25,7 +25,7 @@ DeviceId = Annotated[str, Path(description=f"device ID, {ID_PATTERN.pattern} wit
 ModelName = Annotated[str, Path(description=f"model name, {ID_PATTERN.pattern} without '..'")]
 
 
-def get_device(fleet: FleetDep, device_id: DeviceId) -> Device:
+async def get_device(fleet: FleetDep, device_id: DeviceId) -> Device:
     return fleet.get(device_id)
 
 
