@@ -39,29 +39,30 @@ async def run(
     seconds: float | None = None,
     requests: int | None = None,
 ) -> list[float]:
-    """Send ``heads[i] + body`` round-robin from ``concurrency`` connections; latency of each request.
+    """Send ``heads[k % len(heads)] + body`` for k = 0, 1, ... from ``concurrency`` connections.
 
-    Stops after ``seconds`` or once ``requests`` have been sent; raises on any non-2xx response.
+    Connection i sends k = i, i + concurrency, ...: with ``requests`` = len(heads), every head goes
+    exactly once. Stops after ``seconds`` or ``requests``; raises on any non-2xx response.
+    Returns each request's latency.
     """
     parts = urlsplit(url)
     stop = time.perf_counter() + seconds if seconds is not None else float("inf")
-    remaining = [requests if requests is not None else -1]
+    total = requests if requests is not None else float("inf")
     latencies: list[float] = []
 
     async def user(index: int) -> None:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        n = 0
+        k = index
         try:
-            while time.perf_counter() < stop and remaining[0] != 0:
-                remaining[0] -= 1
+            while time.perf_counter() < stop and k < total:
                 start = time.perf_counter()
-                writer.write(heads[(index + n * concurrency) % len(heads)])
+                writer.write(heads[k % len(heads)])
                 writer.write(body)
                 status, payload = await _read_response(reader)
                 if not 200 <= status < 300:
                     raise RuntimeError(f"HTTP {status}: {payload[:300]!r}")
                 latencies.append(time.perf_counter() - start)
-                n += 1
+                k += concurrency
         finally:
             writer.close()
 

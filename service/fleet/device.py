@@ -12,7 +12,6 @@ device's checkpoint if one exists (after an eviction, the spill instead, which i
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import orjson
 
 from service.errors import DeviceNotFound, InvalidTensor, NoCheckpoint, SignatureNotFound
 from service.fleet.files import atomic_target, write_json
@@ -49,7 +49,7 @@ class DeviceRecord:
 
     @classmethod
     def read(cls, path: Path) -> DeviceRecord:
-        return cls(**json.loads(path.read_text()))
+        return cls(**orjson.loads(path.read_bytes()))
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ class Device:
         self.deleted = False
         self.last_used = time.monotonic()
         self._interpreter: ModelInterpreter | None = None
-        self._dirty = False
+        self._record_dirty = False
+        self._weights_changed = False
+        """Whether the live weights differ from what a new interpreter would restore (so an eviction must spill)."""
         self.on_activate: ActivationHook | None = None
         self.on_release: ActivationHook | None = None
 
@@ -116,12 +118,12 @@ class Device:
 
     def write_record(self) -> None:
         write_json(self.directory / RECORD, asdict(self.record))
-        self._dirty = False
+        self._record_dirty = False
 
     def flush(self) -> None:
         """Persist counters that changed since the last write (called at shutdown and eviction)."""
         with self.lock:
-            if self._dirty and not self.deleted:
+            if self._record_dirty and not self.deleted:
                 self.write_record()
 
     def info(self) -> DeviceInfo:
@@ -170,12 +172,14 @@ class Device:
         if self._interpreter is not None:
             return self._interpreter
         interpreter = self.model.interpreter()
-        if self.spill_path.exists():
+        from_spill = self.spill_path.exists()
+        if from_spill:
             self._run_checkpoint(interpreter, "restore", self.spill_path)
             self.spill_path.unlink()
         elif self.checkpoint_path.exists():
             self._run_checkpoint(interpreter, "restore", self.checkpoint_path)
         self._interpreter = interpreter
+        self._weights_changed = from_spill
         if self.on_activate:
             self.on_activate(self)
         return interpreter
@@ -197,11 +201,11 @@ class Device:
         try:
             if self._interpreter is None or self.deleted:
                 return "absent"
-            spilled = self._has_checkpoint_signatures()
+            spilled = self._weights_changed and self._has_checkpoint_signatures()
             if spilled:
                 with atomic_target(self.spill_path, durable=False) as tmp:
                     self._run_checkpoint(self._interpreter, "save", tmp)
-            if self._dirty:
+            if self._record_dirty:
                 self.write_record()
             self._drop_interpreter()
             return "spilled" if spilled else "dropped"
@@ -231,12 +235,14 @@ class Device:
         checked = spec.check(inputs)
         with self.lock:
             outputs = self._interpreter_or_activate().run(signature, checked)
+            # Only "infer" is known to leave weights alone; any other signature may change them.
+            self._weights_changed |= signature != "infer"
             if signature == "train":
                 self.record.train_steps += 1
                 loss = outputs.get("loss")
                 if loss is not None and np.size(loss) == 1:
                     self.record.last_loss = float(np.asarray(loss).reshape(()))
-                self._dirty = True
+                self._record_dirty = True
             return outputs
 
     def save(self) -> dict[str, np.ndarray]:
@@ -246,6 +252,7 @@ class Device:
             interpreter = self._interpreter_or_activate()
             with atomic_target(self.checkpoint_path) as tmp:
                 self._run_checkpoint(interpreter, "save", tmp)
+            self._weights_changed = False
             self.write_record()
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 
@@ -257,6 +264,7 @@ class Device:
             if not self.checkpoint_path.exists():
                 raise NoCheckpoint(f"device '{self.id}' has no checkpoint to restore; save one first")
             self._run_checkpoint(self._interpreter_or_activate(), "restore", self.checkpoint_path)
+            self._weights_changed = False
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 
     def reset(self) -> None:
@@ -277,7 +285,7 @@ class Device:
             self._require_live()
             self.spill_path.unlink(missing_ok=True)
             self._drop_interpreter()
-            if self._dirty:
+            if self._record_dirty:
                 self.write_record()
 
     def delete(self) -> None:

@@ -6,6 +6,10 @@ import threading
 from dataclasses import dataclass
 
 from service.fleet.device import Device
+from service.fleet.memory import release_free_memory
+
+TRIM_EVERY = 32
+"""Evictions between two returns of freed memory to the OS."""
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Residency:
                 if excess > 0
                 else []
             )
+        trim = False
         for victim in candidates:
             if excess <= 0:
                 break
@@ -60,6 +65,9 @@ class Residency:
                 with self._lock:
                     self.evictions += 1
                     self.spills += outcome == "spilled"
+                    trim |= self.evictions % TRIM_EVERY == 0
+        if trim:
+            release_free_memory()
 
     def stats(self) -> ResidencyStats:
         with self._lock:

@@ -119,3 +119,26 @@ def test_concurrent_devices_under_a_tight_cap(tmp_path: Path, train_batch: Batch
             twins.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
         )
         assert capped.get(device_id).info().train_steps == 8
+
+
+def test_clean_weights_are_evicted_without_a_spill(tmp_path: Path, train_batch: Batch) -> None:
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["a", "b"])
+    a, b = fleet.get("a"), fleet.get("b")
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    a.save()  # the live weights now equal the checkpoint
+    saved = a.run("infer", {"x": train_batch[0]})["logits"]
+    b.run("infer", {"x": train_batch[0]})  # evicts a: nothing to spill
+    assert not a.resident and not a.spill_path.exists()
+    np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], saved)  # evicts b: baseline
+    assert not b.spill_path.exists()
+    stats = fleet.residency_stats()
+    assert (stats.evictions, stats.spills) == (2, 0)
+    # Weights that came back from a spill are not the checkpoint's: evicting them again spills again.
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    b.run("infer", {"x": train_batch[0]})
+    assert a.spill_path.exists()
+    trained = a.run("infer", {"x": train_batch[0]})["logits"]  # back from the spill
+    b.run("infer", {"x": train_batch[0]})
+    assert a.spill_path.exists(), "restored-from-spill weights must be spilled again"
+    np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], trained)
