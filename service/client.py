@@ -6,6 +6,7 @@ It raises the same error classes as the server (``service.errors``) and never im
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -60,6 +61,16 @@ class FleetClient:
         response = self._http.request(method, path, **kwargs)
         _raise_for_error(response)
         return response
+
+    def _tensor_body(self, inputs: Tensors) -> dict[str, Any]:
+        """Request arguments carrying ``inputs``: npz when binary, else JSON; nothing when empty."""
+        if not inputs:
+            return {"headers": {}}
+        if self.binary:
+            buffer = io.BytesIO()
+            np.savez(buffer, **{k: np.asarray(v) for k, v in inputs.items()})
+            return {"content": buffer.getvalue(), "headers": {"content-type": NPZ}}
+        return {"json": {"inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()}}, "headers": {}}
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
@@ -117,6 +128,56 @@ class FleetClient:
     def restart(self, device_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/devices/{device_id}/restart"))
 
+    # -- device-local data and background training -------------------------------------------
+
+    def add_samples(self, device_id: str, **inputs: Any) -> dict[str, Any]:
+        """Append labelled samples (the train signature's inputs by name) to the device's store."""
+        return dict(self._json("POST", f"/v1/devices/{device_id}/samples", **self._tensor_body(inputs)))
+
+    def samples(self, device_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/devices/{device_id}/samples"))
+
+    def clear_samples(self, device_id: str) -> None:
+        self._request("DELETE", f"/v1/devices/{device_id}/samples")
+
+    def start_job(
+        self,
+        device_id: str,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        save: bool = False,
+        shuffle: bool = True,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Start training over the device's samples in the background; returns the job (202)."""
+        body = {"epochs": epochs, "batch_size": batch_size, "save": save, "shuffle": shuffle, "seed": seed}
+        return dict(self._json("POST", f"/v1/devices/{device_id}/jobs", json=body))
+
+    def job(self, device_id: str, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/devices/{device_id}/jobs/{job_id}"))
+
+    def jobs(self, device_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/devices/{device_id}/jobs")["jobs"])
+
+    def cancel_job(self, device_id: str, job_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/devices/{device_id}/jobs/{job_id}/cancel"))
+
+    def wait_job(self, device_id: str, job_id: str, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:
+        """Poll until the job ends (succeeded, failed or cancelled); TimeoutError past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(device_id, job_id)
+            if job["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} of device {device_id} still {job['state']} after {timeout} s")
+            time.sleep(poll)
+
+    def history(self, device_id: str) -> list[dict[str, Any]]:
+        """The device's loss history: one entry per train step or job epoch."""
+        return list(self._json("GET", f"/v1/devices/{device_id}/history")["history"])
+
     # -- signatures --------------------------------------------------------------------------
 
     def run(self, device_id: str, signature: str, inputs: Tensors | None = None) -> dict[str, np.ndarray]:
@@ -126,15 +187,8 @@ class FleetClient:
             if signature in ("train", "infer", "save", "restore")
             else f"/v1/devices/{device_id}/signatures/{signature}"
         )
-        kwargs: dict[str, Any] = {"headers": {"accept": NPZ if self.binary else "application/json"}}
-        if inputs:
-            if self.binary:
-                buffer = io.BytesIO()
-                np.savez(buffer, **{k: np.asarray(v) for k, v in inputs.items()})
-                kwargs["content"] = buffer.getvalue()
-                kwargs["headers"]["content-type"] = NPZ
-            else:
-                kwargs["json"] = {"inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()}}
+        kwargs = self._tensor_body(inputs or {})
+        kwargs["headers"]["accept"] = NPZ if self.binary else "application/json"
         response = self._request("POST", path, **kwargs)
         if response.headers.get("content-type", "").startswith(NPZ):
             with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
