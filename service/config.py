@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     )
     interpreter_threads: int = Field(1, description="threads per TFLite interpreter")
     worker_threads: int = Field(16, description="threads running interpreter calls at once")
+    sample_capacity: int = Field(10_000, description="samples kept per device; the oldest go first past it")
+    job_workers: int = Field(2, description="background training jobs running at once (fleet-wide)")
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
     log_json: bool = Field(False, description="log one JSON line per request")
 

@@ -13,6 +13,7 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── DeviceExists
     │   ├── ModelExists
     │   ├── NoCheckpoint
+    │   ├── NoSamples
     │   └── DeviceBusy
     ├── InvalidRequest
     │   ├── InvalidId
@@ -72,6 +73,10 @@ class ModelExists(Conflict):
 
 class NoCheckpoint(Conflict):
     code = "no_checkpoint"
+
+
+class NoSamples(Conflict):
+    code = "no_samples"
 
 
 class DeviceBusy(Conflict):

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import errors
 from service.api.limits import BodyLimit
-from service.api.routes import devices, fleet, health, models
+from service.api.routes import devices, fleet, health, jobs, models
 from service.config import Settings
 from service.fleet import DEFAULT_MODEL, Fleet
 
@@ -25,7 +25,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limiter = anyio.CapacityLimiter(settings.worker_threads)
 
         def open_fleet() -> Fleet:
-            fleet = Fleet(settings.data_dir, settings.resident_cap(), settings.interpreter_threads)
+            fleet = Fleet(
+                settings.data_dir,
+                settings.resident_cap(),
+                settings.interpreter_threads,
+                settings.sample_capacity,
+                settings.job_workers,
+            )
             fleet.models.get(DEFAULT_MODEL)
             return fleet
 
@@ -46,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.fleet = None
     errors.install(app)
-    for router in (health.router, models.router, fleet.router, devices.router):
+    for router in (health.router, models.router, fleet.router, devices.router, jobs.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

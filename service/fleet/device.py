@@ -3,8 +3,11 @@
 Everything durable about a device lives in its own directory:
 
     device.json        the record (model, created, train steps, last loss)
+    history.json       loss per training step (bounded)
     checkpoint.ckpt    the user's checkpoint, written by the model's ``save`` signature
     spill.ckpt         unsaved weights of an evicted interpreter (never a user checkpoint)
+    samples/           the device's own labelled samples (``service.fleet.samples``)
+    jobs.json          its background training jobs (``service.fleet.jobs``)
 
 The tutorial's rule holds: whenever an interpreter is created for a device, it restores the
 device's checkpoint if one exists (after an eviction, the spill instead, which is newer).
@@ -16,6 +19,7 @@ import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,6 +31,7 @@ import orjson
 
 from service.errors import DeviceNotFound, InvalidTensor, NoCheckpoint, SignatureNotFound
 from service.fleet.files import atomic_target, write_json
+from service.fleet.samples import SampleStore
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
 RECORD = "device.json"
@@ -66,6 +71,22 @@ class DeviceInfo:
     has_spill: bool
 
 
+HISTORY = "history.json"
+HISTORY_LIMIT = 10_000
+"""Loss history entries kept per device."""
+SAMPLE_CAPACITY = 10_000
+HistorySource = Literal["train", "job"]
+HistoryEntry = dict[str, object]
+
+
+def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
+    """The step's loss: the ``loss`` output, else the only output when it is a scalar."""
+    value = outputs.get("loss")
+    if value is None and len(outputs) == 1:
+        value = next(iter(outputs.values()))
+    return float(np.asarray(value).reshape(())) if value is not None and np.size(value) == 1 else None
+
+
 ActivationHook = Callable[["Device"], None]
 EvictOutcome = Literal["busy", "absent", "spilled", "dropped"]
 
@@ -77,10 +98,14 @@ class Device:
     one device run one at a time, while calls on different devices run in parallel.
     """
 
-    def __init__(self, record: DeviceRecord, model: CompiledModel, directory: Path) -> None:
+    def __init__(
+        self, record: DeviceRecord, model: CompiledModel, directory: Path, sample_capacity: int = SAMPLE_CAPACITY
+    ) -> None:
         self.record = record
         self.model = model
         self.directory = directory
+        self.samples = SampleStore(directory, sample_capacity)
+        self._history: deque[HistoryEntry] | None = None
         self.lock = threading.Lock()
         self.deleted = False
         self.last_used = time.monotonic()
@@ -110,15 +135,32 @@ class Device:
     # -- files -------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, record: DeviceRecord, model: CompiledModel, directory: Path) -> Device:
+    def create(
+        cls, record: DeviceRecord, model: CompiledModel, directory: Path, sample_capacity: int = SAMPLE_CAPACITY
+    ) -> Device:
         directory.mkdir(parents=True)
-        device = cls(record, model, directory)
+        device = cls(record, model, directory, sample_capacity)
         device.write_record()
         return device
 
     def write_record(self) -> None:
         write_json(self.directory / RECORD, asdict(self.record))
+        if self._history is not None:
+            write_json(self.directory / HISTORY, list(self._history))
         self._record_dirty = False
+
+    @property
+    def history(self) -> list[HistoryEntry]:
+        """Loss per training step, oldest first (the last HISTORY_LIMIT), from memory or the device's file."""
+        with self.lock:
+            return list(self._loaded_history())
+
+    def _loaded_history(self) -> deque[HistoryEntry]:
+        if self._history is None:
+            path = self.directory / HISTORY
+            entries = orjson.loads(path.read_bytes()) if path.exists() else []
+            self._history = deque(entries, maxlen=HISTORY_LIMIT)
+        return self._history
 
     def flush(self) -> None:
         """Persist counters that changed since the last write (called at shutdown and eviction)."""
@@ -217,8 +259,13 @@ class Device:
 
     # -- the operations ----------------------------------------------------------------------
 
-    def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run any signature on checked inputs. ``save``/``restore`` use the device's own checkpoint."""
+    def run(
+        self, signature: str, inputs: Mapping[str, np.ndarray], source: HistorySource = "train"
+    ) -> dict[str, np.ndarray]:
+        """Run any signature on checked inputs. ``save``/``restore`` use the device's own checkpoint.
+
+        ``train`` (and a job's training signature, ``source="job"``) counts as a training step.
+        """
         if signature in CHECKPOINT_SIGNATURES:
             if inputs:
                 raise InvalidTensor(
@@ -237,11 +284,13 @@ class Device:
             outputs = self._interpreter_or_activate().run(signature, checked)
             # Only "infer" is known to leave weights alone; any other signature may change them.
             self._weights_changed |= signature != "infer"
-            if signature == "train":
+            if signature == "train" or source == "job":
                 self.record.train_steps += 1
-                loss = outputs.get("loss")
-                if loss is not None and np.size(loss) == 1:
-                    self.record.last_loss = float(np.asarray(loss).reshape(()))
+                self.record.last_loss = scalar_loss(outputs)
+                if self.record.last_loss is not None:
+                    self._loaded_history().append(
+                        {"step": self.record.train_steps, "loss": self.record.last_loss, "source": source, "at": time.time()}
+                    )
                 self._record_dirty = True
             return outputs
 
@@ -276,6 +325,7 @@ class Device:
             self._drop_interpreter()
             self.record.train_steps = 0
             self.record.last_loss = None
+            self._history = deque(maxlen=HISTORY_LIMIT)
             self.write_record()
             self._interpreter_or_activate()
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import DeviceExists, DeviceNotFound, FleetError, InvalidRequest
-from service.fleet.device import RECORD, SPILL, Device, DeviceRecord, utc_now
+from service.fleet.device import RECORD, SAMPLE_CAPACITY, SPILL, Device, DeviceRecord, utc_now
 from service.fleet.files import check_id, child
+from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
 from service.fleet.residency import Residency, ResidencyStats
 
@@ -31,7 +32,14 @@ class Page:
 class Fleet:
     """Devices under ``data_dir/devices/<id>/``, reloaded from there when the service starts."""
 
-    def __init__(self, data_dir: Path, max_resident: int | None = None, interpreter_threads: int = 1) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        max_resident: int | None = None,
+        interpreter_threads: int = 1,
+        sample_capacity: int = SAMPLE_CAPACITY,
+        job_workers: int = 2,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         if any(c in str(self.data_dir) for c in "*?[]\\"):
             # Checkpoint paths go to TensorFlow's Restore op, which reads them as glob patterns.
@@ -40,6 +48,8 @@ class Fleet:
         self.devices_dir.mkdir(parents=True, exist_ok=True)
         self.models = ModelStore(self.data_dir / "models", interpreter_threads)
         self.residency = Residency(max_resident)
+        self.sample_capacity = sample_capacity
+        self.jobs = JobRunner(job_workers, self.get)
         self._devices: dict[str, Device] = {}
         self._sorted_ids: list[str] = []
         self._lock = threading.Lock()
@@ -52,7 +62,8 @@ class Fleet:
             try:
                 record = DeviceRecord.read(record_path)
                 (record_path.parent / SPILL).unlink(missing_ok=True)
-                self._register(Device(record, self.models.get(record.model), record_path.parent))
+                model = self.models.get(record.model)
+                self._register(Device(record, model, record_path.parent, self.sample_capacity))
             except (FleetError, OSError, ValueError, TypeError) as exc:
                 log.warning("skipping device directory %s: %s", record_path.parent, exc)
         self._sorted_ids.sort()
@@ -94,7 +105,7 @@ class Fleet:
             made = []
             for device_id in wanted:
                 record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
-                device = Device.create(record, compiled, child(self.devices_dir, device_id))
+                device = Device.create(record, compiled, child(self.devices_dir, device_id), self.sample_capacity)
                 self.residency.attach(device)
                 self._devices[device_id] = device
                 bisect.insort(self._sorted_ids, device_id)
@@ -122,17 +133,22 @@ class Fleet:
         """Delete the devices and their directories; unknown IDs fail the request before any deletion."""
         devices = [self.get(i) for i in ids]
         for device in devices:
+            self.jobs.forget(device.id)
             device.delete()
             with self._lock:
                 if self._devices.pop(device.id, None) is not None:
                     del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
         return len(devices)
 
+    def jobs_by_state(self) -> dict[str, int]:
+        return self.jobs.counts_by_state()
+
     def residency_stats(self) -> ResidencyStats:
         return self.residency.stats()
 
     def close(self) -> None:
-        """Persist every device's counters; interpreters (and unsaved weights) go with the process."""
+        """Interrupt jobs, persist every device's counters; interpreters (and unsaved weights) go with the process."""
+        self.jobs.close()
         for device in list(self._devices.values()):
             device.flush()
 

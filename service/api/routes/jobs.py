@@ -1,0 +1,144 @@
+"""A device's own data and background training: samples, jobs, loss history."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, Field
+
+from service.api.codecs import read_inputs
+from service.api.deps import DeviceDep, FleetDep, in_thread
+from service.api.errors import documented
+from service.api.routes.devices import TENSOR_BODY
+from service.fleet.jobs import Job, JobSpec
+
+router = APIRouter(prefix="/v1/devices/{device_id}", tags=["personalization"])
+ERRORS = documented(e400="invalid device ID", e404="unknown device or job")
+SignatureQuery = Annotated[str, Query(description="the training signature the samples are inputs of")]
+
+
+class SampleStatsView(BaseModel):
+    count: int = Field(description="samples stored now")
+    capacity: int
+    added: int = 0
+    dropped: int = Field(0, description="oldest samples dropped to stay within capacity")
+
+
+class StartJob(BaseModel):
+    epochs: int = Field(1, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=100_000)
+    save: bool = Field(False, description="save a checkpoint when the job succeeds")
+    shuffle: bool = True
+    seed: int | None = None
+    signature: str = Field("train", description="the training signature to run")
+
+
+class JobView(BaseModel):
+    id: str
+    device: str
+    state: str = Field(description="queued, running, succeeded, failed, cancelled or interrupted")
+    epochs: int
+    batch_size: int
+    save: bool
+    shuffle: bool
+    seed: int | None
+    signature: str
+    steps_done: int
+    steps_total: int
+    epoch: int = Field(description="epochs finished")
+    loss: float | None = Field(description="the last step's loss")
+    epoch_losses: list[float] = Field(description="mean loss of each finished epoch")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class HistoryEntry(BaseModel):
+    step: int
+    loss: float
+    source: str = Field(description="train (a call) or job")
+    at: str
+
+
+class History(BaseModel):
+    device: str
+    history: list[HistoryEntry]
+
+
+def job_view(job: Job) -> JobView:
+    return JobView.model_validate(job.view())
+
+
+@router.post(
+    "/samples",
+    responses=documented(e404="unknown device", e413="body too large", e422="samples do not match the signature"),
+    openapi_extra=TENSOR_BODY,
+)
+async def add_samples(device: DeviceDep, request: Request, signature: SignatureQuery = "train") -> SampleStatsView:
+    """Add labelled samples (the training signature's inputs by name) to the device's own store."""
+    inputs = await read_inputs(request, device.model.signature(signature))
+    return SampleStatsView(**asdict(await in_thread(request, device.samples.add, inputs)))
+
+
+@router.get("/samples", responses=ERRORS)
+async def sample_stats(device: DeviceDep, request: Request) -> SampleStatsView:
+    return SampleStatsView(**asdict(await in_thread(request, device.samples.stats)))
+
+
+@router.delete("/samples", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+async def clear_samples(device: DeviceDep, request: Request) -> Response:
+    await in_thread(request, device.samples.clear)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=documented(e404="unknown device or signature", e409="no samples, or a job is running"),
+)
+async def start_job(device: DeviceDep, fleet: FleetDep, body: StartJob, request: Request) -> JobView:
+    """Train over the device's samples in the background for E epochs of batch B; poll the job."""
+    job = await in_thread(request, fleet.jobs.start, device, JobSpec(**body.model_dump()))
+    return job_view(job)
+
+
+@router.get("/jobs", responses=ERRORS)
+async def list_jobs(device: DeviceDep, fleet: FleetDep, request: Request) -> JobList:
+    return JobList(jobs=[job_view(job) for job in await in_thread(request, fleet.jobs.jobs, device)])
+
+
+@router.get("/jobs/{job_id}", responses=ERRORS)
+async def get_job(device: DeviceDep, fleet: FleetDep, job_id: str, request: Request) -> JobView:
+    return job_view(await in_thread(request, fleet.jobs.job, device, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", responses=ERRORS)
+async def cancel_job(device: DeviceDep, fleet: FleetDep, job_id: str, request: Request) -> JobView:
+    """Ask the job to stop; it ends within one training step."""
+    return job_view(await in_thread(request, fleet.jobs.cancel, device, job_id))
+
+
+@router.get("/history", responses=ERRORS)
+async def history(device: DeviceDep, request: Request) -> History:
+    """Loss per training step (calls and jobs), oldest first."""
+    entries = await in_thread(request, lambda: device.history)
+    return History(
+        device=device.id,
+        history=[
+            HistoryEntry(
+                step=int(e["step"]),  # type: ignore[call-overload]
+                loss=float(e["loss"]),  # type: ignore[arg-type]
+                source=str(e["source"]),
+                at=datetime.fromtimestamp(float(e["at"]), UTC).isoformat(timespec="milliseconds"),  # type: ignore[arg-type]
+            )
+            for e in entries
+        ],
+    )
