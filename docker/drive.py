@@ -1,0 +1,158 @@
+"""Drive the containerised fleet service over HTTP for docker/test.sh (standard library only).
+
+    python3 drive.py wait   BASE_URL [TIMEOUT_S]   poll /healthz, then /readyz, until both answer 200
+    python3 drive.py before BASE_URL STATE.json    create, train, save, infer; record the logits
+    python3 drive.py after  BASE_URL STATE.json    the checkpoint is still there; restore, infer, compare
+
+Exits non-zero with a message on the first failed check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEVICE = "docker-dev"
+TRAIN_STEPS = 5
+TOLERANCE = 1e-6
+# Never send loopback requests through a proxy that the environment may name.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def request(base: str, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    req.add_header("accept", "application/json")
+    try:
+        with OPENER.open(req, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = raw.decode(errors="replace")
+    return status, payload
+
+
+def call(base: str, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+    status, payload = request(base, method, path, body)
+    if status != expect:
+        raise CheckFailed(f"{method} {path}: HTTP {status}, expected {expect}: {str(payload)[:500]}")
+    print(f"  {method} {path} -> {status}")
+    return payload
+
+
+def batch() -> dict[str, Any]:
+    """Two fixed 28x28 images in [0, 1] and their one-hot labels."""
+    rng = random.Random(20261128)
+    x = [[[round(rng.random(), 6) for _ in range(28)] for _ in range(28)] for _ in range(2)]
+    y = [[1.0 if c == label else 0.0 for c in range(10)] for label in (3, 7)]
+    return {"x": x, "y": y}
+
+
+def logits(base: str) -> list[list[float]]:
+    outputs = call(base, "POST", f"/v1/devices/{DEVICE}/infer", {"inputs": {"x": batch()["x"]}})["outputs"]
+    values = outputs["logits"]
+    if len(values) != 2 or any(len(row) != 10 for row in values):
+        raise CheckFailed(f"infer: logits of unexpected shape: {str(values)[:200]}")
+    return values
+
+
+def max_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    pairs = (pq for row_a, row_b in zip(a, b, strict=True) for pq in zip(row_a, row_b, strict=True))
+    return max(abs(p - q) for p, q in pairs)
+
+
+def device(base: str) -> dict[str, Any]:
+    info: dict[str, Any] = call(base, "GET", f"/v1/devices/{DEVICE}")
+    return info
+
+
+def wait(base: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for path in ("/healthz", "/readyz"):
+        last = "no answer"
+        while True:
+            try:
+                status, payload = request(base, "GET", path, timeout=5)
+                if status == 200:
+                    print(f"  GET {path} -> 200 {payload}")
+                    break
+                last = f"HTTP {status} {payload}"
+            except (OSError, urllib.error.URLError) as exc:  # refused, reset, empty reply while starting
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"GET {path}: not ready after {timeout:.0f} s (last: {last})")
+            time.sleep(1)
+
+
+def before(base: str, state_path: str) -> None:
+    created = call(base, "POST", "/v1/devices", {"id": DEVICE}, expect=201)
+    if created["id"] != DEVICE or created["has_checkpoint"]:
+        raise CheckFailed(f"create: unexpected device {created}")
+    baseline = logits(base)
+    inputs = batch()
+    losses = []
+    for _ in range(TRAIN_STEPS):
+        outputs = call(base, "POST", f"/v1/devices/{DEVICE}/train", {"inputs": inputs})["outputs"]
+        losses.append(float(outputs["loss"]))
+    print(f"  losses: {', '.join(f'{v:.4f}' for v in losses)}")
+    if not all(math.isfinite(v) for v in losses) or not losses[-1] < losses[0]:
+        raise CheckFailed(f"train: the loss did not fall: {losses}")
+    call(base, "POST", f"/v1/devices/{DEVICE}/save")
+    info = device(base)
+    if not info["has_checkpoint"] or info["train_steps"] != TRAIN_STEPS:
+        raise CheckFailed(f"after save: expected a checkpoint and {TRAIN_STEPS} train steps: {info}")
+    saved = logits(base)
+    moved = max_diff(baseline, saved)
+    if moved <= TOLERANCE:
+        raise CheckFailed(f"training did not move the logits (max diff {moved:g}): a vacuous check")
+    print(f"  logits after save recorded (moved {moved:.4g} from the untrained model)")
+    with open(state_path, "w") as f:
+        json.dump({"baseline": baseline, "saved": saved, "checkpoint_bytes": info["checkpoint_bytes"]}, f)
+
+
+def after(base: str, state_path: str) -> None:
+    with open(state_path) as f:
+        state = json.load(f)
+    info = device(base)
+    if not info["has_checkpoint"] or info["checkpoint_bytes"] != state["checkpoint_bytes"]:
+        raise CheckFailed(f"after the restart: the checkpoint is gone or changed: {info}")
+    call(base, "POST", f"/v1/devices/{DEVICE}/restore")
+    restored = logits(base)
+    diff = max_diff(state["saved"], restored)
+    print(f"  max |logits after restore - logits after save| = {diff:g}")
+    if diff > TOLERANCE:
+        raise CheckFailed(f"restored logits differ from the saved ones by {diff:g} (> {TOLERANCE:g})")
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if len(argv) >= 2 and argv[0] == "wait":
+            wait(argv[1].rstrip("/"), float(argv[2]) if len(argv) > 2 else 120.0)
+        elif len(argv) == 3 and argv[0] in ("before", "after"):
+            (before if argv[0] == "before" else after)(argv[1].rstrip("/"), argv[2])
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except CheckFailed as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
