@@ -29,7 +29,9 @@ NPZ = "application/x-npz"
 def bulk_create(client: httpx.Client, count: int, prefix: str, chunk: int = 10_000) -> float:
     start = time.perf_counter()
     for made in range(0, count, chunk):
-        response = client.post("/v1/devices/bulk-create", json={"count": min(chunk, count - made), "prefix": prefix})
+        response = client.post(
+            "/v1/devices/bulk-create", json={"count": min(chunk, count - made), "prefix": prefix}
+        )
         response.raise_for_status()
     return time.perf_counter() - start
 
@@ -67,7 +69,9 @@ def in_process_rss_per_interpreter(n: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--resident", type=int, default=200, help="devices for the per-device RSS")
     parser.add_argument("--fleet", type=int, default=10_000)
     parser.add_argument("--cap", type=int, default=1_000)
@@ -76,41 +80,75 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
 
     per_interpreter = in_process_rss_per_interpreter(args.resident)
-    rows.append((f"RSS per trained interpreter, in-process ({args.resident})", f"{per_interpreter / MB:.2f} MB"))
+    rows.append(
+        (f"RSS per trained interpreter, in-process ({args.resident})", f"{per_interpreter / MB:.2f} MB")
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
-        with ServerProcess(Path(tmp) / "a") as server, httpx.Client(base_url=server.url, timeout=600) as client:
+        with (
+            ServerProcess(Path(tmp) / "a") as server,
+            httpx.Client(base_url=server.url, timeout=600) as client,
+        ):
             train_each_once(server.url, ["warm"] if client.post("/v1/devices", json={"id": "warm"}) else [])
             before = client.get("/v1/fleet").json()["process_rss_bytes"]
             bulk_create(client, args.resident, "res-")
             train_each_once(server.url, [i for i in all_ids(client) if i.startswith("res-")])
             status = client.get("/v1/fleet").json()
             per_device = (status["process_rss_bytes"] - before) / args.resident
-            rows.append((f"RSS per resident device, server ({status['resident'] - 1} trained)", f"{per_device / MB:.2f} MB"))
+            rows.append(
+                (
+                    f"RSS per resident device, server ({status['resident'] - 1} trained)",
+                    f"{per_device / MB:.2f} MB",
+                )
+            )
 
-        with ServerProcess(Path(tmp) / "b", "--max-resident", str(args.cap)) as server, httpx.Client(
-            base_url=server.url, timeout=600
-        ) as client:
+        with (
+            ServerProcess(Path(tmp) / "b", "--max-resident", str(args.cap)) as server,
+            httpx.Client(base_url=server.url, timeout=600) as client,
+        ):
             created = bulk_create(client, args.fleet, "dev-")
             rows.append((f"bulk creation of {args.fleet:,} devices (HTTP)", f"{created:.2f} s"))
             ids = all_ids(client)
             seconds = train_each_once(server.url, ids)
             status = client.get("/v1/fleet").json()
-            rows.append((f"train each of {args.fleet:,} once, cap {args.cap:,}", f"{seconds:.1f} s ({args.fleet / seconds:.0f} steps/s)"))
+            rows.append(
+                (
+                    f"train each of {args.fleet:,} once, cap {args.cap:,}",
+                    f"{seconds:.1f} s ({args.fleet / seconds:.0f} steps/s)",
+                )
+            )
             rows.append(("  evictions / spills", f"{status['evictions']:,} / {status['spills']:,}"))
-            rows.append((f"  RSS of the {args.fleet:,}/{args.cap:,} fleet", f"{status['process_rss_bytes'] / MB:.0f} MB"))
+            rows.append(
+                (
+                    f"  RSS of the {args.fleet:,}/{args.cap:,} fleet",
+                    f"{status['process_rss_bytes'] / MB:.0f} MB",
+                )
+            )
 
             bulk_create(client, args.registered - args.fleet, "reg-")
             total = client.get("/v1/devices", params={"limit": 1}).json()["total"]
             first = timed(lambda: client.get("/v1/devices", params={"limit": 100}).raise_for_status(), 200)
             middle = ids[len(ids) // 2]
-            deep = timed(lambda: client.get("/v1/devices", params={"limit": 100, "after": middle}).raise_for_status(), 200)
-            rows.append((f"list 100 of {total:,}: first page p50 / p99", f"{ms(percentile(first, 50))} / {ms(percentile(first, 99))} ms"))
+            deep = timed(
+                lambda: client.get("/v1/devices", params={"limit": 100, "after": middle}).raise_for_status(),
+                200,
+            )
+            rows.append(
+                (
+                    f"list 100 of {total:,}: first page p50 / p99",
+                    f"{ms(percentile(first, 50))} / {ms(percentile(first, 99))} ms",
+                )
+            )
             rows.append((f"list 100 of {total:,}: from the middle p50", f"{ms(statistics.median(deep))} ms"))
 
         start = time.perf_counter()
         with ServerProcess(Path(tmp) / "b", "--max-resident", str(args.cap), timeout=600) as server:
-            rows.append((f"start-up with {total:,} devices on disk (to ready)", f"{time.perf_counter() - start:.1f} s"))
+            rows.append(
+                (
+                    f"start-up with {total:,} devices on disk (to ready)",
+                    f"{time.perf_counter() - start:.1f} s",
+                )
+            )
 
     table(f"fleet scale ({machine()})", ["what", "figure"], rows)
 

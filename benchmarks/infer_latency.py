@@ -1,6 +1,6 @@
 """``infer`` latency, batch 1, one request at a time: over HTTP against in-process calls.
 
-    .venv/bin/python -m benchmarks.infer_latency [--requests 3000]
+.venv/bin/python -m benchmarks.infer_latency [--requests 3000]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def row(name: str, samples: list[float], reference: float) -> tuple[str, ...]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=3000)
     args = parser.parse_args()
     x = batch(1)[0]
@@ -51,7 +53,13 @@ def main() -> None:
             rows.append(row(label, samples, reference))
         with FleetClient(server.url) as client:
             client.infer("phone", x=x)
-            rows.append(row("HTTP npz (FleetClient, httpx)", timed(lambda: client.infer("phone", x=x), args.requests), reference))
+            rows.append(
+                row(
+                    "HTTP npz (FleetClient, httpx)",
+                    timed(lambda: client.infer("phone", x=x), args.requests),
+                    reference,
+                )
+            )
         logits = FleetClient(server.url).infer("phone", x=x)["logits"]
         np.testing.assert_array_equal(logits, interpreter.run("infer", {"x": x})["logits"])
 

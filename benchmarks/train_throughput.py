@@ -57,14 +57,18 @@ def http_steps_per_s(url: str, ids: list[str], binary: bool, seconds: float, con
         body, content_type = npz(x=x, y=y), "application/x-npz"
     else:
         body, content_type = orjson.dumps({"inputs": {"x": x.tolist(), "y": y.tolist()}}), "application/json"
-    heads = [request_head("POST", f"/v1/devices/{i}/train", content_type, content_type, len(body)) for i in ids]
+    heads = [
+        request_head("POST", f"/v1/devices/{i}/train", content_type, content_type, len(body)) for i in ids
+    ]
     start = time.perf_counter()
     latencies = asyncio.run(loadgen.run(url, heads, body, concurrency, seconds=seconds))
     return len(latencies) / (time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -75,7 +79,9 @@ def main() -> None:
     many = in_process_steps_per_s(args.threads, args.seconds, args.devices)
     with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "data") as server:
         with httpx.Client(base_url=server.url) as client:
-            ids = client.post("/v1/devices/bulk-create", json={"count": args.devices, "prefix": "bench-"}).json()["ids"]
+            ids = client.post(
+                "/v1/devices/bulk-create", json={"count": args.devices, "prefix": "bench-"}
+            ).json()["ids"]
         http_steps_per_s(server.url, ids, True, 2, args.concurrency)  # warm up: activate every interpreter
         binary = http_steps_per_s(server.url, ids, True, args.seconds, args.concurrency)
         as_json = http_steps_per_s(server.url, ids, False, args.seconds, args.concurrency)
@@ -83,8 +89,18 @@ def main() -> None:
     rows = [
         ("in-process, 1 thread", f"{one:.0f}", "1.00", f"{one / many:.2f}"),
         (f"in-process, {args.threads} threads", f"{many:.0f}", f"{many / one:.2f}", "1.00"),
-        (f"HTTP npz, {args.concurrency} concurrent", f"{binary:.0f}", f"{binary / one:.2f}", f"{binary / many:.2f}"),
-        (f"HTTP JSON, {args.concurrency} concurrent", f"{as_json:.0f}", f"{as_json / one:.2f}", f"{as_json / many:.2f}"),
+        (
+            f"HTTP npz, {args.concurrency} concurrent",
+            f"{binary:.0f}",
+            f"{binary / one:.2f}",
+            f"{binary / many:.2f}",
+        ),
+        (
+            f"HTTP JSON, {args.concurrency} concurrent",
+            f"{as_json:.0f}",
+            f"{as_json / one:.2f}",
+            f"{as_json / many:.2f}",
+        ),
     ]
     table(
         f"train, batch 100, {args.devices} devices, {args.seconds:.0f} s each ({machine()})",

@@ -31,7 +31,9 @@ def _build_model(args: argparse.Namespace) -> int:
     )
     try:
         data = load_fashion_mnist(args.dataset_dir)
-        console.print(f"Fashion-MNIST from {data.source}: {len(data.train_images)} train, {len(data.test_images)} test")
+        console.print(
+            f"Fashion-MNIST from {data.source}: {len(data.train_images)} train, {len(data.test_images)} test"
+        )
         with Progress(
             TextColumn("pre-training"),
             BarColumn(),
@@ -53,10 +55,10 @@ def _build_model(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc.message}")
         return 1
     console.print(f"parity: max |logits_tf - logits_tflite| = {result.parity_max_abs_diff:.3g}")
-    console.print(
-        f"test accuracy: TensorFlow {result.tf_test_accuracy:.4f}, converted {result.tflite_test_accuracy:.4f}"
-    )
-    console.print(f"wrote {args.output} ({len(result.model)} bytes, sha256 {result.sha256[:12]}...), {card_path}, {plot_path}")
+    tf_accuracy, lite_accuracy = result.tf_test_accuracy, result.tflite_test_accuracy
+    console.print(f"test accuracy: TensorFlow {tf_accuracy:.4f}, converted {lite_accuracy:.4f}")
+    console.print(f"wrote {args.output} ({len(result.model)} bytes, sha256 {result.sha256[:12]}...)")
+    console.print(f"wrote {card_path} and {plot_path}")
     return 0
 
 
@@ -79,11 +81,92 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    """Needs neither TensorFlow nor a data dir: the app does no work until it is started."""
+    from service.api import create_app
+    from service.api.openapi import render
+    from service.config import Settings
+
+    document = render(create_app(Settings()))
+    if args.output is None:
+        sys.stdout.write(document)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(document, encoding="utf-8")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from service.personalization.command import run
+    from service.personalization.harness import SimulationConfig
+    from service.personalization.partition import PartitionSpec
+
+    try:
+        config = SimulationConfig(
+            partition=PartitionSpec(
+                kind=args.partition,
+                devices=args.devices,
+                train_per_device=args.train_per_device,
+                test_per_device=args.test_per_device,
+                alpha=args.alpha,
+                classes_per_device=args.classes_per_device,
+                interest_share=args.interest_share,
+                replace=args.replace,
+                seed=args.seed,
+            ),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            mode=args.mode,
+            concurrency=args.concurrency,
+            global_test_size=args.global_test_size,
+            grid_device=args.grid_device,
+            device_prefix=args.prefix,
+        )
+    except ValueError as exc:
+        print(f"fleet simulate: error: {exc}", file=sys.stderr)
+        return 2
+    return run(config, output=args.output, url=args.url, data_dir=args.data_dir, dataset_dir=args.dataset_dir)
+
+
+def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = commands.add_parser(
+        "simulate",
+        help="personalize a simulated fleet on Fashion-MNIST partitions and report local and global accuracy",
+    )
+    simulate.add_argument("--devices", type=int, default=10)
+    simulate.add_argument("--partition", choices=("iid", "dirichlet", "interest"), default="interest")
+    simulate.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (small: skewed)")
+    simulate.add_argument("--classes-per-device", type=int, default=1, help="interest: preferred classes")
+    simulate.add_argument(
+        "--interest-share", type=float, default=0.9, help="interest: share of data from the preferred classes"
+    )
+    simulate.add_argument("--train-per-device", type=int, default=500)
+    simulate.add_argument("--test-per-device", type=int, default=100)
+    simulate.add_argument("--replace", action="store_true", help="sample with replacement within a device")
+    simulate.add_argument("--epochs", type=int, default=3)
+    simulate.add_argument("--batch-size", type=int, default=32)
+    simulate.add_argument(
+        "--mode", choices=("stream", "jobs"), default="stream", help="train calls, or samples and a job"
+    )
+    simulate.add_argument("--concurrency", type=int, default=4, help="devices trained at once")
+    simulate.add_argument("--global-test-size", type=int, default=2000, help="class-balanced test subset")
+    simulate.add_argument("--grid-device", type=int, default=0, help="device (0-based) for the grid")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--prefix", default="sim", help="device ID prefix (IDs are PREFIX-NN)")
+    simulate.add_argument("--output", type=Path, default=Path("simulation"), help="report and plots go here")
+    simulate.add_argument("--url", default=None, help="a running service; default: start one for the run")
+    simulate.add_argument("--data-dir", type=Path, default=None, help="the started service's data (temp)")
+    simulate.add_argument("--dataset-dir", type=Path, default=None, help="Fashion-MNIST IDX files")
+    simulate.set_defaults(run=_simulate)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build-model", help="pre-train, convert and check an on-device-trainable model")
+    build = commands.add_parser(
+        "build-model", help="pre-train, convert and check an on-device-trainable model"
+    )
     build.add_argument("--epochs", type=int, default=100)
     build.add_argument("--batch-size", type=int, default=100)
     build.add_argument("--learning-rate", type=float, default=0.01)
@@ -103,7 +186,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="default 8000 (FLEET_PORT)")
     serve.add_argument("--data-dir", type=Path, default=None, help="default ./fleet-data (FLEET_DATA_DIR)")
     serve.add_argument("--max-resident", type=int, default=None, help="cap on interpreters in memory")
+    serve.add_argument(
+        "--log-json",
+        action="store_const",
+        const=True,
+        default=None,
+        help="one JSON line per request (FLEET_LOG_JSON)",
+    )
     serve.set_defaults(run=_serve)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document (openapi/openapi.json)")
+    openapi.add_argument("--output", type=Path, default=None, help="write it here instead of to stdout")
+    openapi.set_defaults(run=_openapi)
+    _add_simulate(commands)
     return parser
 
 

@@ -106,7 +106,12 @@ class FleetClient:
                 return
 
     def create_devices(
-        self, ids: list[str] | None = None, *, count: int | None = None, prefix: str = "", model: str | None = None
+        self,
+        ids: list[str] | None = None,
+        *,
+        count: int | None = None,
+        prefix: str = "",
+        model: str | None = None,
     ) -> list[str]:
         """Create many devices in one request (IDs, or a count with a prefix); returns their IDs."""
         body = {"ids": ids, "count": count, "prefix": prefix, "model": model}
@@ -163,7 +168,9 @@ class FleetClient:
     def cancel_job(self, device_id: str, job_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/devices/{device_id}/jobs/{job_id}/cancel"))
 
-    def wait_job(self, device_id: str, job_id: str, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:
+    def wait_job(
+        self, device_id: str, job_id: str, timeout: float = 600.0, poll: float = 0.2
+    ) -> dict[str, Any]:
         """Poll until the job ends (succeeded, failed or cancelled); TimeoutError past ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -171,7 +178,9 @@ class FleetClient:
             if job["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
                 return job
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} of device {device_id} still {job['state']} after {timeout} s")
+                raise TimeoutError(
+                    f"job {job_id} of device {device_id} still {job['state']} after {timeout} s"
+                )
             time.sleep(poll)
 
     def history(self, device_id: str) -> list[dict[str, Any]]:

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     sample_capacity: int = Field(10_000, description="samples kept per device; the oldest go first past it")
     job_workers: int = Field(2, description="background training jobs running at once (fleet-wide)")
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
-    log_json: bool = Field(False, description="log one JSON line per request")
+    log_json: bool = Field(
+        False, description="log one JSON line per request to stdout, instead of uvicorn's access log"
+    )
 
     def resident_cap(self) -> int | None:
         """The residency cap in interpreters: the tighter of the count and the byte budget."""
@@ -38,3 +40,19 @@ class Settings(BaseSettings):
         if self.max_resident_bytes is not None:
             caps.append(max(1, self.max_resident_bytes // self.interpreter_bytes))
         return min(caps, default=None)
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table, as the README shows it (a test keeps the two equal)."""
+
+    def shown(default: object) -> str:
+        if default is None:
+            return "none"
+        return f"`{str(default).lower() if isinstance(default, bool) else default}`"
+
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = ["| setting | environment variable | default | description |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | `{prefix}{name.upper()}` | {shown(field.default)} | {description} |")
+    return "\n".join(rows) + "\n"

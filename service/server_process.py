@@ -25,15 +25,28 @@ class ServerProcess:
     Use as a context manager, or call ``stop()``; its output goes to ``log``.
     """
 
-    def __init__(self, data_dir: Path, *extra_args: str, log: Path | None = None, timeout: float = 90.0) -> None:
+    def __init__(
+        self, data_dir: Path, *extra_args: str, log: Path | None = None, timeout: float = 90.0
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log = log or data_dir.parent / f"server-{self.port}.log"
-        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+        ]
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([*command, *extra_args], stdout=out, stderr=subprocess.STDOUT, env=os.environ)
+            self.process = subprocess.Popen(
+                [*command, *extra_args], stdout=out, stderr=subprocess.STDOUT, env=os.environ
+            )
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from service.model.build import BuildSettings, BuildResult, build, write_outputs  # noqa: E402
-from service.model.dataset import FashionMNIST, load_fashion_mnist, one_hot  # noqa: E402
+from service.model.build import BuildResult, BuildSettings, build, write_outputs
+from service.model.dataset import FashionMNIST, load_fashion_mnist, one_hot
 
 
 @pytest.fixture(scope="session")

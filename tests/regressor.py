@@ -39,7 +39,9 @@ class LinearRegressor(tf.Module):
         return {"mse": mse}
 
     def _save(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:
-        tf.raw_ops.Save(filename=checkpoint_path, tensor_names=["w", "b"], data=[self.w.read_value(), self.b.read_value()])
+        tf.raw_ops.Save(
+            filename=checkpoint_path, tensor_names=["w", "b"], data=[self.w.read_value(), self.b.read_value()]
+        )
         return {"checkpoint_path": checkpoint_path}
 
     def _restore(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -10,9 +10,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors
+from service.api import errors, openapi
 from service.api.limits import BodyLimit
-from service.api.routes import devices, fleet, health, jobs, models
+from service.api.metrics import Metrics
+from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
+from service.api.routes import devices, fleet, health, jobs, metrics, models, v2
 from service.config import Settings
 from service.fleet import DEFAULT_MODEL, Fleet
 
@@ -52,7 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.fleet = None
     errors.install(app)
+    openapi.install(app)
     for router in (health.router, models.router, fleet.router, devices.router, jobs.router):
         app.include_router(router)
+    for router in (v2.router, metrics.router):
+        app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.state.metrics = Metrics(lambda: app.state.fleet)
+    sinks: list[RequestSink] = [app.state.metrics.requests.observe]
+    if settings.log_json:
+        enable_access_log()
+        sinks.append(log_request)
+    app.add_middleware(RequestObserver, sinks=sinks)  # outermost: it also sees what BodyLimit refuses
     return app

@@ -69,7 +69,9 @@ def decode_npz(body: bytes) -> dict[str, np.ndarray]:
             with np.load(io.BytesIO(body), allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
         # The interpreter takes native byte order; a big-endian sender is not wrong, just foreign.
-        return {name: a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")) for name, a in arrays.items()}
+        return {
+            name: a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")) for name, a in arrays.items()
+        }
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, struct.error) as exc:
         raise InvalidTensor(f"the body is not a valid {NPZ} archive (numpy.savez): {exc}") from exc
 

@@ -1,6 +1,14 @@
-"""The one table from error classes to HTTP status, and the one JSON error shape."""
+"""The one table from error classes to HTTP status, and the one place error bodies are shaped.
+
+Every error body has the service's shape, ``{"error": {"code": ..., "message": ...}}``, except under
+``/v2``, where the Open Inference Protocol (KServe v2) prescribes ``{"error": "<message>"}``; the status
+comes from the same table either way.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +42,9 @@ STATUS: tuple[tuple[type[FleetError], int], ...] = (
 )
 """First match wins, so subclasses come before their parents."""
 
+OIP_PREFIX = "/v2"
+"""Paths of the Open Inference Protocol, whose error bodies follow that protocol."""
+
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -45,33 +56,50 @@ ERROR_SCHEMA = {
         }
     },
 }
+OIP_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "what went wrong"}},
+}
+
+
+def speaks_oip(path: str) -> bool:
+    return path == OIP_PREFIX or path.startswith(f"{OIP_PREFIX}/")
 
 
 def status_of(error: FleetError) -> int:
     return next(status for cls, status in STATUS if isinstance(error, cls))
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, *, path: str) -> JSONResponse:
+    """The one place an error body is rendered; ``path`` (the request's) picks the protocol's shape."""
+    body: dict[str, object] = (
+        {"error": message} if speaks_oip(path) else {"error": {"code": code, "message": message}}
+    )
+    return JSONResponse(body, status_code=status)
 
 
 async def _fleet_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FleetError)
-    return error_response(status_of(exc), exc.code, exc.message)
+    return error_response(status_of(exc), exc.code, exc.message, path=request.url.path)
+
+
+def problems(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Pydantic's validation errors in one line: ``inputs.0.shape: Field required; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()
-    )
-    return error_response(422, "invalid_request", f"request does not match the schema: {problems}")
+    message = f"request does not match the schema: {problems(exc.errors())}"
+    return error_response(422, "invalid_request", message, path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return error_response(exc.status_code, code, message, path=request.url.path)
 
 
 def install(app: FastAPI) -> None:
@@ -81,11 +109,31 @@ def install(app: FastAPI) -> None:
 
 
 def documented(**descriptions: str) -> dict[int | str, dict[str, object]]:
-    """OpenAPI ``responses`` for error statuses, all in the one error shape: ``documented(e404="...")``."""
-    return {
-        int(key.removeprefix("e")): {
-            "description": text,
-            "content": {"application/json": {"schema": ERROR_SCHEMA}},
-        }
-        for key, text in descriptions.items()
-    }
+    """OpenAPI ``responses`` for error statuses: ``documented(e404="unknown device")``.
+
+    Only descriptions: ``document_errors`` gives every error response its body schema, by path.
+    """
+    return {int(key.removeprefix("e")): {"description": text} for key, text in descriptions.items()}
+
+
+def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Give every operation's error responses the body schema its path gets, and a ``default`` one.
+
+    Responses that document a body of their own (a 503 readiness report) keep it. FastAPI documents
+    request validation failures with its own body; ours go through this module, so that one is replaced.
+    """
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["Error"], schemas["OIPError"] = ERROR_SCHEMA, OIP_ERROR_SCHEMA
+    for path, operations in openapi.get("paths", {}).items():
+        ref = {"$ref": f"#/components/schemas/{'OIPError' if speaks_oip(path) else 'Error'}"}
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if responses.get("422", {}).get("description") == "Validation Error":
+                responses["422"] = {"description": "the request does not match the schema"}
+            responses.setdefault("default", {"description": "any other error"})
+            for status, response in responses.items():
+                if status == "default" or status[0] in "45":  # also "4XX"-style ranges
+                    response.setdefault("content", {"application/json": {"schema": ref}})
+    return openapi

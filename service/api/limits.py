@@ -24,7 +24,8 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, BodyTooLarge.code, self._message())(scope, receive, send)
+            response = error_response(413, BodyTooLarge.code, self._message(), path=scope["path"])
+            await response(scope, receive, send)
             return
         seen = 0
 

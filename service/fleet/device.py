@@ -32,6 +32,7 @@ import orjson
 from service.errors import DeviceNotFound, InvalidTensor, NoCheckpoint, SignatureNotFound
 from service.fleet.files import atomic_target, write_json
 from service.fleet.samples import SampleStore
+from service.fleet.stats import FleetStats
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
 RECORD = "device.json"
@@ -99,7 +100,11 @@ class Device:
     """
 
     def __init__(
-        self, record: DeviceRecord, model: CompiledModel, directory: Path, sample_capacity: int = SAMPLE_CAPACITY
+        self,
+        record: DeviceRecord,
+        model: CompiledModel,
+        directory: Path,
+        sample_capacity: int = SAMPLE_CAPACITY,
     ) -> None:
         self.record = record
         self.model = model
@@ -112,9 +117,11 @@ class Device:
         self._interpreter: ModelInterpreter | None = None
         self._record_dirty = False
         self._weights_changed = False
-        """Whether the live weights differ from what a new interpreter would restore (so an eviction must spill)."""
+        """Whether the live weights differ from what a new interpreter would restore (evictions spill)."""
         self.on_activate: ActivationHook | None = None
         self.on_release: ActivationHook | None = None
+        self.stats: FleetStats | None = None
+        """The fleet's counters (train steps, checkpoint times), set when the fleet registers the device."""
 
     @property
     def id(self) -> str:
@@ -136,7 +143,11 @@ class Device:
 
     @classmethod
     def create(
-        cls, record: DeviceRecord, model: CompiledModel, directory: Path, sample_capacity: int = SAMPLE_CAPACITY
+        cls,
+        record: DeviceRecord,
+        model: CompiledModel,
+        directory: Path,
+        sample_capacity: int = SAMPLE_CAPACITY,
     ) -> Device:
         directory.mkdir(parents=True)
         device = cls(record, model, directory, sample_capacity)
@@ -182,7 +193,9 @@ class Device:
             last_loss=self.record.last_loss,
             has_checkpoint=stat is not None,
             checkpoint_saved_at=(
-                datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="milliseconds") if stat else None
+                datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="milliseconds")
+                if stat
+                else None
             ),
             checkpoint_bytes=stat.st_size if stat else None,
             has_spill=self.spill_path.exists(),
@@ -201,7 +214,10 @@ class Device:
 
     def _run_checkpoint(self, interpreter: ModelInterpreter, name: str, path: Path) -> None:
         spec = self._checkpoint_signature(name)
+        started = time.perf_counter()
         interpreter.run(name, {spec.inputs[0].name: np.array(os.fsencode(path), dtype=spec.inputs[0].dtype)})
+        if self.stats is not None:
+            self.stats.observe_checkpoint(name, time.perf_counter() - started)
 
     def _require_live(self) -> None:
         if self.deleted:
@@ -286,10 +302,17 @@ class Device:
             self._weights_changed |= signature != "infer"
             if signature == "train" or source == "job":
                 self.record.train_steps += 1
+                if self.stats is not None:
+                    self.stats.train_steps.inc()
                 self.record.last_loss = scalar_loss(outputs)
                 if self.record.last_loss is not None:
                     self._loaded_history().append(
-                        {"step": self.record.train_steps, "loss": self.record.last_loss, "source": source, "at": time.time()}
+                        {
+                            "step": self.record.train_steps,
+                            "loss": self.record.last_loss,
+                            "source": source,
+                            "at": time.time(),
+                        }
                     )
                 self._record_dirty = True
             return outputs

@@ -17,7 +17,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def check_id(kind: str, value: str) -> str:
-    """Return ``value`` if it is a safe ID (no separators, no ``..``, bounded length), else raise InvalidId."""
+    """``value`` if it is a safe ID (no separators, no ``..``, bounded length); else InvalidId."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
         shown = value if isinstance(value, str) and len(value) <= 64 else f"{str(value)[:64]}..."
         raise InvalidId(

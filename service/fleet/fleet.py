@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bisect
-import os
 import logging
+import os
 import secrets
 import threading
 from collections import Counter
@@ -18,6 +18,7 @@ from service.fleet.files import check_id, child
 from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
 from service.fleet.residency import Residency, ResidencyStats
+from service.fleet.stats import FleetStats
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Fleet:
         self.devices_dir.mkdir(parents=True, exist_ok=True)
         self.models = ModelStore(self.data_dir / "models", interpreter_threads)
         self.residency = Residency(max_resident)
+        self.stats = FleetStats()
         self.sample_capacity = sample_capacity
         self.jobs = JobRunner(job_workers, self.get)
         self._devices: dict[str, Device] = {}
@@ -70,6 +72,7 @@ class Fleet:
 
     def _register(self, device: Device) -> None:
         self.residency.attach(device)
+        device.stats = self.stats
         self._devices[device.id] = device
         self._sorted_ids.append(device.id)
 
@@ -91,7 +94,7 @@ class Fleet:
             if ids is None:
                 if prefix:
                     check_id("device prefix", prefix)
-                wanted = []
+                wanted: list[str] = []
                 while len(wanted) < count:
                     candidate = f"{prefix}{secrets.token_hex(6)}"
                     if candidate not in self._devices:
@@ -105,8 +108,11 @@ class Fleet:
             made = []
             for device_id in wanted:
                 record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
-                device = Device.create(record, compiled, child(self.devices_dir, device_id), self.sample_capacity)
+                device = Device.create(
+                    record, compiled, child(self.devices_dir, device_id), self.sample_capacity
+                )
                 self.residency.attach(device)
+                device.stats = self.stats
                 self._devices[device_id] = device
                 bisect.insort(self._sorted_ids, device_id)
                 made.append(device)
@@ -147,7 +153,10 @@ class Fleet:
         return self.residency.stats()
 
     def close(self) -> None:
-        """Interrupt jobs, persist every device's counters; interpreters (and unsaved weights) go with the process."""
+        """Interrupt jobs and persist every device's counters.
+
+        Interpreters, and the weights they had not saved, go with the process.
+        """
         self.jobs.close()
         for device in list(self._devices.values()):
             device.flush()

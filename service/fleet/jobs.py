@@ -42,7 +42,9 @@ class JobSpec:
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise InvalidRequest(f"epochs and batch_size must be at least 1 (got {self.epochs}, {self.batch_size})")
+            raise InvalidRequest(
+                f"epochs and batch_size must be at least 1 (got {self.epochs}, {self.batch_size})"
+            )
 
 
 @dataclass
@@ -136,7 +138,9 @@ class JobRunner:
         device.model.signature(spec.signature)
         count = device.samples.stats().count
         if count == 0:
-            raise NoSamples(f"device '{device.id}' has no samples to train on; POST some to its /samples first")
+            raise NoSamples(
+                f"device '{device.id}' has no samples to train on; POST some to its /samples first"
+            )
         with self._lock:
             jobs = self._device_jobs(device)
             active = [job.id for job in jobs.values() if job.state in ACTIVE]

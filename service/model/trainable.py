@@ -99,7 +99,9 @@ class TrainableClassifier(tf.Module):
         }
 
 
-def convert(module: tf.Module, signatures: dict[str, tf.types.experimental.ConcreteFunction], workdir: str) -> bytes:
+def convert(
+    module: tf.Module, signatures: dict[str, tf.types.experimental.ConcreteFunction], workdir: str
+) -> bytes:
     """Convert as the tutorial does: SavedModel, builtins + select TF ops, resource variables."""
     tf.saved_model.save(module, workdir, signatures=signatures)
     converter = tf.lite.TFLiteConverter.from_saved_model(workdir)

@@ -94,7 +94,9 @@ class ModelInterpreter:
     def __init__(self, model: CompiledModel) -> None:
         self.model = model
         try:
-            self._interpreter = _interpreter_class()(model_content=model.content, num_threads=model.num_threads)
+            self._interpreter = _interpreter_class()(
+                model_content=model.content, num_threads=model.num_threads
+            )
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise InvalidModel(f"model '{model.name}' failed to load: {exc}") from exc

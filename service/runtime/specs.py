@@ -24,7 +24,11 @@ class TensorSpec:
         return self.dtype.type in STRING_DTYPES
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "dtype": "string" if self.is_string else self.dtype.name, "shape": list(self.shape)}
+        return {
+            "name": self.name,
+            "dtype": "string" if self.is_string else self.dtype.name,
+            "shape": list(self.shape),
+        }
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == len(self.shape) and all(
@@ -39,14 +43,19 @@ class TensorSpec:
             )
         if not self.accepts_shape(value.shape):
             raise InvalidTensor(
-                f"input '{self.name}' has shape {list(value.shape)}, expected {list(self.shape)} (-1: any size)"
+                f"input '{self.name}' has shape {list(value.shape)}, "
+                f"expected {list(self.shape)} (-1: any size)"
             )
         if value.size == 0 and not self.is_string:
             raise InvalidTensor(f"input '{self.name}' is empty (shape {list(value.shape)})")
         return value
 
     def coerce(self, value: object) -> np.ndarray:
-        """Turn a JSON value (nested lists of numbers) into an array of this spec's dtype.
+        """Turn a JSON value (nested lists of numbers) into a checked array of this spec's dtype."""
+        return self.check(self.convert(value))
+
+    def convert(self, value: object) -> np.ndarray:
+        """A JSON value (nested lists of numbers) as an array of this spec's dtype, shape unchecked.
 
         JSON carries no dtype, so numbers are converted, but only where nothing is lost:
         an integer input refuses fractions, and nothing numeric accepts strings, nulls or ragged lists.
@@ -58,13 +67,12 @@ class TensorSpec:
         if array.dtype == object:
             raise InvalidTensor(f"input '{self.name}' is not a rectangular array of numbers")
         if not self.is_string and array.dtype.kind not in "biuf":
-            raise InvalidTensor(
-                f"input '{self.name}' must hold numbers, got {array.dtype.kind == 'U' and 'strings' or array.dtype.name}"
-            )
-        if self.dtype.kind in "iu" and array.dtype.kind == "f":
-            if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-                raise InvalidTensor(f"input '{self.name}' must hold integers ({self.dtype.name})")
-        return self.check(array.astype(self.dtype, copy=False) if array.size else array.astype(self.dtype))
+            got = "strings" if array.dtype.kind == "U" else array.dtype.name
+            raise InvalidTensor(f"input '{self.name}' must hold numbers, got {got}")
+        lossy = self.dtype.kind in "iu" and array.dtype.kind == "f"
+        if lossy and not (np.all(np.isfinite(array)) and np.all(array == np.round(array))):
+            raise InvalidTensor(f"input '{self.name}' must hold integers ({self.dtype.name})")
+        return array.astype(self.dtype, copy=False) if array.size else array.astype(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,9 @@ class SignatureSpec:
     def check(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Checked arrays, for inputs already decoded with dtypes (binary bodies)."""
         self.check_names(inputs)
-        return self._check_batch({spec.name: spec.check(np.asarray(inputs[spec.name])) for spec in self.inputs})
+        return self._check_batch(
+            {spec.name: spec.check(np.asarray(inputs[spec.name])) for spec in self.inputs}
+        )
 
     def coerce(self, inputs: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Checked arrays, for inputs without dtypes (JSON bodies)."""

@@ -26,7 +26,9 @@ def saved_device(client: TestClient, train_batch: Batch) -> Path:
     """A device with a checkpoint; returns the checkpoint's path."""
     assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
     x, y = train_batch
-    assert client.post("/v1/devices/phone/train", content=npz(x=x, y=y), headers={"content-type": NPZ}).is_success
+    assert client.post(
+        "/v1/devices/phone/train", content=npz(x=x, y=y), headers={"content-type": NPZ}
+    ).is_success
     assert client.post("/v1/devices/phone/save").is_success
     return Path(client.app.state.fleet.get("phone").checkpoint_path)  # type: ignore[attr-defined]
 
@@ -40,26 +42,120 @@ def y_list(n: int = 2) -> list:
 
 
 BAD_TRAIN_BODIES = [
-    pytest.param({"json": {"inputs": {"x": x_list(), "y": [[0.0] * 9] * 2}}}, 422, "'y' has shape [2, 9], expected [-1, 10]", id="wrong-shape"),
-    pytest.param({"json": {"inputs": {"x": np.zeros((2, 28)).tolist(), "y": y_list()}}}, 422, "'x' has shape [2, 28]", id="wrong-rank"),
+    pytest.param(
+        {"json": {"inputs": {"x": x_list(), "y": [[0.0] * 9] * 2}}},
+        422,
+        "'y' has shape [2, 9], expected [-1, 10]",
+        id="wrong-shape",
+    ),
+    pytest.param(
+        {"json": {"inputs": {"x": np.zeros((2, 28)).tolist(), "y": y_list()}}},
+        422,
+        "'x' has shape [2, 28]",
+        id="wrong-rank",
+    ),
     pytest.param({"json": {"inputs": {"x": x_list()}}}, 422, "missing input(s) ['y']", id="missing-input"),
-    pytest.param({"json": {"inputs": {"x": x_list(), "y": y_list(), "z": [1]}}}, 422, "unexpected input(s) ['z']", id="extra-input"),
-    pytest.param({"json": {"inputs": {"x": [["a"] * 28] * 28, "y": y_list()}}}, 422, "'x' must hold numbers", id="strings"),
-    pytest.param({"json": {"inputs": {"x": [[[None] * 28] * 28], "y": y_list(1)}}}, 422, "'x' is not a rectangular array of numbers", id="nulls"),
-    pytest.param({"json": {"inputs": {"x": [[[0.0] * 28] * 28, [[0.0] * 27] * 28], "y": y_list()}}}, 422, "'x' is not a rectangular array", id="ragged"),
-    pytest.param({"json": {"inputs": {"x": [], "y": []}}}, 422, "'x' has shape [0], expected [-1, 28, 28]", id="empty-lists"),
-    pytest.param({"content": npz(x=np.zeros((0, 28, 28), np.float32), y=np.zeros((0, 10), np.float32)), "headers": {"content-type": NPZ}}, 422, "'x' is empty", id="empty-batch"),
-    pytest.param({"json": {"x": x_list(), "y": y_list()}}, 422, "missing input(s) ['x', 'y']", id="no-inputs-key"),
+    pytest.param(
+        {"json": {"inputs": {"x": x_list(), "y": y_list(), "z": [1]}}},
+        422,
+        "unexpected input(s) ['z']",
+        id="extra-input",
+    ),
+    pytest.param(
+        {"json": {"inputs": {"x": [["a"] * 28] * 28, "y": y_list()}}},
+        422,
+        "'x' must hold numbers",
+        id="strings",
+    ),
+    pytest.param(
+        {"json": {"inputs": {"x": [[[None] * 28] * 28], "y": y_list(1)}}},
+        422,
+        "'x' is not a rectangular array of numbers",
+        id="nulls",
+    ),
+    pytest.param(
+        {"json": {"inputs": {"x": [[[0.0] * 28] * 28, [[0.0] * 27] * 28], "y": y_list()}}},
+        422,
+        "'x' is not a rectangular array",
+        id="ragged",
+    ),
+    pytest.param(
+        {"json": {"inputs": {"x": [], "y": []}}},
+        422,
+        "'x' has shape [0], expected [-1, 28, 28]",
+        id="empty-lists",
+    ),
+    pytest.param(
+        {
+            "content": npz(x=np.zeros((0, 28, 28), np.float32), y=np.zeros((0, 10), np.float32)),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "'x' is empty",
+        id="empty-batch",
+    ),
+    pytest.param(
+        {"json": {"x": x_list(), "y": y_list()}}, 422, "missing input(s) ['x', 'y']", id="no-inputs-key"
+    ),
     pytest.param({"json": [1, 2]}, 422, '{"inputs"', id="not-an-object"),
-    pytest.param({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "not valid JSON", id="bad-json"),
+    pytest.param(
+        {"content": b"{not json", "headers": {"content-type": "application/json"}},
+        422,
+        "not valid JSON",
+        id="bad-json",
+    ),
     pytest.param({"content": b""}, 422, "missing input(s) ['x', 'y']", id="empty-body"),
-    pytest.param({"content": npz(x=np.zeros((2, 28, 28), np.float64), y=np.eye(10, dtype=np.float32)[:2]), "headers": {"content-type": NPZ}}, 422, "'x' has dtype float64, expected float32", id="npz-wrong-dtype"),
-    pytest.param({"content": npz(x=np.zeros((2, 28, 28), np.int32), y=np.eye(10, dtype=np.float32)[:2]), "headers": {"content-type": NPZ}}, 422, "'x' has dtype int32", id="npz-int"),
-    pytest.param({"content": npz(x=np.zeros((3, 28, 28), np.float32), y=np.eye(10, dtype=np.float32)[:2]), "headers": {"content-type": NPZ}}, 422, "disagree on the batch size: 'x' has 3, 'y' has 2", id="npz-batch-mismatch"),
-    pytest.param({"content": b"PK\x03\x04 truncated", "headers": {"content-type": NPZ}}, 422, "not a valid application/x-npz", id="npz-corrupt"),
-    pytest.param({"content": b"garbage", "headers": {"content-type": NPZ}}, 422, "not a application/x-npz archive", id="npz-not-zip"),
-    pytest.param({"content": b"x=1", "headers": {"content-type": "text/plain"}}, 415, "'text/plain' is not supported", id="media-type"),
-    pytest.param({"content": b"0" * (MAX_BODY + 1), "headers": {"content-type": "application/json"}}, 413, "larger than the limit", id="oversized"),
+    pytest.param(
+        {
+            "content": npz(x=np.zeros((2, 28, 28), np.float64), y=np.eye(10, dtype=np.float32)[:2]),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "'x' has dtype float64, expected float32",
+        id="npz-wrong-dtype",
+    ),
+    pytest.param(
+        {
+            "content": npz(x=np.zeros((2, 28, 28), np.int32), y=np.eye(10, dtype=np.float32)[:2]),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "'x' has dtype int32",
+        id="npz-int",
+    ),
+    pytest.param(
+        {
+            "content": npz(x=np.zeros((3, 28, 28), np.float32), y=np.eye(10, dtype=np.float32)[:2]),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "disagree on the batch size: 'x' has 3, 'y' has 2",
+        id="npz-batch-mismatch",
+    ),
+    pytest.param(
+        {"content": b"PK\x03\x04 truncated", "headers": {"content-type": NPZ}},
+        422,
+        "not a valid application/x-npz",
+        id="npz-corrupt",
+    ),
+    pytest.param(
+        {"content": b"garbage", "headers": {"content-type": NPZ}},
+        422,
+        "not a application/x-npz archive",
+        id="npz-not-zip",
+    ),
+    pytest.param(
+        {"content": b"x=1", "headers": {"content-type": "text/plain"}},
+        415,
+        "'text/plain' is not supported",
+        id="media-type",
+    ),
+    pytest.param(
+        {"content": b"0" * (MAX_BODY + 1), "headers": {"content-type": "application/json"}},
+        413,
+        "larger than the limit",
+        id="oversized",
+    ),
 ]
 
 
@@ -91,9 +187,23 @@ def test_streamed_oversized_body_without_length_gets_413(client: TestClient, sav
 
 @pytest.mark.parametrize(
     "device_id",
-    ["..", "...", "a..b", ".hidden", "-dash", "x" * 129, "semi;colon", "sp ace", "ünïcode", "%2e%2e", "a%2Fb"],
+    [
+        "..",
+        "...",
+        "a..b",
+        ".hidden",
+        "-dash",
+        "x" * 129,
+        "semi;colon",
+        "sp ace",
+        "ünïcode",
+        "%2e%2e",
+        "a%2Fb",
+    ],
 )
-def test_hostile_ids_are_refused_and_nothing_is_written(client: TestClient, tmp_path: Path, device_id: str) -> None:
+def test_hostile_ids_are_refused_and_nothing_is_written(
+    client: TestClient, tmp_path: Path, device_id: str
+) -> None:
     before = sorted(p for p in tmp_path.rglob("*"))
     response = client.post("/v1/devices", json={"id": device_id})
     assert response.status_code == 400, response.text

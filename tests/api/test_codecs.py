@@ -28,7 +28,9 @@ def test_decode_matches_numpy(save) -> None:
     assert set(decoded) == set(ARRAYS)
     for name, expected in ARRAYS.items():
         np.testing.assert_array_equal(decoded[name], expected)
-        assert decoded[name].dtype.isnative and decoded[name].dtype == np.asarray(expected).dtype.newbyteorder("=")
+        assert decoded[name].dtype.isnative and decoded[name].dtype == np.asarray(
+            expected
+        ).dtype.newbyteorder("=")
 
 
 def test_fast_path_takes_plain_archives_and_declines_others() -> None:

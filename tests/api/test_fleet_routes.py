@@ -26,7 +26,7 @@ def test_bulk_create_list_and_delete(client: TestClient) -> None:
         listed += [d["id"] for d in page["devices"]]
         if not (after := page["next_after"]):
             break
-    assert listed == sorted(ids + ["a", "b", "c"])
+    assert listed == sorted([*ids, "a", "b", "c"])
 
     response = client.post("/v1/devices/bulk-delete", json={"ids": ids[:100]})
     assert response.json()["count"] == 100

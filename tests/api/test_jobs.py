@@ -24,7 +24,9 @@ def npz(**arrays: np.ndarray) -> bytes:
 
 
 def upload(client: TestClient, device: str, x: np.ndarray, y: np.ndarray) -> dict:
-    response = client.post(f"/v1/devices/{device}/samples", content=npz(x=x, y=y), headers={"content-type": NPZ})
+    response = client.post(
+        f"/v1/devices/{device}/samples", content=npz(x=x, y=y), headers={"content-type": NPZ}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -49,14 +51,26 @@ def small_client(tmp_path: Path) -> TestClient:
 def test_samples_are_bounded_and_keep_the_newest(small_client: TestClient, fashion_mnist) -> None:
     x, labels = fashion_mnist.train_images[:300], fashion_mnist.train_labels[:300]
     y = np.eye(10, dtype=np.float32)[labels]
-    assert upload(small_client, "phone", x[:100], y[:100]) == {"count": 100, "capacity": 250, "added": 100, "dropped": 0}
+    assert upload(small_client, "phone", x[:100], y[:100]) == {
+        "count": 100,
+        "capacity": 250,
+        "added": 100,
+        "dropped": 0,
+    }
     assert upload(small_client, "phone", x[100:200], y[100:200])["count"] == 200
-    assert upload(small_client, "phone", x[200:300], y[200:300]) == {"count": 250, "capacity": 250, "added": 100, "dropped": 50}
+    assert upload(small_client, "phone", x[200:300], y[200:300]) == {
+        "count": 250,
+        "capacity": 250,
+        "added": 100,
+        "dropped": 50,
+    }
     device = small_client.app.state.fleet.get("phone")  # type: ignore[attr-defined]
     stored = device.samples.load()
     np.testing.assert_array_equal(stored["x"], x[50:300])
     np.testing.assert_array_equal(stored["y"], y[50:300])
-    bad = small_client.post("/v1/devices/phone/samples", json={"inputs": {"x": x[:2].tolist(), "y": [[1.0] * 9] * 2}})
+    bad = small_client.post(
+        "/v1/devices/phone/samples", json={"inputs": {"x": x[:2].tolist(), "y": [[1.0] * 9] * 2}}
+    )
     assert bad.status_code == 422 and "'y' has shape [2, 9]" in bad.json()["error"]["message"]
     assert small_client.get("/v1/devices/phone/samples").json()["count"] == 250
     assert small_client.delete("/v1/devices/phone/samples").status_code == 204
@@ -66,9 +80,13 @@ def test_samples_are_bounded_and_keep_the_newest(small_client: TestClient, fashi
 def test_job_trains_on_samples_saves_and_records_history(small_client: TestClient, fashion_mnist) -> None:
     x = fashion_mnist.train_images[:200]
     y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:200]]
-    assert small_client.post("/v1/devices/phone/jobs", json={"epochs": 1}).status_code == 409  # no samples yet
+    assert (
+        small_client.post("/v1/devices/phone/jobs", json={"epochs": 1}).status_code == 409
+    )  # no samples yet
     upload(small_client, "phone", x, y)
-    response = small_client.post("/v1/devices/phone/jobs", json={"epochs": 3, "batch_size": 50, "save": True, "seed": 1})
+    response = small_client.post(
+        "/v1/devices/phone/jobs", json={"epochs": 3, "batch_size": 50, "save": True, "seed": 1}
+    )
     assert response.status_code == 202, response.text
     job = wait(small_client, "phone", response.json()["id"])
     assert job["state"] == "succeeded", job
@@ -93,7 +111,9 @@ def test_one_job_at_a_time_and_cancel(small_client: TestClient, fashion_mnist) -
     assert cancelled.status_code == 200
     final = wait(small_client, "phone", job["id"])
     assert final["state"] == "cancelled" and final["steps_done"] < final["steps_total"]
-    assert small_client.post("/v1/devices/phone/jobs", json={"epochs": 1, "batch_size": 250}).status_code == 202
+    assert (
+        small_client.post("/v1/devices/phone/jobs", json={"epochs": 1, "batch_size": 250}).status_code == 202
+    )
 
 
 def test_bad_job_requests(small_client: TestClient) -> None:
@@ -109,7 +129,11 @@ def test_jobs_and_history_survive_a_restart(tmp_path: Path, fashion_mnist) -> No
     with TestClient(create_app(settings)) as client:
         client.post("/v1/devices", json={"id": "phone"})
         upload(client, "phone", x, y)
-        done = wait(client, "phone", client.post("/v1/devices/phone/jobs", json={"epochs": 2, "batch_size": 32}).json()["id"])
+        done = wait(
+            client,
+            "phone",
+            client.post("/v1/devices/phone/jobs", json={"epochs": 2, "batch_size": 32}).json()["id"],
+        )
         running = client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1}).json()
         while client.get(f"/v1/devices/phone/jobs/{running['id']}").json()["state"] == "queued":
             time.sleep(0.01)

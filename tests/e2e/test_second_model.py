@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from service.client import FleetClient
-
 from service.errors import InvalidTensor, SignatureNotFound
 from service.server_process import ServerProcess
 from tests.regressor import regression_batch
-
-import pytest
 
 
 def test_second_model_through_the_generic_route(server: ServerProcess, regressor_model: bytes) -> None:
@@ -29,14 +27,18 @@ def test_second_model_through_the_generic_route(server: ServerProcess, regressor
         saved = client.run(device, "predict", {"features": features})["prediction"]
         client.run(device, "fit", {"features": features, "target": np.zeros((4, 1), np.float32)})
         client.restart(device)
-        np.testing.assert_array_equal(client.run(device, "predict", {"features": features})["prediction"], saved)
+        np.testing.assert_array_equal(
+            client.run(device, "predict", {"features": features})["prediction"], saved
+        )
         with pytest.raises(SignatureNotFound):
             client.train(device, x=np.zeros((1, 28, 28), np.float32), y=np.zeros((1, 10), np.float32))
         with pytest.raises(InvalidTensor, match="'features' has shape"):
             client.run(device, "predict", {"features": np.zeros((2, 4), np.float32)})
 
 
-def test_service_restart_keeps_devices_models_and_checkpoints(tmp_path, regressor_model: bytes, train_batch) -> None:
+def test_service_restart_keeps_devices_models_and_checkpoints(
+    tmp_path, regressor_model: bytes, train_batch
+) -> None:
     first = ServerProcess(tmp_path / "data")
     try:
         with FleetClient(first.url) as client:

@@ -25,7 +25,10 @@ def test_walkthrough(server: ServerProcess, binary: bool, fashion_mnist, train_b
     with FleetClient(server.url, binary=binary) as client:
         device = client.create_device(new_id())["id"]
         images, labels = fashion_mnist.train_images, np.eye(10, dtype=np.float32)[fashion_mnist.train_labels]
-        losses = [float(client.train(device, x=images[i : i + 100], y=labels[i : i + 100])["loss"]) for i in range(0, 500, 100)]
+        losses = [
+            float(client.train(device, x=images[i : i + 100], y=labels[i : i + 100])["loss"])
+            for i in range(0, 500, 100)
+        ]
         assert all(np.isfinite(losses))
         client.save(device)
         after_save = client.infer(device, x=train_batch[0])

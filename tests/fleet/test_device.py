@@ -93,7 +93,11 @@ def test_checkpoint_is_replaced_atomically(tmp_path: Path, train_batch: Batch) -
     device.save()
     after = device.checkpoint_path.read_bytes()
     assert before != after
-    assert sorted(p.name for p in device.directory.iterdir()) == ["checkpoint.ckpt", "device.json", "history.json"]
+    assert sorted(p.name for p in device.directory.iterdir()) == [
+        "checkpoint.ckpt",
+        "device.json",
+        "history.json",
+    ]
 
 
 def test_ids_are_checked_and_unique(tmp_path: Path) -> None:

@@ -130,7 +130,9 @@ def test_clean_weights_are_evicted_without_a_spill(tmp_path: Path, train_batch: 
     saved = a.run("infer", {"x": train_batch[0]})["logits"]
     b.run("infer", {"x": train_batch[0]})  # evicts a: nothing to spill
     assert not a.resident and not a.spill_path.exists()
-    np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], saved)  # evicts b: baseline
+    np.testing.assert_array_equal(
+        a.run("infer", {"x": train_batch[0]})["logits"], saved
+    )  # evicts b: baseline
     assert not b.spill_path.exists()
     stats = fleet.residency_stats()
     assert (stats.evictions, stats.spills) == (2, 0)

@@ -41,7 +41,11 @@ TENSOR_BODY = {
                 "example": {"inputs": {"x": [[[0.0] * 3] * 2]}},
             },
             NPZ: {
-                "schema": {"type": "string", "format": "binary", "description": "numpy.savez of inputs by name"}
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "numpy.savez of inputs by name",
+                }
             },
         },
     }
@@ -85,7 +89,11 @@ def view(device: Device) -> DeviceView:
     return DeviceView(**asdict(device.info()))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=documented(e400="invalid ID", e404="unknown model", e409="the ID exists"))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=documented(e400="invalid ID", e404="unknown model", e409="the ID exists"),
+)
 async def create_device(fleet: FleetDep, request: Request, body: CreateDevice | None = None) -> DeviceView:
     """Create a device; its interpreter is made on first use."""
     body = body or CreateDevice()
@@ -158,7 +166,7 @@ def _add_signature_route(signature: str, summary: str) -> None:
         name=f"{signature}_device",
         summary=summary,
         responses={**TENSOR_OK, **TENSOR_ERRORS},
-        openapi_extra=TENSOR_BODY,
+        openapi_extra=None if signature in ("save", "restore") else TENSOR_BODY,  # those take no body
         response_class=Response,
     )
 

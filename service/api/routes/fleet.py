@@ -13,7 +13,9 @@ from service.errors import InvalidRequest
 from service.fleet.fleet import process_rss_bytes
 
 router = APIRouter(tags=["fleet"])
-BULK_ERRORS = documented(e400="invalid ID or prefix", e404="unknown model or device", e409="an ID exists", e422="bad request")
+BULK_ERRORS = documented(
+    e400="invalid ID or prefix", e404="unknown model or device", e409="an ID exists", e422="bad request"
+)
 
 
 class FleetStatus(BaseModel):
@@ -30,7 +32,9 @@ class FleetStatus(BaseModel):
 
 class BulkCreate(BaseModel):
     ids: list[str] | None = Field(None, description="create devices with these IDs")
-    count: Annotated[int, Field(ge=1)] | None = Field(None, description="or create this many, with random IDs")
+    count: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="or create this many, with random IDs"
+    )
     prefix: str = Field("", description="prefix for the random IDs")
     model: str | None = Field(None, description="model name; the embedded default if absent")
 

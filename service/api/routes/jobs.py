@@ -79,10 +79,14 @@ def job_view(job: Job) -> JobView:
 
 @router.post(
     "/samples",
-    responses=documented(e404="unknown device", e413="body too large", e422="samples do not match the signature"),
+    responses=documented(
+        e404="unknown device", e413="body too large", e422="samples do not match the signature"
+    ),
     openapi_extra=TENSOR_BODY,
 )
-async def add_samples(device: DeviceDep, request: Request, signature: SignatureQuery = "train") -> SampleStatsView:
+async def add_samples(
+    device: DeviceDep, request: Request, signature: SignatureQuery = "train"
+) -> SampleStatsView:
     """Add labelled samples (the training signature's inputs by name) to the device's own store."""
     inputs = await read_inputs(request, device.model.signature(signature))
     return SampleStatsView(**asdict(await in_thread(request, device.samples.add, inputs)))

@@ -9,7 +9,10 @@ from service.api.errors import documented
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 ERRORS = documented(
-    e400="invalid model name", e404="unknown model", e409="the name is taken", e413="body too large",
+    e400="invalid model name",
+    e404="unknown model",
+    e409="the name is taken",
+    e413="body too large",
     e422="not a usable model",
 )
 

@@ -1,0 +1,109 @@
+"""``fleet simulate``: run a simulation against a service (given, or started here) and report on it."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from service.client import FleetClient
+from service.errors import FleetError
+from service.model.dataset import load_fashion_mnist
+from service.personalization.harness import Simulation, SimulationConfig, SimulationResult
+from service.personalization.plots import write_plots
+from service.personalization.report import summarize, table, write_csv, write_json
+from service.server_process import ServerProcess
+
+
+class RichProgress:
+    """The harness's progress phases as rich progress bars."""
+
+    def __init__(self, progress: Progress, config: SimulationConfig) -> None:
+        devices = config.partition.devices
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {
+            "evaluate": progress.add_task("evaluations", total=2 * devices),
+            "train": progress.add_task(
+                f"train steps ({config.mode})", total=devices * config.steps_per_device()
+            ),
+            "devices": progress.add_task("devices done", total=devices),
+        }
+
+    def advance(self, phase: str, amount: int = 1) -> None:
+        if amount:
+            self.progress.advance(self.tasks[phase], amount)
+
+
+@contextlib.contextmanager
+def service_url(url: str | None, data_dir: Path | None, output: Path, console: Console) -> Iterator[str]:
+    """``url`` as given, or a ``fleet serve`` started for the run (on ``data_dir``, else a temporary one)."""
+    if url:
+        yield url
+        return
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-simulate-"))) / "data"
+            )
+        console.print(f"starting fleet serve on {data_dir} (log: {output / 'server.log'})")
+        server = stack.enter_context(ServerProcess(data_dir, log=output / "server.log"))
+        yield server.url
+
+
+def simulate(plan: Simulation, console: Console, *, url: str) -> SimulationResult:
+    """Run the plan against ``url`` with rich progress bars."""
+    with (
+        FleetClient(url, timeout=120.0) as client,
+        Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        return plan.run(client, RichProgress(progress, plan.config))
+
+
+def run(
+    config: SimulationConfig,
+    *,
+    output: Path,
+    url: str | None = None,
+    data_dir: Path | None = None,
+    dataset_dir: Path | None = None,
+    console: Console | None = None,
+) -> int:
+    """Run, print the table and the headline, write report.json, report.csv and the PNGs; exit code."""
+    console = console or Console()
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        plan = Simulation(load_fashion_mnist(dataset_dir), config)
+        with service_url(url, data_dir, output, console) as base_url:
+            spec = config.partition
+            console.print(
+                f"simulating {spec.devices} devices against {base_url}: {spec.kind} partition, "
+                f"{spec.train_per_device} train / {spec.test_per_device} test each, {config.mode} mode"
+            )
+            result = simulate(plan, console, url=base_url)
+    except (FleetError, RuntimeError, TimeoutError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
+        return 1
+    console.print(table(result))
+    summary = summarize(result)
+    console.print(summary.sentence())
+    console.print(
+        f"{summary.train_steps} train steps; the whole round took {summary.seconds:.1f} s "
+        f"(global test subset: {config.global_test_size} images)"
+    )
+    written = [
+        write_json(result, output / "report.json", service_url=base_url),
+        write_csv(result, output / "report.csv"),
+        *write_plots(result, output),
+    ]
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0

@@ -1,0 +1,213 @@
+"""The Open Inference Protocol's wire details and error bodies, over the in-process client."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import MAX_BODY
+
+X = np.random.default_rng(3).random((2, 28, 28), dtype=np.float32)
+INFER = "/v2/models/phone/infer"
+
+
+def tensor(data: object, shape: list[int] | None = None, datatype: str = "FP32", name: str = "x") -> dict:
+    return {"name": name, "shape": shape or [2, 28, 28], "datatype": datatype, "data": data}
+
+
+@pytest.fixture
+def phone(client: TestClient) -> np.ndarray:
+    """A device named phone; returns its /v1 logits for ``X``."""
+    assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+    response = client.post("/v1/devices/phone/infer", json={"inputs": {"x": X.tolist()}})
+    return np.asarray(response.json()["outputs"]["logits"], dtype=np.float32)
+
+
+def test_flat_and_nested_data_give_v1s_answer(client: TestClient, phone: np.ndarray) -> None:
+    for data in (X.ravel().tolist(), X.tolist()):
+        body = {"id": "abc", "inputs": [tensor(data)], "outputs": [{"name": "logits"}]}
+        response = client.post(INFER, json=body)
+        assert response.status_code == 200, response.text
+        document = response.json()
+        assert document["model_name"] == "phone" and document["id"] == "abc"
+        [output] = document["outputs"]
+        assert (output["name"], output["datatype"], output["shape"]) == ("logits", "FP32", [2, 10])
+        assert len(output["data"]) == 20  # flat, as the protocol sends it
+        np.testing.assert_array_equal(np.asarray(output["data"], dtype=np.float32).reshape(2, 10), phone)
+
+
+def test_all_outputs_without_an_id_and_integers_for_floats(client: TestClient, phone: np.ndarray) -> None:
+    response = client.post(INFER, json={"inputs": [tensor(np.zeros(1568, dtype=int).tolist())]})
+    document = response.json()
+    assert "id" not in document
+    assert [o["name"] for o in document["outputs"]] == ["logits", "output"]
+
+
+def test_binary_inputs_and_outputs(client: TestClient, phone: np.ndarray) -> None:
+    raw = X.astype("<f4").tobytes()
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [2, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "output"}, {"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    )
+    response = client.post(
+        INFER, content=header + raw, headers={"inference-header-content-length": str(len(header))}
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    document = orjson.loads(response.content[:length])
+    output, logits = document["outputs"]
+    assert "data" in output and "data" not in logits
+    assert logits["parameters"]["binary_data_size"] == len(response.content) - length == 2 * 10 * 4
+    np.testing.assert_array_equal(np.frombuffer(response.content[length:], "<f4").reshape(2, 10), phone)
+
+
+def binary_body(declared: int, payload: bytes) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [2, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": declared},
+                }
+            ]
+        }
+    )
+    return header + payload, {"inference-header-content-length": str(len(header))}
+
+
+BAD_BODIES = [
+    pytest.param(
+        {"json": {"inputs": [tensor([0.0] * 10)]}},
+        422,
+        "holds 1568 values, the data has 10",
+        id="data-vs-shape",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(X.tolist(), [2, 28, 28], "FP64")]}},
+        422,
+        "'x' has dtype float64, expected float32",
+        id="datatype",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(X.tolist(), datatype="BF16")]}},
+        422,
+        "'x' has datatype 'BF16'",
+        id="unknown-datatype",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(X[:, :, :27].tolist(), [2, 28, 27])]}},
+        422,
+        "'x' has shape [2, 28, 27], expected [-1, 28, 28]",
+        id="shape",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor([["a"] * 28] * 56)]}}, 422, "'x' must hold numbers", id="strings"
+    ),
+    pytest.param({"json": {"inputs": [tensor(None)]}}, 422, "'x' has no data", id="no-data"),
+    pytest.param(
+        {"json": {"inputs": [tensor(X.tolist()), tensor(X.tolist())]}}, 422, "'x' is given twice", id="twice"
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(X.tolist(), name="y")]}},
+        422,
+        "unexpected input(s) ['y']",
+        id="wrong-name",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(X.tolist())], "outputs": [{"name": "nope"}]}},
+        422,
+        "no output(s) ['nope']",
+        id="unknown-output",
+    ),
+    pytest.param(
+        {"json": {"inputs": [{"name": "x", "shape": [-1, 28, 28], "datatype": "FP32", "data": []}]}},
+        422,
+        "inputs.0.shape.0",
+        id="negative-dim",
+    ),
+    pytest.param({"json": {"outputs": []}}, 422, "inputs: Field required", id="no-inputs"),
+    pytest.param({"content": b"{nope"}, 422, "not an inference request", id="not-json"),
+    pytest.param(
+        {"content": b"{}", "headers": {"inference-header-content-length": "99"}},
+        422,
+        "does not fit a 2-byte body",
+        id="header-length",
+    ),
+    pytest.param(
+        dict(zip(("content", "headers"), binary_body(6272, b"\0" * 100), strict=True)),
+        422,
+        "runs past the body's end",
+        id="binary-short",
+    ),
+    pytest.param(
+        dict(zip(("content", "headers"), binary_body(100, b"\0" * 100), strict=True)),
+        422,
+        "takes 6272 bytes",
+        id="binary-size",
+    ),
+    pytest.param(
+        dict(zip(("content", "headers"), binary_body(6272, b"\0" * 6280), strict=True)),
+        422,
+        "8 bytes after",
+        id="binary-extra",
+    ),
+    pytest.param(
+        {"content": b"\x1f\x8b", "headers": {"content-encoding": "gzip"}},
+        415,
+        "'gzip' is not supported",
+        id="gzip",
+    ),
+    pytest.param({"content": b"0" * (MAX_BODY + 1)}, 413, "larger than the limit", id="too-large"),
+]
+
+
+@pytest.mark.parametrize(("request_kwargs", "status", "message"), BAD_BODIES)
+def test_bad_requests_get_the_protocols_error_body(
+    client: TestClient, phone: np.ndarray, request_kwargs: dict, status: int, message: str
+) -> None:
+    response = client.post(INFER, **request_kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str)
+    assert message in body["error"]
+
+
+def test_every_v2_error_takes_the_protocols_shape_and_v1_keeps_its_own(client: TestClient) -> None:
+    for method, path, status in [
+        ("GET", "/v2/models/nobody", 404),
+        ("GET", "/v2/models/nobody/ready", 404),
+        ("POST", "/v2/models/nobody/infer", 404),
+        ("GET", "/v2/models/..bad/ready", 400),
+        ("GET", "/v2/no/such/route", 404),
+        ("DELETE", "/v2/health/live", 405),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == status, (path, response.text)
+        assert isinstance(response.json()["error"], str), path
+    response = client.get("/v1/devices/nobody")
+    assert response.json()["error"]["code"] == "device_not_found"
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_readiness_before_the_fleet_is_open(tmp_path) -> None:
+    from service.api import create_app
+    from service.config import Settings
+
+    client = TestClient(create_app(Settings(data_dir=tmp_path / "data")))  # no `with`: no lifespan
+    assert client.get("/v2/health/live").status_code == 200
+    response = client.get("/v2/health/ready")
+    assert response.status_code == 503 and response.json() == {"ready": False}
