@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import orjson
 
-from service.errors import DeviceNotFound, InvalidTensor, NoCheckpoint, SignatureNotFound
+from service.errors import DeviceNotFound, FleetError, InvalidTensor, NoCheckpoint, SignatureNotFound
 from service.fleet.files import atomic_target, write_json
 from service.fleet.samples import SampleStore
 from service.fleet.stats import FleetStats
@@ -89,6 +89,9 @@ def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
 
 
 ActivationHook = Callable[["Device"], None]
+ModelResolver = Callable[[str], CompiledModel]
+"""Model name -> compiled model (the fleet's model store)."""
+_FIRST_READ = threading.Lock()
 EvictOutcome = Literal["busy", "absent", "spilled", "dropped"]
 
 
@@ -101,14 +104,17 @@ class Device:
 
     def __init__(
         self,
-        record: DeviceRecord,
-        model: CompiledModel,
+        device_id: str,
         directory: Path,
+        models: ModelResolver,
         sample_capacity: int = SAMPLE_CAPACITY,
+        record: DeviceRecord | None = None,
     ) -> None:
-        self.record = record
-        self.model = model
+        self.id = device_id
         self.directory = directory
+        self._models = models
+        self._record = record
+        self._model: CompiledModel | None = None
         self.samples = SampleStore(directory, sample_capacity)
         self._history: deque[HistoryEntry] | None = None
         self.lock = threading.Lock()
@@ -124,8 +130,29 @@ class Device:
         """The fleet's counters (train steps, checkpoint times), set when the fleet registers the device."""
 
     @property
-    def id(self) -> str:
-        return self.record.id
+    def record(self) -> DeviceRecord:
+        """The device's record, read from its directory on first use.
+
+        Reading lazily lets a service with 100,000 devices on disk start in seconds. The first read
+        in a process also drops a spill left by the previous one: after a service restart, as after
+        an app restart, a device starts from its checkpoint.
+        """
+        if self._record is None:
+            with _FIRST_READ:
+                if self._record is None:
+                    try:
+                        record = DeviceRecord.read(self.directory / RECORD)
+                    except (OSError, ValueError, TypeError) as exc:
+                        raise FleetError(f"device '{self.id}' has an unreadable record: {exc}") from exc
+                    self.spill_path.unlink(missing_ok=True)
+                    self._record = record
+        return self._record
+
+    @property
+    def model(self) -> CompiledModel:
+        if self._model is None:
+            self._model = self._models(self.record.model)
+        return self._model
 
     @property
     def checkpoint_path(self) -> Path:
@@ -145,12 +172,12 @@ class Device:
     def create(
         cls,
         record: DeviceRecord,
-        model: CompiledModel,
         directory: Path,
+        models: ModelResolver,
         sample_capacity: int = SAMPLE_CAPACITY,
     ) -> Device:
         directory.mkdir(parents=True)
-        device = cls(record, model, directory, sample_capacity)
+        device = cls(record.id, directory, models, sample_capacity, record)
         device.write_record()
         return device
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import DeviceExists, DeviceNotFound, FleetError, InvalidRequest
-from service.fleet.device import RECORD, SAMPLE_CAPACITY, SPILL, Device, DeviceRecord, utc_now
-from service.fleet.files import check_id, child
+from service.errors import DeviceExists, DeviceNotFound, InvalidRequest
+from service.fleet.device import RECORD, SAMPLE_CAPACITY, Device, DeviceRecord, utc_now
+from service.fleet.files import ID_PATTERN, check_id, child
 from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
 from service.fleet.residency import Residency, ResidencyStats
@@ -58,23 +58,24 @@ class Fleet:
         self._load()
 
     def _load(self) -> None:
-        """Register every device found on disk. A spill left by the last run is dropped: after a
-        service restart, as after an app restart, a device starts from its checkpoint."""
-        for record_path in self.devices_dir.glob(f"*/{RECORD}"):
-            try:
-                record = DeviceRecord.read(record_path)
-                (record_path.parent / SPILL).unlink(missing_ok=True)
-                model = self.models.get(record.model)
-                self._register(Device(record, model, record_path.parent, self.sample_capacity))
-            except (FleetError, OSError, ValueError, TypeError) as exc:
-                log.warning("skipping device directory %s: %s", record_path.parent, exc)
+        """Register every device directory on disk; each reads its record when first used."""
+        with os.scandir(self.devices_dir) as entries:
+            for entry in entries:
+                has_record = os.path.exists(os.path.join(entry.path, RECORD))
+                if not (ID_PATTERN.fullmatch(entry.name) and has_record):
+                    log.warning("skipping %s: not a device directory", entry.path)
+                    continue
+                self._register(Device(entry.name, Path(entry.path), self.models.get, self.sample_capacity))
         self._sorted_ids.sort()
 
-    def _register(self, device: Device) -> None:
+    def _register(self, device: Device, in_order: bool = False) -> None:
         self.residency.attach(device)
         device.stats = self.stats
         self._devices[device.id] = device
-        self._sorted_ids.append(device.id)
+        if in_order:
+            bisect.insort(self._sorted_ids, device.id)
+        else:
+            self._sorted_ids.append(device.id)
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -108,13 +109,9 @@ class Fleet:
             made = []
             for device_id in wanted:
                 record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
-                device = Device.create(
-                    record, compiled, child(self.devices_dir, device_id), self.sample_capacity
-                )
-                self.residency.attach(device)
-                device.stats = self.stats
-                self._devices[device_id] = device
-                bisect.insort(self._sorted_ids, device_id)
+                directory = child(self.devices_dir, device_id)
+                device = Device.create(record, directory, self.models.get, self.sample_capacity)
+                self._register(device, in_order=True)
                 made.append(device)
             return made
 

@@ -144,3 +144,23 @@ def test_clean_weights_are_evicted_without_a_spill(tmp_path: Path, train_batch: 
     b.run("infer", {"x": train_batch[0]})
     assert a.spill_path.exists(), "restored-from-spill weights must be spilled again"
     np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], trained)
+
+
+def test_a_spill_left_by_the_last_run_is_dropped(tmp_path: Path, train_batch: Batch) -> None:
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["a", "b"])
+    a = fleet.get("a")
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    a.save()
+    saved = a.run("infer", {"x": train_batch[0]})["logits"]
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    fleet.get("b").run("infer", {"x": train_batch[0]})  # a is evicted: its unsaved weights spilled
+    assert a.spill_path.exists()
+    fleet.close()
+    (tmp_path / "devices" / "not a device").mkdir()  # skipped, not fatal
+
+    reopened = Fleet(tmp_path, max_resident=1)
+    assert len(reopened) == 2
+    again = reopened.get("a")
+    np.testing.assert_array_equal(again.run("infer", {"x": train_batch[0]})["logits"], saved)
+    assert not again.spill_path.exists()
