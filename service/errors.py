@@ -14,6 +14,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── ModelExists
     │   ├── NoCheckpoint
     │   ├── NoSamples
+    │   ├── SamplesMismatch
+    │   ├── JobEnded
     │   └── DeviceBusy
     ├── InvalidRequest
     │   ├── InvalidId
@@ -22,6 +24,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── BodyTooLarge
     │   └── UnsupportedMediaType
     ├── InvocationFailed        (the interpreter rejected a call that passed our checks)
+    ├── StorageError            (the data directory failed us: full, unwritable, removed)
+    ├── CorruptState            (a device's file on disk cannot be read back)
     ├── DatasetUnavailable
     └── ModelBuildError
 """
@@ -79,6 +83,14 @@ class NoSamples(Conflict):
     code = "no_samples"
 
 
+class SamplesMismatch(Conflict):
+    code = "samples_mismatch"
+
+
+class JobEnded(Conflict):
+    code = "job_ended"
+
+
 class DeviceBusy(Conflict):
     code = "device_busy"
 
@@ -109,6 +121,14 @@ class UnsupportedMediaType(InvalidRequest):
 
 class InvocationFailed(FleetError):
     code = "invocation_failed"
+
+
+class StorageError(FleetError):
+    code = "storage_error"
+
+
+class CorruptState(FleetError):
+    code = "corrupt_state"
 
 
 class DatasetUnavailable(FleetError):
