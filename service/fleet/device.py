@@ -15,6 +15,7 @@ device's checkpoint if one exists (after an eviction, the spill instead, which i
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -27,11 +28,17 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import orjson
 
-from service.errors import DeviceNotFound, FleetError, InvalidTensor, NoCheckpoint, SignatureNotFound
-from service.fleet.files import atomic_target, write_json
-from service.fleet.samples import SampleStore
+from service.errors import (
+    CorruptState,
+    DeviceNotFound,
+    InvalidTensor,
+    NoCheckpoint,
+    SignatureNotFound,
+    StorageError,
+)
+from service.fleet.files import atomic_target, read_json, write_json
+from service.fleet.samples import SampleStats, SampleStore
 from service.fleet.stats import FleetStats
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
@@ -55,7 +62,10 @@ class DeviceRecord:
 
     @classmethod
     def read(cls, path: Path) -> DeviceRecord:
-        return cls(**orjson.loads(path.read_bytes()))
+        try:
+            return cls(**read_json(path))
+        except TypeError as exc:  # missing or unknown fields; read_json reports unreadable files
+            raise CorruptState(f"{path.parent.name}/{path.name} is not a device record: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,15 @@ HistoryEntry = dict[str, object]
 
 
 def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
-    """The step's loss: the ``loss`` output, else the only output when it is a scalar."""
+    """The step's loss: the ``loss`` output, else the only output when it is a scalar; None if
+    there is none or it is not finite (a diverged step has no loss worth recording)."""
     value = outputs.get("loss")
     if value is None and len(outputs) == 1:
         value = next(iter(outputs.values()))
-    return float(np.asarray(value).reshape(())) if value is not None and np.size(value) == 1 else None
+    if value is None or np.size(value) != 1:
+        return None
+    loss = float(np.asarray(value).reshape(()))
+    return loss if math.isfinite(loss) else None
 
 
 ActivationHook = Callable[["Device"], None]
@@ -117,6 +131,7 @@ class Device:
         self._model: CompiledModel | None = None
         self.samples = SampleStore(directory, sample_capacity)
         self._history: deque[HistoryEntry] | None = None
+        self._history_dirty = False
         self.lock = threading.Lock()
         self.deleted = False
         self.last_used = time.monotonic()
@@ -140,10 +155,7 @@ class Device:
         if self._record is None:
             with _FIRST_READ:
                 if self._record is None:
-                    try:
-                        record = DeviceRecord.read(self.directory / RECORD)
-                    except (OSError, ValueError, TypeError) as exc:
-                        raise FleetError(f"device '{self.id}' has an unreadable record: {exc}") from exc
+                    record = DeviceRecord.read(self.directory / RECORD)
                     self.spill_path.unlink(missing_ok=True)
                     self._record = record
         return self._record
@@ -176,15 +188,19 @@ class Device:
         models: ModelResolver,
         sample_capacity: int = SAMPLE_CAPACITY,
     ) -> Device:
-        directory.mkdir(parents=True)
+        try:
+            directory.mkdir(parents=True)
+        except OSError as exc:
+            raise StorageError(f"could not create the directory of device '{record.id}': {exc}") from exc
         device = cls(record.id, directory, models, sample_capacity, record)
         device.write_record()
         return device
 
     def write_record(self) -> None:
         write_json(self.directory / RECORD, asdict(self.record))
-        if self._history is not None:
+        if self._history is not None and self._history_dirty:
             write_json(self.directory / HISTORY, list(self._history))
+            self._history_dirty = False
         self._record_dirty = False
 
     @property
@@ -195,9 +211,7 @@ class Device:
 
     def _loaded_history(self) -> deque[HistoryEntry]:
         if self._history is None:
-            path = self.directory / HISTORY
-            entries = orjson.loads(path.read_bytes()) if path.exists() else []
-            self._history = deque(entries, maxlen=HISTORY_LIMIT)
+            self._history = deque(read_json(self.directory / HISTORY, []), maxlen=HISTORY_LIMIT)
         return self._history
 
     def flush(self) -> None:
@@ -230,7 +244,7 @@ class Device:
 
     # -- the interpreter ---------------------------------------------------------------------
 
-    def _checkpoint_signature(self, name: str) -> SignatureSpec:
+    def checkpoint_signature(self, name: str) -> SignatureSpec:
         spec = self.model.signature(name)
         if len(spec.inputs) != 1 or not spec.inputs[0].is_string:
             raise SignatureNotFound(
@@ -240,7 +254,7 @@ class Device:
         return spec
 
     def _run_checkpoint(self, interpreter: ModelInterpreter, name: str, path: Path) -> None:
-        spec = self._checkpoint_signature(name)
+        spec = self.checkpoint_signature(name)
         started = time.perf_counter()
         interpreter.run(name, {spec.inputs[0].name: np.array(os.fsencode(path), dtype=spec.inputs[0].dtype)})
         if self.stats is not None:
@@ -302,6 +316,26 @@ class Device:
 
     # -- the operations ----------------------------------------------------------------------
 
+    def callable_signature(self, signature: str) -> SignatureSpec:
+        """The spec of a signature callers may feed: not a checkpoint one, no string inputs."""
+        if signature in CHECKPOINT_SIGNATURES:
+            raise InvalidTensor(
+                f"signature '{signature}' works on the device's own checkpoint; it takes no inputs"
+            )
+        spec = self.model.signature(signature)
+        if spec.string_inputs:
+            raise InvalidTensor(
+                f"signature '{signature}' takes string input(s) {[s.name for s in spec.string_inputs]}; "
+                "string inputs are refused because a model can use them as file paths"
+            )
+        return spec
+
+    def add_samples(self, signature: str, inputs: Mapping[str, np.ndarray]) -> SampleStats:
+        """Keep labelled samples (inputs of a training signature) in the device's own store."""
+        checked = self.callable_signature(signature).check(inputs)
+        self._require_live()
+        return self.samples.add(signature, checked)
+
     def run(
         self, signature: str, inputs: Mapping[str, np.ndarray], source: HistorySource = "train"
     ) -> dict[str, np.ndarray]:
@@ -316,13 +350,7 @@ class Device:
                     "checkpoint path"
                 )
             return self.save() if signature == "save" else self.restore()
-        spec = self.model.signature(signature)
-        if spec.string_inputs:
-            raise InvalidTensor(
-                f"signature '{signature}' takes string input(s) {[s.name for s in spec.string_inputs]}; "
-                "string inputs are refused because a model can use them as file paths"
-            )
-        checked = spec.check(inputs)
+        checked = self.callable_signature(signature).check(inputs)
         with self.lock:
             outputs = self._interpreter_or_activate().run(signature, checked)
             # Only "infer" is known to leave weights alone; any other signature may change them.
@@ -333,6 +361,7 @@ class Device:
                     self.stats.train_steps.inc()
                 self.record.last_loss = scalar_loss(outputs)
                 if self.record.last_loss is not None:
+                    self._history_dirty = True
                     self._loaded_history().append(
                         {
                             "step": self.record.train_steps,
@@ -346,7 +375,7 @@ class Device:
 
     def save(self) -> dict[str, np.ndarray]:
         """Write the interpreter's weights to the device's checkpoint, atomically."""
-        self._checkpoint_signature("save")
+        self.checkpoint_signature("save")
         with self.lock:
             interpreter = self._interpreter_or_activate()
             with atomic_target(self.checkpoint_path) as tmp:
@@ -357,7 +386,7 @@ class Device:
 
     def restore(self) -> dict[str, np.ndarray]:
         """Load the device's checkpoint into its interpreter (409 if it has none)."""
-        self._checkpoint_signature("restore")
+        self.checkpoint_signature("restore")
         with self.lock:
             self._require_live()
             if not self.checkpoint_path.exists():
@@ -375,7 +404,7 @@ class Device:
             self._drop_interpreter()
             self.record.train_steps = 0
             self.record.last_loss = None
-            self._history = deque(maxlen=HISTORY_LIMIT)
+            self._history, self._history_dirty = deque(maxlen=HISTORY_LIMIT), True
             self.write_record()
             self._interpreter_or_activate()
 
@@ -390,7 +419,8 @@ class Device:
 
     def delete(self) -> None:
         with self.lock:
-            self._require_live()
+            if self.deleted:
+                return
             self.deleted = True
             self._drop_interpreter()
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from service.errors import InvalidId
+import orjson
+
+from service.errors import CorruptState, InvalidId, StorageError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Device and model IDs: a letter or digit, then letters, digits, ``_``, ``.`` or ``-``; at most 128."""
@@ -59,8 +61,11 @@ def atomic_target(path: Path, durable: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(f"could not write {path.name} in {path.parent}: {exc.strerror or exc}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
@@ -69,4 +74,15 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
 
 
 def write_json(path: Path, value: object, durable: bool = False) -> None:
-    write_atomic(path, json.dumps(value, indent=1).encode(), durable)
+    """Compact JSON (orjson: a non-finite float becomes null, so the file always reads back)."""
+    write_atomic(path, orjson.dumps(value), durable)
+
+
+def read_json(path: Path, default: object = None) -> Any:
+    """``path``'s JSON, or ``default`` when it does not exist; CorruptState when it cannot be read."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise CorruptState(f"{path.parent.name}/{path.name} cannot be read: {exc}") from exc

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import DeviceExists, DeviceNotFound, InvalidRequest
+from service.errors import DeviceExists, DeviceNotFound, FleetError, InvalidRequest
 from service.fleet.device import RECORD, SAMPLE_CAPACITY, Device, DeviceRecord, utc_now
 from service.fleet.files import ID_PATTERN, check_id, child
 from service.fleet.jobs import JobRunner
@@ -51,7 +51,7 @@ class Fleet:
         self.residency = Residency(max_resident)
         self.stats = FleetStats()
         self.sample_capacity = sample_capacity
-        self.jobs = JobRunner(job_workers, self.get)
+        self.jobs = JobRunner(job_workers)
         self._devices: dict[str, Device] = {}
         self._sorted_ids: list[str] = []
         self._lock = threading.Lock()
@@ -88,16 +88,15 @@ class Fleet:
     ) -> list[Device]:
         """Create devices with the given IDs, or ``count`` of them named ``prefix`` + a random suffix.
 
-        All or nothing: any ID that is invalid or taken fails the whole request before anything is made.
+        All or nothing: an ID that is invalid or taken fails the whole request before anything is
+        made, and a failure on disk midway removes what was made.
         """
         compiled = self.models.get(model or DEFAULT_MODEL)
         with self._lock:
             if ids is None:
-                if prefix:
-                    check_id("device prefix", prefix)
                 wanted: list[str] = []
                 while len(wanted) < count:
-                    candidate = f"{prefix}{secrets.token_hex(6)}"
+                    candidate = check_id("device", f"{prefix}{secrets.token_hex(6)}")  # bounds the prefix too
                     if candidate not in self._devices:
                         wanted.append(candidate)
             else:
@@ -105,14 +104,25 @@ class Fleet:
             clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
             if clashes:
                 raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
+            leftovers = [i for i in wanted if (self.devices_dir / i).exists()]
+            if leftovers:
+                raise DeviceExists(
+                    f"directories of unregistered devices are in the way: {leftovers[:10]} "
+                    f"(under {self.devices_dir}; remove them)"
+                )
             created_at = utc_now()
-            made = []
-            for device_id in wanted:
-                record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
-                directory = child(self.devices_dir, device_id)
-                device = Device.create(record, directory, self.models.get, self.sample_capacity)
+            made: list[Device] = []
+            try:
+                for device_id in wanted:
+                    record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
+                    directory = child(self.devices_dir, device_id)
+                    made.append(Device.create(record, directory, self.models.get, self.sample_capacity))
+            except FleetError:
+                for device in made:
+                    device.delete()
+                raise
+            for device in made:
                 self._register(device, in_order=True)
-                made.append(device)
             return made
 
     def get(self, device_id: str) -> Device:
@@ -134,14 +144,26 @@ class Fleet:
 
     def delete_many(self, ids: Iterable[str]) -> int:
         """Delete the devices and their directories; unknown IDs fail the request before any deletion."""
-        devices = [self.get(i) for i in ids]
+        devices = [self.get(i) for i in dict.fromkeys(ids)]
         for device in devices:
-            self.jobs.forget(device.id)
-            device.delete()
             with self._lock:
-                if self._devices.pop(device.id, None) is not None:
-                    del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
+                if self._devices.get(device.id) is not device:
+                    continue  # a concurrent request deleted it first
+                del self._devices[device.id]
+                del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
+            self.jobs.forget(device)
+            device.delete()
         return len(devices)
+
+    def reset(self, device: Device) -> None:
+        """The baseline model again; a running job is stopped first, as it would train on."""
+        self.jobs.stop_active(device, "stopped by a reset of the device")
+        device.reset()
+
+    def restart(self, device: Device) -> None:
+        """An app restart: the running job stops with the app, and unsaved weights are gone."""
+        self.jobs.stop_active(device, "stopped by a restart of the device")
+        device.restart()
 
     def jobs_by_state(self) -> dict[str, int]:
         return self.jobs.counts_by_state()
@@ -156,7 +178,10 @@ class Fleet:
         """
         self.jobs.close()
         for device in list(self._devices.values()):
-            device.flush()
+            try:
+                device.flush()
+            except FleetError as exc:  # one device's failing disk must not cost the others theirs
+                log.error("could not persist device %s: %s", device.id, exc.message)
 
 
 def process_rss_bytes() -> int:

@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-import orjson
 
-from service.errors import DeviceBusy, FleetError, InvalidRequest, JobNotFound, NoSamples
+from service.errors import (
+    DeviceBusy,
+    FleetError,
+    InvalidRequest,
+    JobEnded,
+    JobNotFound,
+    NoSamples,
+    SamplesMismatch,
+)
 from service.fleet.device import Device, scalar_loss, utc_now
-from service.fleet.files import write_json
+from service.fleet.files import read_json, write_json
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 ACTIVE: tuple[JobState, ...] = ("queued", "running")
@@ -79,37 +86,39 @@ class Job:
 
 
 class JobRunner:
-    """Runs jobs on a small thread pool; knows every device's jobs through the device's directory."""
+    """Runs jobs on a small thread pool. Jobs are kept per device object, so a device deleted and
+    created again under the same ID starts with none; records go to the device's directory."""
 
-    def __init__(self, workers: int, get_device: Callable[[str], Device]) -> None:
+    def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
-        self._get_device = get_device
-        self._jobs: dict[str, dict[str, Job]] = {}
+        self._jobs: dict[Device, dict[str, Job]] = {}
         self._lock = threading.Lock()
+        """Guards the job tables and every job's state."""
         self._closing = False
 
     # -- records -----------------------------------------------------------------------------
 
     def _device_jobs(self, device: Device) -> dict[str, Job]:
-        """The device's jobs, read from its directory the first time; interrupted ones marked so."""
-        jobs = self._jobs.get(device.id)
+        """The device's jobs (under the lock), read from its directory the first time."""
+        jobs = self._jobs.get(device)
         if jobs is None:
-            path = device.directory / JOBS_FILE
-            records = orjson.loads(path.read_bytes()) if path.exists() else []
-            jobs = {r["id"]: Job.from_view(r) for r in records}
-            for job in jobs.values():
+            jobs = {r["id"]: Job.from_view(r) for r in read_json(device.directory / JOBS_FILE, [])}
+            for job in jobs.values():  # active when the last process stopped
                 if job.state in ACTIVE:
                     job.state, job.finished_at = "interrupted", job.finished_at or utc_now()
-            self._jobs[device.id] = jobs
+            if not device.deleted:
+                self._jobs[device] = jobs
         return jobs
 
     def _persist(self, device: Device) -> None:
         with self._lock:
             jobs = list(self._device_jobs(device).values())[-KEEP_JOBS:]
-            self._jobs[device.id] = {job.id: job for job in jobs}
+            if device in self._jobs:
+                self._jobs[device] = {job.id: job for job in jobs}
             views = [job.view() for job in jobs]
-        if not device.deleted:
-            write_json(device.directory / JOBS_FILE, views)
+        with device.lock:  # delete() takes it too: no write into a directory being removed
+            if not device.deleted:
+                write_json(device.directory / JOBS_FILE, views)
 
     def jobs(self, device: Device) -> list[Job]:
         with self._lock:
@@ -133,14 +142,26 @@ class JobRunner:
 
     # -- running -----------------------------------------------------------------------------
 
-    def start(self, device: Device, spec: JobSpec) -> Job:
+    def _check(self, device: Device, spec: JobSpec) -> tuple[JobSpec, int]:
+        """Refuse now what could only fail later; returns the spec with its signature settled."""
         spec.check()
-        device.model.signature(spec.signature)
-        count = device.samples.stats().count
-        if count == 0:
-            raise NoSamples(
-                f"device '{device.id}' has no samples to train on; POST some to its /samples first"
+        if spec.signature is not None:
+            device.callable_signature(spec.signature)
+        stats = device.samples.stats()
+        if stats.count == 0:
+            raise NoSamples(f"device '{device.id}' has no samples to train on; POST some to /samples first")
+        signature = spec.signature or stats.signature or "train"
+        if signature != stats.signature:
+            raise SamplesMismatch(
+                f"the device's samples are inputs of signature '{stats.signature}', not '{signature}'"
             )
+        device.callable_signature(signature)
+        if spec.save:
+            device.checkpoint_signature("save")
+        return replace(spec, signature=signature), stats.count
+
+    def start(self, device: Device, spec: JobSpec) -> Job:
+        spec, count = self._check(device, spec)
         with self._lock:
             jobs = self._device_jobs(device)
             active = [job.id for job in jobs.values() if job.state in ACTIVE]
@@ -155,34 +176,58 @@ class JobRunner:
 
     def cancel(self, device: Device, job_id: str) -> Job:
         job = self.job(device, job_id)
-        job.cancel_requested = True
-        if job.state == "queued":  # never started: it ends now; the worker will skip it
-            job.state, job.finished_at = "cancelled", utc_now()
-            self._persist(device)
+        with self._lock:
+            if job.state not in ACTIVE:
+                raise JobEnded(f"job '{job_id}' already ended ({job.state})")
+            job.cancel_requested = True
+            if job.state == "queued":  # never started: it ends now; the worker will skip it
+                job.state, job.finished_at = "cancelled", utc_now()
+        self._persist(device)
         return job
 
+    def stop_active(self, device: Device, reason: str, timeout: float = 60.0) -> None:
+        """Cancel the device's running job, if any, and wait until it has stopped (within a step)."""
+        with self._lock:
+            active = [job for job in self._device_jobs(device).values() if job.state in ACTIVE]
+        for job in active:
+            with self._lock:
+                job.cancel_requested = True
+                job.error = reason
+                if job.state == "queued":
+                    job.state, job.finished_at = "cancelled", utc_now()
+            deadline = time.monotonic() + timeout
+            while job.state in ACTIVE and time.monotonic() < deadline:
+                time.sleep(0.005)
+        if active:
+            self._persist(device)
+
     def _run(self, device: Device, job: Job) -> None:
-        if job.cancel_requested or job.state != "queued":
-            return
-        job.state, job.started_at = "running", utc_now()
+        with self._lock:
+            if job.cancel_requested or job.state != "queued":
+                return
+            job.state, job.started_at = "running", utc_now()
         self._persist(device)
+        state: JobState
+        error = None
         try:
             self._train(device, job)
             if job.cancel_requested:
-                job.state = "interrupted" if self._closing else "cancelled"
+                state = "interrupted" if self._closing else "cancelled"
             else:
                 if job.spec.save:
                     device.save()
-                job.state = "succeeded"
+                state = "succeeded"
         except FleetError as exc:
-            job.state, job.error = "failed", exc.message
+            state, error = "failed", exc.message
         except Exception as exc:  # a worker thread must record every failure, not lose it
-            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
-        job.finished_at = utc_now()
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            job.state, job.finished_at = state, utc_now()
+            job.error = error or job.error
         self._persist(device)
 
     def _train(self, device: Device, job: Job) -> None:
-        samples = device.samples.load()
+        _, samples = device.samples.load()
         count = len(next(iter(samples.values())))
         rng = np.random.default_rng(job.spec.seed)
         size = job.spec.batch_size
@@ -202,10 +247,10 @@ class JobRunner:
             if losses:
                 job.epoch_losses.append(float(np.mean(losses)))
 
-    def forget(self, device_id: str) -> None:
-        """Drop a deleted device's jobs from memory (its running job, if any, fails on its next step)."""
+    def forget(self, device: Device) -> None:
+        """Drop a deleted device's jobs (its running job, if any, stops before its next step)."""
         with self._lock:
-            for job in self._jobs.pop(device_id, {}).values():
+            for job in self._jobs.pop(device, {}).values():
                 job.cancel_requested = True
 
     def close(self) -> None:

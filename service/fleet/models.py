@@ -6,7 +6,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from service.errors import InvalidModel, ModelExists, ModelNotFound
+from service.errors import InvalidModel, ModelExists, ModelNotFound, StorageError
 from service.fleet.files import check_id, child, write_atomic
 from service.runtime import CompiledModel
 
@@ -44,19 +44,27 @@ class ModelStore:
                 path = self._path(name)
                 if not path.is_file():
                     raise ModelNotFound(f"no model '{name}'; known: {self.names()}")
-                model = CompiledModel.load(name, path.read_bytes(), self._num_threads)
+                try:
+                    content = path.read_bytes()
+                except OSError as exc:
+                    raise StorageError(f"could not read model '{name}': {exc}") from exc
+                model = CompiledModel.load(name, content, self._num_threads)
                 self._loaded[name] = model
             return model
 
     def add(self, name: str, content: bytes) -> CompiledModel:
         """Check that ``content`` is a usable model and keep it; a bad file is not kept."""
         path = self._path(name)
+        if not content:
+            raise InvalidModel(f"model '{name}': the body is empty; send the .tflite file's bytes")
+        self._refuse_existing(name, path)
+        model = CompiledModel.load(name, content, self._num_threads)  # slow: outside the lock
         with self._lock:
-            if name in self._loaded or path.exists():
-                raise ModelExists(f"model '{name}' exists; models are immutable, add it under a new name")
-            if not content:
-                raise InvalidModel(f"model '{name}': the body is empty; send the .tflite file's bytes")
-            model = CompiledModel.load(name, content, self._num_threads)
+            self._refuse_existing(name, path)
             write_atomic(path, content)
             self._loaded[name] = model
             return model
+
+    def _refuse_existing(self, name: str, path: Path) -> None:
+        if name in self._loaded or path.exists():
+            raise ModelExists(f"model '{name}' exists; models are immutable, add it under a new name")

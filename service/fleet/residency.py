@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 
+from service.errors import FleetError
 from service.fleet.device import Device
 from service.fleet.memory import release_free_memory
+
+log = logging.getLogger(__name__)
 
 TRIM_EVERY = 32
 """Evictions between two returns of freed memory to the OS."""
@@ -59,7 +64,14 @@ class Residency:
         for victim in candidates:
             if excess <= 0:
                 break
-            outcome = victim.evict()
+            try:
+                outcome = victim.evict()
+            except FleetError as exc:
+                # The victim keeps its interpreter (its weights are not lost); try the others first
+                # next time. The device being activated must not fail for another's disk.
+                log.error("could not evict device %s: %s", victim.id, exc.message)
+                victim.last_used = time.monotonic()
+                continue
             if outcome in ("spilled", "dropped"):
                 excess -= 1
                 with self._lock:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidModel, InvocationFailed, SignatureNotFound
+from service.runtime.inspection import check_file_access
 from service.runtime.specs import SignatureSpec, TensorSpec
 
 warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
@@ -62,6 +63,7 @@ class CompiledModel:
             raise InvalidModel(f"model '{name}' does not load in the TFLite interpreter: {exc}") from exc
         if not signatures:
             raise InvalidModel(f"model '{name}' has no signatures; on-device training needs named signatures")
+        check_file_access(name, content)
         return cls(name=name, content=content, signatures=signatures, num_threads=num_threads)
 
     @property

@@ -54,6 +54,7 @@ def test_samples_are_bounded_and_keep_the_newest(small_client: TestClient, fashi
     assert upload(small_client, "phone", x[:100], y[:100]) == {
         "count": 100,
         "capacity": 250,
+        "signature": "train",
         "added": 100,
         "dropped": 0,
     }
@@ -61,11 +62,13 @@ def test_samples_are_bounded_and_keep_the_newest(small_client: TestClient, fashi
     assert upload(small_client, "phone", x[200:300], y[200:300]) == {
         "count": 250,
         "capacity": 250,
+        "signature": "train",
         "added": 100,
         "dropped": 50,
     }
     device = small_client.app.state.fleet.get("phone")  # type: ignore[attr-defined]
-    stored = device.samples.load()
+    signature, stored = device.samples.load()
+    assert signature == "train"
     np.testing.assert_array_equal(stored["x"], x[50:300])
     np.testing.assert_array_equal(stored["y"], y[50:300])
     bad = small_client.post(
@@ -144,3 +147,62 @@ def test_jobs_and_history_survive_a_restart(tmp_path: Path, fashion_mnist) -> No
         history = client.get("/v1/devices/phone/history").json()["history"]
         assert len(history) >= 4 and history[0]["step"] == 1
         assert client.get("/v1/devices/phone/samples").json()["count"] == 64
+
+
+def test_samples_of_one_signature_at_a_time(small_client: TestClient, fashion_mnist) -> None:
+    x = fashion_mnist.train_images[:20]
+    y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:20]]
+    response = small_client.post(
+        "/v1/devices/phone/samples?signature=infer", content=npz(x=x), headers={"content-type": NPZ}
+    )
+    assert response.status_code == 200 and response.json()["signature"] == "infer"
+    mixed = small_client.post(
+        "/v1/devices/phone/samples", content=npz(x=x, y=y), headers={"content-type": NPZ}
+    )
+    assert mixed.status_code == 409 and mixed.json()["error"]["code"] == "samples_mismatch"
+    job = small_client.post("/v1/devices/phone/jobs", json={"signature": "train"})
+    assert job.status_code == 409 and job.json()["error"]["code"] == "samples_mismatch"
+    for signature in ("save", "restore"):
+        response = small_client.post(
+            f"/v1/devices/phone/samples?signature={signature}", json={"inputs": {"checkpoint_path": "/etc/x"}}
+        )
+        assert response.status_code == 422, response.text
+    small_client.delete("/v1/devices/phone/samples")
+    upload(small_client, "phone", x, y)
+    assert small_client.post("/v1/devices/phone/jobs", json={"seed": -1}).status_code == 422
+    assert small_client.post("/v1/devices/phone/jobs", json={"signature": "save"}).status_code == 422
+
+
+def test_reset_and_restart_stop_a_running_job(small_client: TestClient, fashion_mnist) -> None:
+    x = fashion_mnist.train_images[:200]
+    y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:200]]
+    upload(small_client, "phone", x, y)
+    baseline = small_client.post(
+        "/v1/devices/phone/infer", content=npz(x=x[:5]), headers={"content-type": NPZ}
+    )
+    for action in ("reset", "restart"):
+        job = small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1}).json()
+        while small_client.get(f"/v1/devices/phone/jobs/{job['id']}").json()["steps_done"] < 3:
+            time.sleep(0.01)
+        assert small_client.post(f"/v1/devices/phone/{action}").status_code == 200
+        ended = small_client.get(f"/v1/devices/phone/jobs/{job['id']}").json()
+        assert ended["state"] == "cancelled" and action in ended["error"]
+        steps = small_client.get("/v1/devices/phone").json()["train_steps"]
+        time.sleep(0.2)
+        assert small_client.get("/v1/devices/phone").json()["train_steps"] == steps, "the job kept training"
+        cancel = small_client.post(f"/v1/devices/phone/jobs/{job['id']}/cancel")
+        assert cancel.status_code == 409 and cancel.json()["error"]["code"] == "job_ended"
+    after = small_client.post("/v1/devices/phone/infer", content=npz(x=x[:5]), headers={"content-type": NPZ})
+    assert after.content == baseline.content  # reset gave the baseline; restart kept it (nothing saved)
+
+
+def test_a_deleted_device_s_jobs_do_not_follow_its_id(small_client: TestClient, fashion_mnist) -> None:
+    x = fashion_mnist.train_images[:50]
+    y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:50]]
+    upload(small_client, "phone", x, y)
+    small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1})
+    assert small_client.delete("/v1/devices/phone").status_code == 204
+    assert small_client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+    time.sleep(0.2)  # the old job's worker notices its cancellation and ends
+    assert small_client.get("/v1/devices/phone/jobs").json()["jobs"] == []
+    assert small_client.get("/v1/devices/phone/samples").json()["count"] == 0

@@ -180,3 +180,45 @@ def test_string_inputs_and_paths_are_never_taken_from_callers(tmp_path: Path) ->
     with pytest.raises(InvalidTensor, match="takes no inputs"):
         device.run("save", {"checkpoint_path": np.array(b"/tmp/elsewhere.ckpt")})
     assert not Path("/tmp/elsewhere.ckpt").exists()
+
+
+def test_a_diverged_loss_is_not_recorded_and_the_device_reads_back(
+    tmp_path: Path, train_batch: Batch
+) -> None:
+    fleet = Fleet(tmp_path)
+    device = fleet.create("phone")
+    x, y = train_batch
+    device.run("train", {"x": x * np.float32(3e38), "y": y})  # finite inputs, overflowing sums
+    device.save()
+    assert device.info().last_loss is None and device.history == []
+    fleet.close()
+    reopened = Fleet(tmp_path).get("phone")
+    assert reopened.info().train_steps == 1
+
+
+def test_corrupt_files_are_reported_not_crashed_on(tmp_path: Path) -> None:
+    from service.errors import CorruptState
+
+    Fleet(tmp_path).create("phone")
+    (tmp_path / "devices" / "phone" / "device.json").write_text("{not json")
+    device = Fleet(tmp_path).get("phone")
+    with pytest.raises(CorruptState, match="device.json"):
+        device.info()
+
+
+def test_leftover_directories_and_long_prefixes_are_refused_up_front(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    (fleet.devices_dir / "left").mkdir()
+    with pytest.raises(DeviceExists, match="left"):
+        fleet.create_many(["new", "left"])
+    assert len(fleet) == 0 and not (fleet.devices_dir / "new").exists()
+    with pytest.raises(InvalidId):
+        fleet.create_many(count=1, prefix="p" * 120)
+    assert [d.id for d in fleet.create_many(count=1, prefix="p" * 116)][0].startswith("p" * 116)
+
+
+def test_bulk_delete_with_repeats_deletes_once(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    fleet.create_many(["a", "b"])
+    assert fleet.delete_many(["a", "a", "b"]) == 2
+    assert len(fleet) == 0

@@ -164,3 +164,17 @@ def test_a_spill_left_by_the_last_run_is_dropped(tmp_path: Path, train_batch: Ba
     again = reopened.get("a")
     np.testing.assert_array_equal(again.run("infer", {"x": train_batch[0]})["logits"], saved)
     assert not again.spill_path.exists()
+
+
+def test_a_failing_spill_does_not_fail_other_devices(tmp_path: Path, train_batch: Batch) -> None:
+    import shutil
+
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["broken", "b", "c"])
+    broken = fleet.get("broken")
+    broken.run("train", {"x": train_batch[0], "y": train_batch[1]})  # unsaved weights: must spill
+    shutil.rmtree(broken.directory)  # its disk fails
+    fleet.get("b").run("infer", {"x": train_batch[0]})  # would evict "broken": the spill fails
+    fleet.get("c").run("infer", {"x": train_batch[0]})  # evicts "b" instead
+    assert broken.resident and not fleet.get("b").resident
+    fleet.close()  # logs the broken device, persists the others

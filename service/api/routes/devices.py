@@ -124,16 +124,16 @@ async def delete_device(device_id: str, fleet: FleetDep, request: Request) -> Re
 
 
 @router.post("/{device_id}/reset", responses=ERRORS)
-async def reset_device(device: DeviceDep, request: Request) -> DeviceView:
+async def reset_device(device: DeviceDep, fleet: FleetDep, request: Request) -> DeviceView:
     """Delete the checkpoint and start a fresh interpreter: the baseline model."""
-    await in_thread(request, device.reset)
+    await in_thread(request, fleet.reset, device)
     return view(device)
 
 
 @router.post("/{device_id}/restart", responses=ERRORS)
-async def restart_device(device: DeviceDep, request: Request) -> DeviceView:
+async def restart_device(device: DeviceDep, fleet: FleetDep, request: Request) -> DeviceView:
     """Drop the interpreter as an app restart would; the next one restores the checkpoint."""
-    await in_thread(request, device.restart)
+    await in_thread(request, fleet.restart, device)
     return view(device)
 
 

@@ -23,6 +23,7 @@ SignatureQuery = Annotated[str, Query(description="the training signature the sa
 class SampleStatsView(BaseModel):
     count: int = Field(description="samples stored now")
     capacity: int
+    signature: str | None = Field(description="the training signature they are inputs of")
     added: int = 0
     dropped: int = Field(0, description="oldest samples dropped to stay within capacity")
 
@@ -32,8 +33,8 @@ class StartJob(BaseModel):
     batch_size: int = Field(32, ge=1, le=100_000)
     save: bool = Field(False, description="save a checkpoint when the job succeeds")
     shuffle: bool = True
-    seed: int | None = None
-    signature: str = Field("train", description="the training signature to run")
+    seed: int | None = Field(None, ge=0)
+    signature: str | None = Field(None, description="the training signature; default: the samples'")
 
 
 class JobView(BaseModel):
@@ -88,8 +89,8 @@ async def add_samples(
     device: DeviceDep, request: Request, signature: SignatureQuery = "train"
 ) -> SampleStatsView:
     """Add labelled samples (the training signature's inputs by name) to the device's own store."""
-    inputs = await read_inputs(request, device.model.signature(signature))
-    return SampleStatsView(**asdict(await in_thread(request, device.samples.add, inputs)))
+    inputs = await read_inputs(request, device.callable_signature(signature))
+    return SampleStatsView(**asdict(await in_thread(request, device.add_samples, signature, inputs)))
 
 
 @router.get("/samples", responses=ERRORS)
