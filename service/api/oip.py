@@ -141,6 +141,7 @@ def _flag(parameters: dict[str, Any] | None, name: str) -> bool:
 
 
 def _input_array(tensor: RequestInput, binary: memoryview | None) -> np.ndarray:
+    """The declared tensor; nothing is allocated by its declared shape, only by the data sent."""
     declared = TensorSpec(tensor.name, dtype_of(tensor.name, tensor.datatype), tuple(tensor.shape))
     count = math.prod(declared.shape)
     if binary is not None:
@@ -162,7 +163,13 @@ def _input_array(tensor: RequestInput, binary: memoryview | None) -> np.ndarray:
             raise InvalidTensor(
                 f"input '{tensor.name}': shape {tensor.shape} holds {count} values, the data has {array.size}"
             )
-    return declared.check(array.reshape(declared.shape))
+    try:
+        shaped = array.reshape(declared.shape)
+    except (ValueError, OverflowError) as exc:  # more than 64 dimensions, or zero values in a vast shape
+        raise InvalidTensor(
+            f"input '{tensor.name}': shape {tensor.shape} is not an array shape: {exc}"
+        ) from exc
+    return declared.check(shaped)
 
 
 def decode_request(body: bytes, headers: Mapping[str, str]) -> DecodedRequest:
@@ -175,7 +182,7 @@ def decode_request(body: bytes, headers: Mapping[str, str]) -> DecodedRequest:
     declared_length = headers.get(HEADER_LENGTH)
     if declared_length is None:
         header, rest = body, memoryview(b"")
-    elif declared_length.isdigit() and int(declared_length) <= len(body):
+    elif declared_length.isascii() and declared_length.isdigit() and int(declared_length) <= len(body):
         header, rest = body[: int(declared_length)], memoryview(body)[int(declared_length) :]
     else:
         raise InvalidTensor(
@@ -193,7 +200,9 @@ def decode_request(body: bytes, headers: Mapping[str, str]) -> DecodedRequest:
         size = (tensor.parameters or {}).get("binary_data_size")
         binary = None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(rest):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidTensor(f"input '{tensor.name}': binary_data_size {size!r} is not a byte count")
+            if offset + size > len(rest):
                 raise InvalidTensor(
                     f"input '{tensor.name}': binary_data_size {size!r} runs past the body's end"
                 )

@@ -26,7 +26,7 @@ class TensorSpec:
     def describe(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "dtype": "string" if self.is_string else self.dtype.name,
+            "dtype": dtype_name(self.dtype),
             "shape": list(self.shape),
         }
 
@@ -36,10 +36,15 @@ class TensorSpec:
         )
 
     def check(self, value: np.ndarray) -> np.ndarray:
-        """Return ``value`` if it has this spec's dtype and a shape it accepts, else raise InvalidTensor."""
-        if value.dtype != self.dtype:
+        """``value`` if it has this spec's dtype, a shape it accepts and (floats) finite values.
+
+        Text for a string spec may come as bytes or str: it is returned as UTF-8 bytes.
+        """
+        if self.is_string:
+            value = self._as_text(value)
+        elif value.dtype != self.dtype:
             raise InvalidTensor(
-                f"input '{self.name}' has dtype {value.dtype.name}, expected {self.describe()['dtype']}"
+                f"input '{self.name}' has dtype {dtype_name(value.dtype)}, expected {dtype_name(self.dtype)}"
             )
         if not self.accepts_shape(value.shape):
             raise InvalidTensor(
@@ -48,6 +53,10 @@ class TensorSpec:
             )
         if value.size == 0 and not self.is_string:
             raise InvalidTensor(f"input '{self.name}' is empty (shape {list(value.shape)})")
+        # NaN or infinity would reach the weights through a training step: the loss, and every
+        # prediction after it, would be NaN for good.
+        if self.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise InvalidTensor(f"input '{self.name}' holds NaN or infinite values")
         return value
 
     def coerce(self, value: object) -> np.ndarray:
@@ -57,22 +66,93 @@ class TensorSpec:
     def convert(self, value: object) -> np.ndarray:
         """A JSON value (nested lists of numbers) as an array of this spec's dtype, shape unchecked.
 
-        JSON carries no dtype, so numbers are converted, but only where nothing is lost:
-        an integer input refuses fractions, and nothing numeric accepts strings, nulls or ragged lists.
+        JSON carries no dtype, so numbers are converted, but only where nothing is lost: an integer
+        input refuses fractions and values outside its dtype's range, a float input values beyond its
+        range (rounding to the nearest float is fine), and nothing numeric accepts strings, nulls or
+        ragged lists. A string input takes strings (sent as UTF-8).
         """
         try:
             array = np.asarray(value)
         except ValueError as exc:  # ragged nesting
             raise InvalidTensor(f"input '{self.name}' is not a rectangular array: {exc}") from exc
+        if self.is_string:
+            if array.dtype.kind not in "SU":
+                raise InvalidTensor(f"input '{self.name}' must hold strings")
+            return self._as_text(array)
         if array.dtype == object:
-            raise InvalidTensor(f"input '{self.name}' is not a rectangular array of numbers")
-        if not self.is_string and array.dtype.kind not in "biuf":
+            raise InvalidTensor(
+                f"input '{self.name}' is not a rectangular array of numbers (or holds integers past 64 bits)"
+            )
+        if array.dtype.kind not in "biuf":
             got = "strings" if array.dtype.kind == "U" else array.dtype.name
             raise InvalidTensor(f"input '{self.name}' must hold numbers, got {got}")
-        lossy = self.dtype.kind in "iu" and array.dtype.kind == "f"
-        if lossy and not (np.all(np.isfinite(array)) and np.all(array == np.round(array))):
-            raise InvalidTensor(f"input '{self.name}' must hold integers ({self.dtype.name})")
-        return array.astype(self.dtype, copy=False) if array.size else array.astype(self.dtype)
+        self._check_lossless(array)
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN and infinity pass here; check() refuses them
+            return array.astype(self.dtype, copy=False)
+
+    def _check_lossless(self, array: np.ndarray) -> None:
+        """Refuse numbers that this spec's dtype cannot hold (a cast would wrap or overflow them)."""
+        if array.size == 0 or array.dtype.kind == "b":
+            return
+        low, high = array.min(), array.max()
+        if self.dtype.kind in "fc":
+            limit = float(np.finfo(self.dtype).max)
+            # NaN and infinity are left to check(), which refuses them with a message of their own.
+            if (np.isfinite(low) and low < -limit) or (np.isfinite(high) and high > limit):
+                raise InvalidTensor(
+                    f"input '{self.name}' holds values beyond the range of {self.dtype.name} (±{limit:g})"
+                )
+            return
+        if array.dtype.kind == "f":
+            if not (np.isfinite(array).all() and np.all(array == np.round(array))):
+                raise InvalidTensor(f"input '{self.name}' must hold integers ({dtype_name(self.dtype)})")
+            if max(-float(low), float(high)) >= EXACT_FLOAT_INTEGERS:
+                raise InvalidTensor(
+                    f"input '{self.name}' holds integers past 2**53 written as floats: they may have "
+                    "been rounded; write them without a fraction or exponent"
+                )
+        if self.dtype.kind == "b":
+            least, most = 0, 1
+        else:
+            info = np.iinfo(self.dtype)
+            least, most = int(info.min), int(info.max)
+        if int(low) < least or int(high) > most:
+            raise InvalidTensor(
+                f"input '{self.name}' holds values from {int(low)} to {int(high)}; "
+                f"{dtype_name(self.dtype)} takes {least} to {most}"
+            )
+
+    def _as_text(self, value: np.ndarray) -> np.ndarray:
+        """Text (bytes, str, or objects that are either) in this spec's string dtype: str as UTF-8."""
+        try:
+            if value.dtype.kind == "O":
+                if not all(isinstance(item, (bytes, str)) for item in value.flat):
+                    raise InvalidTensor(f"input '{self.name}' must hold strings")
+                value = np.array([_utf8(item) for item in value.flat], dtype=np.bytes_).reshape(value.shape)
+            elif value.dtype.kind == "U":
+                value = np.char.encode(value, "utf-8")
+            elif value.dtype.kind != "S":
+                raise InvalidTensor(
+                    f"input '{self.name}' has dtype {dtype_name(value.dtype)}, expected string"
+                )
+            if self.dtype.type is np.str_:
+                return np.char.decode(value, "utf-8")
+            return value.astype(object) if self.dtype.type is np.object_ else value
+        except UnicodeError as exc:
+            raise InvalidTensor(f"input '{self.name}' holds text that is not valid Unicode: {exc}") from exc
+
+
+EXACT_FLOAT_INTEGERS = 2**53
+"""From here on, a float64 may stand for more than one integer (2**53 + 1 is read as 2**53). numpy turns
+a JSON list mixing integers and floats into float64s."""
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    return "string" if dtype.type in STRING_DTYPES or dtype.kind in "SUO" else dtype.name
+
+
+def _utf8(item: bytes | str) -> bytes:
+    return item.encode("utf-8") if isinstance(item, str) else item
 
 
 @dataclass(frozen=True)
@@ -100,7 +180,8 @@ class SignatureSpec:
             if missing:
                 parts.append(f"missing input(s) {missing}")
             if unexpected:
-                parts.append(f"unexpected input(s) {unexpected}")
+                more = f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else ""
+                parts.append(f"unexpected input(s) {unexpected[:10]}{more}")
             raise InvalidTensor(f"signature '{self.name}': {', '.join(parts)}; it takes {expected}")
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

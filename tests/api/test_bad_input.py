@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,39 @@ def npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def compressed_npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    """A .npy header declaring ``shape`` of float32 (Fortran order, which np.load reads)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": True, "shape": shape})
+    return buffer.getvalue()
+
+
+def chunked(body: bytes, size: int = 65536) -> Iterator[bytes]:
+    """The body as a stream of chunks: httpx then sends it without a Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def with_nan(shape: tuple[int, ...], value: float = np.nan) -> np.ndarray:
+    array = np.zeros(shape, np.float32)
+    array.flat[-1] = value
+    return array
 
 
 @pytest.fixture
@@ -145,6 +180,75 @@ BAD_TRAIN_BODIES = [
         id="npz-not-zip",
     ),
     pytest.param(
+        {
+            # 4.4 MB of zeros deflate to a few KB: the limit holds for what the archive unpacks to.
+            "content": compressed_npz(
+                x=np.zeros((1400, 28, 28), np.float32), y=np.zeros((1400, 10), np.float32)
+            ),
+            "headers": {"content-type": NPZ},
+        },
+        413,
+        "bytes uncompressed, more than the limit of 4194304 bytes",
+        id="npz-compressed-past-the-limit",
+    ),
+    pytest.param(
+        {
+            "content": zip_of({"x.npy": npy_header((1,)) + bytes(4), "notes.txt": b"hello"}),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "member 'notes.txt' of the application/x-npz archive is not an array",
+        id="npz-not-an-array-member",
+    ),
+    pytest.param(
+        {
+            "content": zip_of({"x.npy": npy_header((2**40, 28, 28)) + bytes(64), "y.npy": b""}),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "member 'x.npy' declares shape [1099511627776, 28, 28]",
+        id="npz-declares-more-than-it-holds",
+    ),
+    pytest.param(
+        {
+            "content": zip_of({"x.npy": npy_header((2**40, 28, 28)) + bytes(64)}, zipfile.ZIP_DEFLATED),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "member 'x.npy' declares shape [1099511627776, 28, 28]",
+        id="npz-compressed-declares-more-than-it-holds",
+    ),
+    pytest.param(
+        {"content": zip_of({"x.npy": b"\x93NUMPY" * 10}, zipfile.ZIP_LZMA), "headers": {"content-type": NPZ}},
+        422,
+        "compressed with method 14; use numpy.savez or numpy.savez_compressed",
+        id="npz-lzma",
+    ),
+    pytest.param(
+        {
+            "content": npz(x=with_nan((2, 28, 28)), y=np.eye(10, dtype=np.float32)[:2]),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "input 'x' holds NaN or infinite values",
+        id="npz-nan",
+    ),
+    pytest.param(
+        {
+            "content": npz(x=np.zeros((2, 28, 28), np.float32), y=with_nan((2, 10), np.inf)),
+            "headers": {"content-type": NPZ},
+        },
+        422,
+        "input 'y' holds NaN or infinite values",
+        id="npz-infinity",
+    ),
+    pytest.param(
+        {"json": {"inputs": {"x": [[[1e39] * 28] * 28], "y": y_list(1)}}},
+        422,
+        "input 'x' holds values beyond the range of float32",
+        id="json-past-float32",
+    ),
+    pytest.param(
         {"content": b"x=1", "headers": {"content-type": "text/plain"}},
         415,
         "'text/plain' is not supported",
@@ -183,6 +287,62 @@ def test_streamed_oversized_body_without_length_gets_413(client: TestClient, sav
     response = client.post("/v1/devices/phone/train", content=chunks(), headers={"content-type": NPZ})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_streamed_oversized_bodies_of_pydantic_routes_get_413(client: TestClient) -> None:
+    """FastAPI turns any error raised while it reads a pydantic body into a 400: the limit answers first."""
+    ids = b'{"ids": [' + b", ".join(b'"d-%07d"' % i for i in range(MAX_BODY // 10)) + b"]}"
+    assert len(ids) > MAX_BODY
+    for path, body in (
+        ("/v1/devices/bulk-create", ids),
+        ("/v1/devices", b'{"id": "' + b"a" * MAX_BODY + b'"}'),
+    ):
+        response = client.post(path, content=chunked(body), headers={"content-type": "application/json"})
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "body_too_large"
+    assert client.get("/v1/devices").json()["total"] == 0
+
+
+def test_streamed_bodies_within_the_limit_are_read_whole(client: TestClient, train_batch: Batch) -> None:
+    response = client.post(
+        "/v1/devices", content=chunked(b'{"id": "streamed"}', 4), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+    x, y = train_batch
+    body = npz(x=x, y=y)
+    assert len(body) > 65536 * 4  # many chunks
+    streamed = client.post("/v1/devices/streamed/train", content=chunked(body), headers={"content-type": NPZ})
+    assert streamed.status_code == 200, streamed.text
+    client.post("/v1/devices", json={"id": "sized"})
+    sized = client.post("/v1/devices/sized/train", content=body, headers={"content-type": NPZ})
+    assert streamed.json() == sized.json()
+
+
+def test_compressed_npz_within_the_limit_works_as_plain_npz(client: TestClient, train_batch: Batch) -> None:
+    client.post("/v1/devices", json={"id": "phone"})
+    x = train_batch[0][:5]
+    plain = client.post("/v1/devices/phone/infer", content=npz(x=x), headers={"content-type": NPZ})
+    compressed = client.post(
+        "/v1/devices/phone/infer", content=compressed_npz(x=x), headers={"content-type": NPZ}
+    )
+    assert plain.status_code == compressed.status_code == 200, compressed.text
+    assert plain.json() == compressed.json()
+
+
+def test_nan_never_reaches_the_weights(client: TestClient, saved_device: Path) -> None:
+    """Refused NaN leaves the device as it was: its loss and predictions stay finite."""
+    x = np.zeros((2, 28, 28), np.float32)
+    y = np.eye(10, dtype=np.float32)[:2]
+    refused = client.post(
+        "/v1/devices/phone/train", content=npz(x=with_nan(x.shape), y=y), headers={"content-type": NPZ}
+    )
+    assert refused.status_code == 422
+    loss = client.post("/v1/devices/phone/train", content=npz(x=x, y=y), headers={"content-type": NPZ})
+    assert np.isfinite(loss.json()["outputs"]["loss"])
+    logits = client.post("/v1/devices/phone/infer", json={"inputs": {"x": x.tolist()}}).json()["outputs"][
+        "logits"
+    ]
+    assert np.isfinite(np.asarray(logits, dtype=np.float32)).all()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.oip import decode_request
+from service.errors import InvalidTensor
 from tests.api.conftest import MAX_BODY
 
 X = np.random.default_rng(3).random((2, 28, 28), dtype=np.float32)
@@ -72,13 +74,15 @@ def test_binary_inputs_and_outputs(client: TestClient, phone: np.ndarray) -> Non
     np.testing.assert_array_equal(np.frombuffer(response.content[length:], "<f4").reshape(2, 10), phone)
 
 
-def binary_body(declared: int, payload: bytes) -> tuple[bytes, dict[str, str]]:
+def binary_body(
+    declared: int, payload: bytes, shape: tuple[int, ...] = (2, 28, 28)
+) -> tuple[bytes, dict[str, str]]:
     header = orjson.dumps(
         {
             "inputs": [
                 {
                     "name": "x",
-                    "shape": [2, 28, 28],
+                    "shape": list(shape),
                     "datatype": "FP32",
                     "parameters": {"binary_data_size": declared},
                 }
@@ -171,6 +175,82 @@ BAD_BODIES = [
         id="gzip",
     ),
     pytest.param({"content": b"0" * (MAX_BODY + 1)}, 413, "larger than the limit", id="too-large"),
+    pytest.param(
+        {"json": {"inputs": [tensor(["é"], [1], "BYTES")]}},
+        422,
+        "'x' has dtype string, expected float32",
+        id="bytes-non-ascii",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(["abc", "d"], [2], "BYTES")]}},
+        422,
+        "'x' has dtype string, expected float32",
+        id="bytes-ascii",
+    ),
+    pytest.param(
+        {"content": b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}'},
+        422,
+        "input 'x' holds NaN or infinite values",
+        id="nan",
+    ),
+    pytest.param(
+        dict(
+            zip(
+                ("content", "headers"), binary_body(6272, np.full(1568, np.inf, "<f4").tobytes()), strict=True
+            )
+        ),
+        422,
+        "input 'x' holds NaN or infinite values",
+        id="binary-infinity",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor(X.tolist(), datatype="INT8")]}},
+        422,
+        "'x' must hold integers (int8)",
+        id="fractions-for-int8",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor([300], [1], "UINT8")]}},
+        422,
+        "'x' holds values from 300 to 300; uint8 takes 0 to 255",
+        id="past-uint8",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor([[]], [1, 0, 10**30])]}},
+        422,
+        "'x': shape [1, 0, 1000000000000000000000000000000] is not an array shape",
+        id="no-values-vast-shape",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor([], [0, 2**62, 2**62])]}},
+        422,
+        "is not an array shape",
+        id="no-values-too-big-shape",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor([1.0], [1] * 65)]}},
+        422,
+        "is not an array shape",
+        id="too-many-dimensions",
+    ),
+    pytest.param(
+        {"json": {"inputs": [tensor([1.0], [10**9, 10**9])]}},
+        422,
+        "holds 1000000000000000000 values, the data has 1",
+        id="vast-shape",
+    ),
+    pytest.param(
+        dict(zip(("content", "headers"), binary_body(0, b"", (0, 2**40, 2**40)), strict=True)),
+        422,
+        "is not an array shape",
+        id="binary-no-values-vast-shape",
+    ),
+    pytest.param(
+        dict(zip(("content", "headers"), binary_body(True, b"\0"), strict=True)),
+        422,
+        "binary_data_size True is not a byte count",
+        id="binary-size-bool",
+    ),
 ]
 
 
@@ -211,3 +291,30 @@ def test_readiness_before_the_fleet_is_open(tmp_path) -> None:
     assert client.get("/v2/health/live").status_code == 200
     response = client.get("/v2/health/ready")
     assert response.status_code == 503 and response.json() == {"ready": False}
+
+
+def test_streamed_oversized_body_gets_413_in_the_protocols_shape(
+    client: TestClient, phone: np.ndarray
+) -> None:
+    def chunks():  # no Content-Length
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b"0" * 65536
+
+    response = client.post(INFER, content=chunks())
+    assert response.status_code == 413
+    assert "larger than the limit" in response.json()["error"]
+
+
+def test_streamed_body_within_the_limit_is_read_whole(client: TestClient, phone: np.ndarray) -> None:
+    body = orjson.dumps({"inputs": [tensor(X.tolist())], "outputs": [{"name": "logits"}]})
+    response = client.post(INFER, content=(body[i : i + 1000] for i in range(0, len(body), 1000)))
+    assert response.status_code == 200, response.text
+    logits = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 10)
+    np.testing.assert_array_equal(logits, phone)
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\u0661", "-1", " 2", ""])
+def test_a_header_length_of_other_digits_is_refused(length: str) -> None:
+    """Servers decode headers as latin-1: a raw 0xb2 byte arrives as '²', which str.isdigit() accepts."""
+    with pytest.raises(InvalidTensor, match="does not fit a 2-byte body"):
+        decode_request(b"{}", {"inference-header-content-length": length})

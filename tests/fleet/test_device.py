@@ -202,7 +202,7 @@ def test_corrupt_files_are_reported_not_crashed_on(tmp_path: Path) -> None:
     Fleet(tmp_path).create("phone")
     (tmp_path / "devices" / "phone" / "device.json").write_text("{not json")
     device = Fleet(tmp_path).get("phone")
-    with pytest.raises(CorruptState, match="device.json"):
+    with pytest.raises(CorruptState, match=r"device\.json"):
         device.info()
 
 
@@ -214,7 +214,8 @@ def test_leftover_directories_and_long_prefixes_are_refused_up_front(tmp_path: P
     assert len(fleet) == 0 and not (fleet.devices_dir / "new").exists()
     with pytest.raises(InvalidId):
         fleet.create_many(count=1, prefix="p" * 120)
-    assert [d.id for d in fleet.create_many(count=1, prefix="p" * 116)][0].startswith("p" * 116)
+    (made,) = fleet.create_many(count=1, prefix="p" * 116)
+    assert made.id.startswith("p" * 116)
 
 
 def test_bulk_delete_with_repeats_deletes_once(tmp_path: Path) -> None:

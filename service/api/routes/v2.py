@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service import __version__
-from service.api.codecs import JSON
+from service.api.codecs import INLINE_BYTES, JSON
 from service.api.deps import DeviceDep, in_thread
 from service.api.errors import documented
 from service.api.oip import (
@@ -155,7 +155,11 @@ INFER_BODY: dict[str, Any] = {
 )
 async def infer(device: DeviceDep, request: Request) -> Response:
     spec = device.model.signature(INFER)
-    decoded = decode_request(await request.body(), request.headers)
+    body = await request.body()
+    if len(body) <= INLINE_BYTES:  # as read_inputs does: large bodies are decoded off the event loop
+        decoded = decode_request(body, request.headers)
+    else:
+        decoded = await in_thread(request, decode_request, body, request.headers)
     names = decoded.output_names(spec)
     outputs = await in_thread(request, device.run, INFER, decoded.inputs)
     return infer_response(device.id, decoded, {name: outputs[name] for name in names})
