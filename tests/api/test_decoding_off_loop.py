@@ -81,12 +81,12 @@ def test_a_batch_of_one_is_decoded_on_the_event_loop(
 @pytest.mark.parametrize(
     ("body", "off_loop"),
     [
-        pytest.param(npz(np.savez, x=BIG), [False], id="large-npz"),
+        pytest.param(npz(np.savez, x=BIG), [], id="large-plain-npz-viewed-in-place"),
         pytest.param(npz(np.savez_compressed, x=ONE), [False], id="small-but-compressed-npz"),
         pytest.param(npz(np.savez, x=ONE), [], id="small-plain-npz-viewed-in-place"),
     ],
 )
-def test_npz_is_unpacked_in_the_worker_pool_unless_small_and_plain(
+def test_npz_is_unpacked_in_the_worker_pool_unless_plain(
     client: TestClient, phone: str, monkeypatch: pytest.MonkeyPatch, body: bytes, off_loop: list[bool]
 ) -> None:
     unpacks = spy(monkeypatch, codecs, "decode_npz")
