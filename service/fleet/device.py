@@ -391,7 +391,10 @@ class Device:
             self._require_live()
             if not self.checkpoint_path.exists():
                 raise NoCheckpoint(f"device '{self.id}' has no checkpoint to restore; save one first")
-            self._run_checkpoint(self._interpreter_or_activate(), "restore", self.checkpoint_path)
+            if self._interpreter is None and not self.spill_path.exists():
+                self._interpreter_or_activate()  # a new interpreter restores the checkpoint itself
+            else:
+                self._run_checkpoint(self._interpreter_or_activate(), "restore", self.checkpoint_path)
             self._weights_changed = False
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 

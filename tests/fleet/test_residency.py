@@ -178,3 +178,22 @@ def test_a_failing_spill_does_not_fail_other_devices(tmp_path: Path, train_batch
     fleet.get("c").run("infer", {"x": train_batch[0]})  # evicts "b" instead
     assert broken.resident and not fleet.get("b").resident
     fleet.close()  # logs the broken device, persists the others
+
+
+def test_restore_after_an_eviction_gives_the_checkpoint_not_the_spill(
+    tmp_path: Path, train_batch: Batch
+) -> None:
+    fleet = Fleet(tmp_path, max_resident=1)
+    fleet.create_many(["a", "b"])
+    a = fleet.get("a")
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    a.save()
+    saved = a.run("infer", {"x": train_batch[0]})["logits"]
+    a.run("train", {"x": train_batch[0], "y": train_batch[1]})  # unsaved
+    fleet.get("b").run("infer", {"x": train_batch[0]})  # evicts a: spilled
+    assert a.spill_path.exists()
+    a.restore()
+    np.testing.assert_array_equal(a.run("infer", {"x": train_batch[0]})["logits"], saved)
+    assert not a.spill_path.exists()
+    fleet.get("b").run("infer", {"x": train_batch[0]})  # evicts a again: its weights are the checkpoint's
+    assert not a.spill_path.exists()
