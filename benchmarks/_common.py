@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -62,7 +61,3 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     for row in rows:
         t.add_row(*(str(c) for c in row))
     console.print(t)
-
-
-def median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -16,6 +16,8 @@ import numpy as np
 from service.errors import ERRORS_BY_CODE, FleetError
 
 NPZ = "application/x-npz"
+JOB_ENDED = ("succeeded", "failed", "cancelled", "interrupted")
+"""The states a job ends in."""
 Tensors = Mapping[str, Any]
 
 
@@ -169,13 +171,23 @@ class FleetClient:
         return dict(self._json("POST", f"/v1/devices/{device_id}/jobs/{job_id}/cancel"))
 
     def wait_job(
-        self, device_id: str, job_id: str, timeout: float = 600.0, poll: float = 0.2
+        self,
+        device_id: str,
+        job_id: str,
+        timeout: float = 600.0,
+        poll: float = 0.2,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job ends (succeeded, failed or cancelled); TimeoutError past ``timeout``."""
+        """Poll until the job ends (``JOB_ENDED``); TimeoutError past ``timeout``.
+
+        ``on_poll`` sees the job at every poll (to show progress, say).
+        """
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(device_id, job_id)
-            if job["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
+            if on_poll is not None:
+                on_poll(job)
+            if job["state"] in JOB_ENDED:
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -184,7 +196,7 @@ class FleetClient:
             time.sleep(poll)
 
     def history(self, device_id: str) -> list[dict[str, Any]]:
-        """The device's loss history: one entry per train step or job epoch."""
+        """The device's loss history: one entry per training step (calls and jobs)."""
         return list(self._json("GET", f"/v1/devices/{device_id}/history")["history"])
 
     # -- signatures --------------------------------------------------------------------------

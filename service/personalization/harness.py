@@ -283,19 +283,15 @@ class _Run:
             shuffle=True,
             seed=self.config.device_seed(split.index),
         )
-        reported, deadline = 0, time.monotonic() + self.config.job_timeout
-        while True:
-            job = self.client.job(device_id, job["id"])
-            steps_done = int(job.get("steps_done") or 0)
+        reported = 0
+
+        def report(polled: dict[str, Any]) -> None:
+            nonlocal reported
+            steps_done = int(polled.get("steps_done") or 0)
             self.progress.advance("train", steps_done - reported)
             reported = steps_done
-            if job["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"job {job['id']} of {device_id} still {job['state']} after {self.config.job_timeout} s"
-                )
-            time.sleep(0.2)
+
+        job = self.client.wait_job(device_id, job["id"], timeout=self.config.job_timeout, on_poll=report)
         if job["state"] != "succeeded":
             raise FleetError(f"job {job['id']} of device {device_id} {job['state']}: {job.get('error')}")
-        return steps_done, job.get("loss")
+        return reported, job.get("loss")

@@ -18,6 +18,15 @@ def personal_batch(batch: Batch, i: int) -> Batch:
     return np.roll(x, i, axis=0), np.roll(y, i, axis=0)
 
 
+def assert_same_weights(fleet: Fleet, twins: Fleet, device_id: str, probe: np.ndarray, steps: int) -> None:
+    """The device has its never-evicted twin's logits, bit for bit, and counted every step."""
+    np.testing.assert_array_equal(
+        fleet.get(device_id).run("infer", {"x": probe})["logits"],
+        twins.get(device_id).run("infer", {"x": probe})["logits"],
+    )
+    assert fleet.get(device_id).info().train_steps == steps
+
+
 def train_in_turn(fleet: Fleet, batch: Batch, n: int, rounds: int = 2) -> None:
     for _ in range(rounds):
         for i in range(n):
@@ -37,12 +46,7 @@ def test_capped_fleet_keeps_every_device_weights_exactly(tmp_path: Path, train_b
     assert stats.evictions >= 7 * 2 and stats.spills == stats.evictions
     assert twins.residency_stats().evictions == 0
     for i in range(10):
-        device_id = f"d{i}"
-        np.testing.assert_array_equal(
-            capped.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
-            twins.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
-        )
-        assert capped.get(device_id).info().train_steps == 2
+        assert_same_weights(capped, twins, f"d{i}", train_batch[0], steps=2)
 
 
 def test_spill_is_removed_after_reactivation(tmp_path: Path, train_batch: Batch) -> None:
@@ -114,11 +118,7 @@ def test_concurrent_devices_under_a_tight_cap(tmp_path: Path, train_batch: Batch
         x, y = personal_batch(train_batch, i)
         for _ in range(8):
             twins.get(device_id).run("train", {"x": x, "y": y})
-        np.testing.assert_array_equal(
-            capped.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
-            twins.get(device_id).run("infer", {"x": train_batch[0]})["logits"],
-        )
-        assert capped.get(device_id).info().train_steps == 8
+        assert_same_weights(capped, twins, device_id, train_batch[0], steps=8)
 
 
 def test_clean_weights_are_evicted_without_a_spill(tmp_path: Path, train_batch: Batch) -> None:
