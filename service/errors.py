@@ -16,15 +16,21 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── NoSamples
     │   ├── SamplesMismatch
     │   ├── JobEnded
-    │   └── DeviceBusy
+    │   ├── DeviceBusy
+    │   └── ModelInUse
+    ├── AccessDenied
+    │   ├── NotAuthenticated    (no key, or an unknown one)
+    │   └── Forbidden           (a key that may not do this; protected mode)
     ├── InvalidRequest
     │   ├── InvalidId
     │   ├── InvalidTensor
     │   ├── InvalidModel
     │   ├── BodyTooLarge
-    │   └── UnsupportedMediaType
+    │   ├── UnsupportedMediaType
+    │   └── LimitExceeded       (a setting's bound: devices, stored model bytes, job steps)
     ├── InvocationFailed        (the interpreter rejected a call that passed our checks)
-    ├── StorageError            (the data directory failed us: full, unwritable, removed)
+    ├── StorageError            (the data directory failed us: unwritable, removed, I/O error)
+    │   └── StorageFull         (no space left, or the file size limit)
     ├── CorruptState            (a device's file on disk cannot be read back)
     ├── DatasetUnavailable
     └── ModelBuildError
@@ -95,6 +101,22 @@ class DeviceBusy(Conflict):
     code = "device_busy"
 
 
+class ModelInUse(Conflict):
+    code = "model_in_use"
+
+
+class AccessDenied(FleetError):
+    code = "access_denied"
+
+
+class NotAuthenticated(AccessDenied):
+    code = "not_authenticated"
+
+
+class Forbidden(AccessDenied):
+    code = "forbidden"
+
+
 class InvalidRequest(FleetError):
     code = "invalid_request"
 
@@ -119,12 +141,20 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class LimitExceeded(InvalidRequest):
+    code = "limit_exceeded"
+
+
 class InvocationFailed(FleetError):
     code = "invocation_failed"
 
 
 class StorageError(FleetError):
     code = "storage_error"
+
+
+class StorageFull(StorageError):
+    code = "storage_full"
 
 
 class CorruptState(FleetError):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidModel, InvocationFailed, SignatureNotFound
-from service.runtime.inspection import check_file_access
+from service.runtime.inspection import check_operators
 from service.runtime.specs import SignatureSpec, TensorSpec
 
 warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
@@ -49,7 +49,12 @@ class CompiledModel:
 
     @classmethod
     def load(cls, name: str, content: bytes, num_threads: int = 1) -> CompiledModel:
-        """Check that ``content`` loads in an interpreter and has signatures; read their specs."""
+        """Check ``content``'s operators, then that it loads in an interpreter and has signatures.
+
+        The operators are checked first: preparing an interpreter already constructs the TensorFlow
+        kernels of Flex ops, and some of those open files when constructed.
+        """
+        check_operators(name, content)
         try:
             interpreter = _interpreter_class()(model_content=content, num_threads=num_threads)
             signature_names = list(interpreter.get_signature_list())
@@ -63,7 +68,6 @@ class CompiledModel:
             raise InvalidModel(f"model '{name}' does not load in the TFLite interpreter: {exc}") from exc
         if not signatures:
             raise InvalidModel(f"model '{name}' has no signatures; on-device training needs named signatures")
-        check_file_access(name, content)
         return cls(name=name, content=content, signatures=signatures, num_threads=num_threads)
 
     @property
