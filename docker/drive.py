@@ -1,16 +1,20 @@
 """Drive the containerised fleet service over HTTP for docker/test.sh (standard library only).
 
-    python3 drive.py wait   BASE_URL [TIMEOUT_S]   poll /healthz, then /readyz, until both answer 200
-    python3 drive.py before BASE_URL STATE.json    create, train, save, infer; record the logits
-    python3 drive.py after  BASE_URL STATE.json    the checkpoint is still there; restore, infer, compare
+    python3 drive.py wait      BASE_URL [TIMEOUT_S]  poll /healthz, then /readyz, until both answer 200
+    python3 drive.py before    BASE_URL STATE.json   create, train, save, infer; record the logits
+    python3 drive.py after     BASE_URL STATE.json   the checkpoint is still there; restore, infer, compare
+    python3 drive.py protected BASE_URL              no keys configured: a client off the container's
+                                                     loopback is refused with how to configure keys
 
-Exits non-zero with a message on the first failed check.
+Requests carry ``Authorization: Bearer $FLEET_API_KEY`` when that variable is set; ``before`` also
+checks that a request without it is refused. Exits non-zero with a message on the first failed check.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -29,12 +33,16 @@ class CheckFailed(Exception):
     pass
 
 
-def request(base: str, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
+def request(
+    base: str, method: str, path: str, body: Any = None, timeout: float = 60.0, key: bool = True
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base + path, data=data, method=method)
     if data is not None:
         req.add_header("content-type", "application/json")
     req.add_header("accept", "application/json")
+    if key and os.environ.get("FLEET_API_KEY"):
+        req.add_header("authorization", f"Bearer {os.environ['FLEET_API_KEY']}")
     try:
         with OPENER.open(req, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -99,7 +107,26 @@ def wait(base: str, timeout: float) -> None:
             time.sleep(1)
 
 
+def refused(base: str, path: str, status: int, needle: str) -> None:
+    got, payload = request(base, "GET", path, key=False)
+    message = payload.get("error", {}).get("message", "") if isinstance(payload, dict) else str(payload)
+    if got != status or needle not in message:
+        raise CheckFailed(
+            f"GET {path} without a key: HTTP {got} {payload}, expected {status} naming {needle}"
+        )
+    print(f"  GET {path} without a key -> {got} ({message[:70]}...)")
+
+
+def protected(base: str) -> None:
+    refused(base, "/v1/devices", 403, "FLEET_API_KEYS_FILE")
+    status, _ = request(base, "GET", "/healthz", key=False)
+    if status != 200:
+        raise CheckFailed(f"GET /healthz in protected mode: HTTP {status}, expected 200")
+
+
 def before(base: str, state_path: str) -> None:
+    if os.environ.get("FLEET_API_KEY"):
+        refused(base, "/v1/devices", 401, "API key")
     created = call(base, "POST", "/v1/devices", {"id": DEVICE}, expect=201)
     if created["id"] != DEVICE or created["has_checkpoint"]:
         raise CheckFailed(f"create: unexpected device {created}")
@@ -145,6 +172,8 @@ def main(argv: list[str]) -> int:
             wait(argv[1].rstrip("/"), float(argv[2]) if len(argv) > 2 else 120.0)
         elif len(argv) == 3 and argv[0] in ("before", "after"):
             (before if argv[0] == "before" else after)(argv[1].rstrip("/"), argv[2])
+        elif len(argv) == 2 and argv[0] == "protected":
+            protected(argv[1].rstrip("/"))
         else:
             print(__doc__, file=sys.stderr)
             return 2

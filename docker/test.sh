@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the image from docker/Dockerfile, run it with a named volume, drive it over HTTP
+# Build the image from docker/Dockerfile; check that without API keys it refuses clients off its
+# loopback (protected mode); run it with a named volume and an admin key, drive it over HTTP
 # (create, train, save, restart the container, restore, infer) and check that the device's
-# checkpoint survived the restart; then remove the container, volume and image it made.
+# checkpoint survived the restart; then remove the containers, volume and image it made.
 #
 #   bash docker/test.sh
 #
@@ -28,7 +29,7 @@ WORK=$(mktemp -d /tmp/fleet-docker-test.XXXXXX)
 PY=$(command -v python3 || true)
 DOCKER=""
 DOCKERD_PID=""
-MADE_CONTAINER="" MADE_VOLUME="" MADE_IMAGE="" MADE_BASE=""
+MADE_CONTAINER="" MADE_VOLUME="" MADE_IMAGE="" MADE_BASE="" PROTECTED_CONTAINER=""
 APT_UPDATED="" HAD_DOCKER0="" IP_FORWARD=""
 STARTED=$SECONDS
 
@@ -107,6 +108,7 @@ cleanup() {
         fi
         docker rm -f "$CONTAINER" >/dev/null && info "removed container $CONTAINER"
     fi
+    [ -n "$PROTECTED_CONTAINER" ] && docker rm -f "$PROTECTED_CONTAINER" >/dev/null && info "removed $PROTECTED_CONTAINER"
     [ -n "$MADE_VOLUME" ] && docker volume rm "$VOLUME" >/dev/null && info "removed volume $VOLUME"
     [ -n "$MADE_IMAGE" ] && docker image rm "$IMAGE" >/dev/null 2>&1 && info "removed image $IMAGE"
     # A stand-in base image made in an engine this script did not start would pose as the real one there.
@@ -277,7 +279,22 @@ run_container() {
     MADE_CONTAINER=1
     # The image's healthcheck, probed every 2 s instead of 15 s so that the test need not wait.
     docker run -d --name "$CONTAINER" -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" \
+        -v "$WORK/api-keys.txt:/run/secrets/fleet-api-keys:ro" -e FLEET_API_KEYS_FILE=/run/secrets/fleet-api-keys \
         --health-interval 2s --stop-timeout 20 "$IMAGE" >/dev/null
+}
+
+# With no keys, the service answers only its own loopback: a client through the published port is
+# refused, with a message that says how to configure keys; the healthcheck still passes.
+check_protected_mode() {
+    local name="$RUN_ID-protected" port
+    port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    step "protected mode: the image without keys refuses clients off its loopback ($name)"
+    PROTECTED_CONTAINER=$name
+    docker run -d --name "$name" -p "127.0.0.1:$port:8000" "$IMAGE" >/dev/null
+    "$PY" "$HERE/drive.py" wait "http://127.0.0.1:$port" 180 >/dev/null || fail "the keyless container did not start"
+    "$PY" "$HERE/drive.py" protected "http://127.0.0.1:$port" || fail "protected mode"
+    docker rm -f "$name" >/dev/null
+    PROTECTED_CONTAINER=""
 }
 
 wait_healthy() {
@@ -302,6 +319,13 @@ ensure_base_image
 build_image
 check_image_config
 
+check_protected_mode
+
+# An admin key for this run, in a file the container's user (uid 10001) can read.
+FLEET_API_KEY=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+export FLEET_API_KEY
+printf '# docker/test.sh, run %s\n%s admin\n' "$RUN_ID" "$FLEET_API_KEY" >"$WORK/api-keys.txt"
+chmod 0444 "$WORK/api-keys.txt"
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE_URL="http://127.0.0.1:$PORT"
 run_container

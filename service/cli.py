@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+# Quiet TensorFlow's C++ chatter unless the user asked for it, and hide GPUs from it: the service never
+# uses one. (What the full wheel logs while it is imported is filtered by service.runtime.quiet.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 def _build_model(args: argparse.Namespace) -> int:
@@ -63,15 +65,27 @@ def _build_model(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
 
     from service.api import create_app
+    from service.api.startup import banner
     from service.config import Settings
+    from service.errors import FleetError
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**overrides)
+    try:
+        app = create_app(settings)
+    except FleetError as exc:
+        print(f"fleet serve: error: {exc.message}", file=sys.stderr)
+        return 2
+    # A write past RLIMIT_FSIZE then fails with EFBIG (a 507 for its request) instead of killing the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    print(banner(settings, app.state.keys), file=sys.stderr, flush=True)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning" if settings.log_json else "info",
@@ -125,7 +139,14 @@ def _simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleet simulate: error: {exc}", file=sys.stderr)
         return 2
-    return run(config, output=args.output, url=args.url, data_dir=args.data_dir, dataset_dir=args.dataset_dir)
+    return run(
+        config,
+        output=args.output,
+        url=args.url,
+        data_dir=args.data_dir,
+        dataset_dir=args.dataset_dir,
+        api_key=args.api_key or os.environ.get("FLEET_API_KEY"),
+    )
 
 
 def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -155,6 +176,9 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     simulate.add_argument("--prefix", default="sim", help="device ID prefix (IDs are PREFIX-NN)")
     simulate.add_argument("--output", type=Path, default=Path("simulation"), help="report and plots go here")
     simulate.add_argument("--url", default=None, help="a running service; default: start one for the run")
+    simulate.add_argument(
+        "--api-key", default=None, help="the --url service's API key (default: $FLEET_API_KEY)"
+    )
     simulate.add_argument("--data-dir", type=Path, default=None, help="the started service's data (temp)")
     simulate.add_argument("--dataset-dir", type=Path, default=None, help="Fashion-MNIST IDX files")
     simulate.set_defaults(run=_simulate)

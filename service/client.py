@@ -36,19 +36,22 @@ class FleetClient:
     """A client for one fleet service.
 
     ``binary=True`` sends and receives tensors as ``application/x-npz``; ``False`` uses JSON.
-    Pass ``transport`` (e.g. ``httpx.ASGITransport``) to talk to an app in-process.
+    ``api_key`` is sent as ``Authorization: Bearer KEY`` (none is needed on loopback when the service
+    has no keys configured). Pass ``transport`` (e.g. ``httpx.ASGITransport``) to talk to an app in-process.
     """
 
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8000",
         *,
+        api_key: str | None = None,
         binary: bool = True,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.binary = binary
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -86,7 +89,11 @@ class FleetClient:
         return dict(self._json("GET", f"/v1/models/{name}"))
 
     def add_model(self, name: str, content: bytes) -> dict[str, Any]:
+        """Upload a ``.tflite`` (admin; the service must run with FLEET_ALLOW_MODEL_UPLOAD)."""
         return dict(self._json("PUT", f"/v1/models/{name}", content=content))
+
+    def delete_model(self, name: str) -> None:
+        self._request("DELETE", f"/v1/models/{name}")
 
     # -- devices -----------------------------------------------------------------------------
 

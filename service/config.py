@@ -15,6 +15,20 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="port to listen on")
     data_dir: Path = Field(Path("fleet-data"), description="devices, checkpoints and added models live here")
     max_body_bytes: int = Field(64 * 1024 * 1024, description="request bodies past this get 413")
+    max_json_body_bytes: int = Field(
+        16 * 1024 * 1024, description="JSON request bodies past this get 413 (npz is far cheaper to decode)"
+    )
+    max_npz_members: int = Field(
+        64, description="arrays one npz body may hold; its zip directory is refused past it"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="API keys, one per line: `KEY admin` or `KEY devices PREFIX` (none: protected mode)"
+    )
+    allow_model_upload: bool = Field(False, description="allow `PUT /v1/models/{model}` (admin key only)")
+    max_model_bytes: int = Field(
+        256 * 1024 * 1024, description="total bytes of added models kept in the data directory"
+    )
+    max_devices: int = Field(1_000_000, description="devices the fleet may hold")
     max_resident: int | None = Field(
         None, description="cap on interpreters in memory; least recently used evicted past it (none: no cap)"
     )
@@ -28,7 +42,11 @@ class Settings(BaseSettings):
     interpreter_threads: int = Field(1, description="threads per TFLite interpreter")
     worker_threads: int = Field(16, description="threads running interpreter calls at once")
     sample_capacity: int = Field(10_000, description="samples kept per device; the oldest go first past it")
+    sample_capacity_bytes: int = Field(
+        64 * 1024 * 1024, description="bytes of samples kept per device; the oldest go first past it"
+    )
     job_workers: int = Field(2, description="background training jobs running at once (fleet-wide)")
+    max_job_steps: int = Field(1_000_000, description="training steps one job may take (epochs x batches)")
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
     log_json: bool = Field(
         False, description="log one JSON line per request to stdout, instead of uvicorn's access log"

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -26,11 +27,18 @@ class ServerProcess:
     """
 
     def __init__(
-        self, data_dir: Path, *extra_args: str, log: Path | None = None, timeout: float = 90.0
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        log: Path | None = None,
+        timeout: float = 90.0,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        """Where to reach it from this host (loopback, whatever ``host`` it listens on)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log = log or data_dir.parent / f"server-{self.port}.log"
         command = [
@@ -38,6 +46,8 @@ class ServerProcess:
             "-m",
             "service.cli",
             "serve",
+            "--host",
+            host,
             "--port",
             str(self.port),
             "--data-dir",
@@ -45,7 +55,10 @@ class ServerProcess:
         ]
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [*command, *extra_args], stdout=out, stderr=subprocess.STDOUT, env=os.environ
+                [*command, *extra_args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         self._wait_ready(timeout)
 

@@ -11,30 +11,41 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import errors, openapi
+from service.api.auth import Authenticate, KeyRing
 from service.api.limits import BodyLimit
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
 from service.api.routes import devices, fleet, health, jobs, metrics, models, v2
 from service.config import Settings
 from service.fleet import DEFAULT_MODEL, Fleet
+from service.runtime.quiet import tensorflow_start_up_quiet
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service's app; a bad keys file fails here (InvalidRequest), before the fleet is opened."""
     settings = settings or Settings()
+    keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.limiter = anyio.CapacityLimiter(settings.worker_threads)
 
         def open_fleet() -> Fleet:
+            with tensorflow_start_up_quiet():  # TensorFlow is imported, and a first interpreter made, here
+                return _open_fleet()
+
+        def _open_fleet() -> Fleet:
             fleet = Fleet(
                 settings.data_dir,
                 settings.resident_cap(),
                 settings.interpreter_threads,
                 settings.sample_capacity,
                 settings.job_workers,
+                max_model_bytes=settings.max_model_bytes,
+                sample_capacity_bytes=settings.sample_capacity_bytes,
+                max_devices=settings.max_devices,
             )
-            fleet.models.get(DEFAULT_MODEL)
+            fleet.models.get(DEFAULT_MODEL).interpreter()  # the first one logs its delegates: here, quietly
             return fleet
 
         fleet = await anyio.to_thread.run_sync(open_fleet)
@@ -52,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.keys = keys
     app.state.fleet = None
     errors.install(app)
     openapi.install(app)
@@ -59,7 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in (v2.router, metrics.router):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
+    )
+    app.add_middleware(Authenticate, keys=keys)  # before any body is read
     app.state.metrics = Metrics(lambda: app.state.fleet)
     sinks: list[RequestSink] = [app.state.metrics.requests.observe]
     if settings.log_json:

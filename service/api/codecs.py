@@ -153,10 +153,45 @@ def _refuse_malformed(exc: Exception) -> InvalidTensor:
     return InvalidTensor(f"the body is not a valid {NPZ} archive (numpy.savez): {exc}")
 
 
-def plain_npz(body: bytes) -> dict[str, np.ndarray] | None:
+EOCD = b"PK\x05\x06"
+"""The zip end-of-central-directory record's signature; the record is 22 bytes plus a comment."""
+EOCD_SEARCH = 22 + 0xFFFF
+DIRECTORY_ENTRY_BYTES = 46 + 512
+"""A central-directory entry: 46 fixed bytes plus its name and extra fields (an input name is short)."""
+ZIP64_ENTRIES = 0xFFFF
+"""The entry count a zip64 archive writes in its classic record; the real count lives elsewhere."""
+
+
+def check_directory(body: bytes, max_members: int) -> None:
+    """Refuse an archive with more than ``max_members`` entries before its directory is parsed.
+
+    ``zipfile`` builds an object for every central-directory entry first; a 64 MB body can declare a
+    million of them, seconds of work for nothing. The counts are read from the end record (22 bytes).
+    """
+    at = body.rfind(EOCD, max(0, len(body) - EOCD_SEARCH))
+    if at < 0 or len(body) < at + 22:
+        raise InvalidTensor(f"the body is not a valid {NPZ} archive (numpy.savez): it has no zip end record")
+    on_disk, total, directory_size = struct.unpack_from("<HHI", body, at + 8)
+    if ZIP64_ENTRIES in (on_disk, total):
+        raise InvalidTensor(f"the {NPZ} archive is a zip64 archive; numpy.savez of a few arrays is not")
+    if max(on_disk, total) > max_members:
+        raise InvalidTensor(
+            f"the {NPZ} archive holds {max(on_disk, total)} members; at most {max_members} are accepted "
+            "(FLEET_MAX_NPZ_MEMBERS): send one array per input"
+        )
+    # zipfile parses entries until it has read the directory's declared size, whatever the count says.
+    if directory_size > max_members * DIRECTORY_ENTRY_BYTES:
+        raise InvalidTensor(
+            f"the {NPZ} archive's directory takes {directory_size} bytes, more than {max_members} "
+            f"entries with names of an input's length take"
+        )
+
+
+def plain_npz(body: bytes, max_members: int = 64) -> dict[str, np.ndarray] | None:
     """The arrays of an uncompressed archive, viewed in place in microseconds; None for any other."""
     if not body.startswith(b"PK"):
         raise InvalidTensor(f"the body is not a {NPZ} archive (numpy.savez writes a zip file)")
+    check_directory(body, max_members)
     try:
         arrays = _stored_arrays(body)
         return None if arrays is None else _native(arrays)
@@ -164,13 +199,13 @@ def plain_npz(body: bytes) -> dict[str, np.ndarray] | None:
         raise _refuse_malformed(exc) from exc
 
 
-def decode_npz(body: bytes, max_bytes: int) -> dict[str, np.ndarray]:
+def decode_npz(body: bytes, max_bytes: int, max_members: int = 64) -> dict[str, np.ndarray]:
     """The arrays of any ``savez`` or ``savez_compressed`` archive.
 
     Compressed archives whose arrays would take more than ``max_bytes`` are refused (BodyTooLarge)
     before anything is decompressed.
     """
-    arrays = plain_npz(body)
+    arrays = plain_npz(body, max_members)
     if arrays is not None:
         return arrays
     try:
@@ -204,14 +239,14 @@ def _none_given(inputs: Mapping[str, object]) -> dict[str, np.ndarray]:
 
 
 def decode_inputs(
-    body: bytes, kind: str, spec: SignatureSpec | None, max_bytes: int
+    body: bytes, kind: str, spec: SignatureSpec | None, max_bytes: int, max_members: int = 64
 ) -> dict[str, np.ndarray]:
     """The body's tensors, checked against ``spec`` (None: the operation takes no inputs).
 
     Blocking, and slow for large bodies: ``read_inputs`` runs it in the worker pool.
     """
     if kind == NPZ and body:
-        arrays = decode_npz(body, max_bytes)
+        arrays = decode_npz(body, max_bytes, max_members)
         return _none_given(arrays) if spec is None else spec.check(arrays)
     inputs = decode_json_inputs(body) if body else {}
     return _none_given(inputs) if spec is None else spec.coerce(inputs)
@@ -227,14 +262,16 @@ async def read_inputs(request: Request, spec: SignatureSpec | None) -> dict[str,
     kind = media_type(request.headers.get("content-type"))
     if kind not in (NPZ, JSON, ""):
         raise UnsupportedMediaType(f"content type {kind!r} is not supported; send {JSON} or {NPZ}")
-    max_bytes: int = request.app.state.settings.max_body_bytes
+    settings = request.app.state.settings
+    max_bytes: int = settings.max_body_bytes
+    max_members: int = settings.max_npz_members
     if kind == NPZ and body:
-        arrays = plain_npz(body)
+        arrays = plain_npz(body, max_members)
         if arrays is not None:
             return _none_given(arrays) if spec is None else spec.check(arrays)
     elif len(body) <= INLINE_BYTES:
-        return decode_inputs(body, kind, spec, max_bytes)
-    return await in_thread(request, decode_inputs, body, kind, spec, max_bytes)
+        return decode_inputs(body, kind, spec, max_bytes, max_members)
+    return await in_thread(request, decode_inputs, body, kind, spec, max_bytes, max_members)
 
 
 def to_json(value: object) -> object:

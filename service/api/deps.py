@@ -1,4 +1,4 @@
-"""Request-scoped access to the fleet, and running blocking interpreter work off the event loop."""
+"""Request-scoped access to the fleet and the caller, and running blocking work off the event loop."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated, ParamSpec, TypeVar
 import anyio.to_thread
 from fastapi import Depends, Path, Request
 
+from service.api.auth import Principal
+from service.errors import DeviceNotFound, NotAuthenticated
 from service.fleet import Device, Fleet
-from service.fleet.files import ID_PATTERN
+from service.fleet.files import ID_PATTERN, check_id
+from service.runtime import CompiledModel
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -20,12 +23,38 @@ async def get_fleet(request: Request) -> Fleet:
     return fleet
 
 
+async def get_principal(request: Request) -> Principal:
+    """The caller, as ``Authenticate`` found it (every route but the probes passes through it)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        raise NotAuthenticated("this route needs an API key: send 'Authorization: Bearer KEY'")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(request: Request, principal: PrincipalDep) -> Principal:
+    """The caller, who must hold an admin key (or be on loopback in protected mode)."""
+    principal.require_admin(f"{request.method} {request.url.path}")
+    return principal
+
+
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
+AdminDep = Annotated[Principal, Depends(get_admin)]
 DeviceId = Annotated[str, Path(description=f"device ID, {ID_PATTERN.pattern} without '..'")]
 ModelName = Annotated[str, Path(description=f"model name, {ID_PATTERN.pattern} without '..'")]
 
 
-async def get_device(fleet: FleetDep, device_id: DeviceId) -> Device:
+def check_access(principal: Principal, device_id: str) -> None:
+    """A device outside the caller's prefix is reported exactly as an absent one."""
+    if not principal.may_touch(device_id):
+        check_id("device", device_id)
+        raise DeviceNotFound(f"no device '{device_id}'")
+
+
+async def get_device(fleet: FleetDep, principal: PrincipalDep, device_id: DeviceId) -> Device:
+    check_access(principal, device_id)
     return fleet.get(device_id)
 
 
@@ -34,5 +63,11 @@ DeviceDep = Annotated[Device, Depends(get_device)]
 
 async def in_thread(request: Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn`` in the worker pool: interpreter calls release the GIL, so devices run in parallel."""
-    limiter = request.app.state.limiter
+    limiter = getattr(request.app.state, "limiter", None)  # None before the app starts: anyio's default
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiter)
+
+
+async def device_model(request: Request, device: Device) -> CompiledModel:
+    """The device's compiled model: at once when it is loaded, else read in the worker pool."""
+    model = device.loaded_model()
+    return model if model is not None else await in_thread(request, device.load)

@@ -18,17 +18,24 @@ from starlette.exceptions import HTTPException
 from service.errors import (
     BodyTooLarge,
     Conflict,
+    CorruptState,
     DatasetUnavailable,
     FleetError,
+    Forbidden,
     InvalidModel,
     InvalidRequest,
     InvalidTensor,
     InvocationFailed,
+    NotAuthenticated,
     NotFound,
+    StorageError,
+    StorageFull,
     UnsupportedMediaType,
 )
 
 STATUS: tuple[tuple[type[FleetError], int], ...] = (
+    (NotAuthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
     (BodyTooLarge, 413),
@@ -37,7 +44,10 @@ STATUS: tuple[tuple[type[FleetError], int], ...] = (
     (InvalidModel, 422),
     (InvocationFailed, 422),
     (InvalidRequest, 400),
+    (StorageFull, 507),
+    (StorageError, 503),
     (DatasetUnavailable, 503),
+    (CorruptState, 500),
     (FleetError, 500),
 )
 """First match wins, so subclasses come before their parents."""

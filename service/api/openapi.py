@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service.api.auth import OPEN_PATHS
 from service.api.errors import document_errors
 
 COMMAND = "fleet openapi --output openapi/openapi.json"
@@ -31,10 +32,36 @@ def install(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = document_errors(schema)
+            app.openapi_schema = document_errors(document_security(schema))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "an API key from FLEET_API_KEYS_FILE ('KEY admin' or 'KEY devices PREFIX'). With no "
+    "keys configured (protected mode), loopback clients need none and others are refused (403).",
+}
+
+
+def document_security(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Every operation needs a bearer key, but the health probes; 401 and 403 are documented.
+
+    Runs before ``document_errors``, which gives those responses their body schema.
+    """
+    openapi.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = SECURITY_SCHEME
+    openapi["security"] = [{"apiKey": []}]
+    for path, operations in openapi.get("paths", {}).items():
+        for operation in operations.values():
+            if path in OPEN_PATHS:
+                operation["security"] = []
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", {"description": "no API key, or an unknown one"})
+            responses.setdefault("403", {"description": "protected mode (no keys) refuses this client"})
+    return openapi
 
 
 def render(app: FastAPI) -> str:

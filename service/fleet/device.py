@@ -1,6 +1,6 @@
 """One simulated device: its interpreter, its lock and its files, behind one object.
 
-Everything durable about a device lives in its own directory:
+Everything durable about a device lives in its own directory, ``data_dir/devices/<id>/``:
 
     device.json        the record (model, created, train steps, last loss)
     history.json       loss per training step (bounded)
@@ -11,15 +11,35 @@ Everything durable about a device lives in its own directory:
 
 The tutorial's rule holds: whenever an interpreter is created for a device, it restores the
 device's checkpoint if one exists (after an eviction, the spill instead, which is newer).
+
+No attribute does I/O: ``load()`` reads the record and resolves the model (blocking), while
+``loaded_model()`` answers from memory. The record and the history are written (fsync and rename)
+on save, eviction, restart and flush, never per training step.
+
+A file that cannot be read back is reported, never crashed on, and ``reset()`` and ``delete()``
+always work:
+
+- ``device.json`` missing or unreadable: ``info()`` shows it as ``problem``; other calls raise
+  CorruptState. Reset writes a fresh record (the same ID; the model it named if that can still be
+  read and loaded, else the default; created now).
+- ``history.json``: ``history()`` and training steps raise CorruptState, a step before it runs
+  (nothing is applied, so a retry cannot apply it twice). Reset deletes the file.
+- ``checkpoint.ckpt``: the activation or ``restore`` that reads it raises CorruptState and keeps
+  the file, the user's own; reset deletes it.
+- ``spill.ckpt``: it holds only weights nobody saved, so the activation that cannot restore it drops
+  it (logged) and raises CorruptState once, saying the unsaved weights are lost, as a restart would
+  lose them; the next call starts from the checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import shutil
+import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -32,24 +52,52 @@ import numpy as np
 from service.errors import (
     CorruptState,
     DeviceNotFound,
+    FleetError,
     InvalidTensor,
+    InvocationFailed,
     NoCheckpoint,
     SignatureNotFound,
     StorageError,
+    StorageFull,
 )
-from service.fleet.files import atomic_target, read_json, write_json
-from service.fleet.samples import SampleStats, SampleStore
+from service.fleet.files import (
+    MISSING,
+    atomic_target,
+    read_json,
+    remove_tree,
+    shown,
+    storage_error,
+    write_json,
+)
+from service.fleet.models import DEFAULT_MODEL
+from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES, SampleStats, SampleStore
 from service.fleet.stats import FleetStats
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
+log = logging.getLogger(__name__)
+
 RECORD = "device.json"
+HISTORY = "history.json"
 CHECKPOINT = "checkpoint.ckpt"
 SPILL = "spill.ckpt"
+TRASH = "trash"
+"""``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
 CHECKPOINT_SIGNATURES = ("save", "restore")
+REMEDY = "reset or delete the device"
+FULL_TEXTS = ("No space left", "File too large", "Disk quota exceeded", "Quota exceeded")
+"""What TensorFlow's file errors say when the disk, a quota or the file size limit is full."""
+_TFLITE_NOISE = re.compile(
+    r"^signature '[^']*' of model '[^']*' failed: |\s*Node number \d+ \(\w+\) failed to invoke\.?"
+)
+"""What the runtime and TFLite wrap around TensorFlow's own error text."""
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
@@ -61,33 +109,65 @@ class DeviceRecord:
     last_loss: float | None = None
 
     @classmethod
-    def read(cls, path: Path) -> DeviceRecord:
+    def parse(cls, device_id: str, value: object, name: str) -> DeviceRecord:
+        """The record in ``value`` (``device.json``'s JSON; ``name`` for messages), else CorruptState.
+
+        The directory names the device: an ``id`` that differs (a copied directory) is overridden.
+        Fields this version does not know (a newer one wrote them) are ignored.
+        """
+        if not isinstance(value, dict):
+            raise CorruptState(f"{name} is not a device record: it holds a {type(value).__name__}")
         try:
-            return cls(**read_json(path))
-        except TypeError as exc:  # missing or unknown fields; read_json reports unreadable files
-            raise CorruptState(f"{path.parent.name}/{path.name} is not a device record: {exc}") from exc
+            record = cls(**{key: item for key, item in value.items() if key in cls.__dataclass_fields__})
+        except TypeError as exc:  # missing fields
+            raise CorruptState(f"{name} is not a device record: {exc}") from exc
+        wrong = [
+            field
+            for field, ok in (
+                ("model", isinstance(record.model, str) and record.model != ""),
+                ("created_at", isinstance(record.created_at, str)),
+                ("train_steps", isinstance(record.train_steps, int) and _is_number(record.train_steps)),
+                ("last_loss", record.last_loss is None or _is_number(record.last_loss)),
+            )
+            if not ok
+        ]
+        if wrong or record.train_steps < 0:
+            raise CorruptState(f"{name} is not a device record: bad {', '.join(wrong or ['train_steps'])}")
+        record.id = device_id
+        return record
 
 
 @dataclass(frozen=True)
 class DeviceInfo:
     id: str
-    model: str
-    created_at: str
+    model: str | None
+    """None, like ``created_at`` and ``train_steps``, when the record cannot be read (see ``problem``)."""
+    created_at: str | None
     resident: bool
-    train_steps: int
+    train_steps: int | None
     last_loss: float | None
     has_checkpoint: bool
     checkpoint_saved_at: str | None
     checkpoint_bytes: int | None
     has_spill: bool
+    problem: str | None = None
+    """What is wrong with the device's files and the way out; None when nothing is known to be."""
 
 
-HISTORY = "history.json"
 HISTORY_LIMIT = 10_000
 """Loss history entries kept per device."""
-SAMPLE_CAPACITY = 10_000
 HistorySource = Literal["train", "job"]
 HistoryEntry = dict[str, object]
+
+
+def _is_history_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("step"), int)
+        and _is_number(entry.get("loss"))
+        and isinstance(entry.get("source"), str)
+        and _is_number(entry.get("at"))
+    )
 
 
 def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
@@ -105,15 +185,15 @@ def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
 ActivationHook = Callable[["Device"], None]
 ModelResolver = Callable[[str], CompiledModel]
 """Model name -> compiled model (the fleet's model store)."""
-_FIRST_READ = threading.Lock()
 EvictOutcome = Literal["busy", "absent", "spilled", "dropped"]
 
 
 class Device:
     """A device ID with its model, its directory and, while resident, its interpreter.
 
-    Every public method takes the device's lock: an interpreter is not thread-safe, so calls on
-    one device run one at a time, while calls on different devices run in parallel.
+    Every public method but ``info()`` and ``loaded_model()`` takes the device's lock: an interpreter
+    is not thread-safe, so calls on one device run one at a time, while calls on different devices
+    run in parallel.
     """
 
     def __init__(
@@ -123,15 +203,25 @@ class Device:
         models: ModelResolver,
         sample_capacity: int = SAMPLE_CAPACITY,
         record: DeviceRecord | None = None,
+        *,
+        sample_capacity_bytes: int = SAMPLE_CAPACITY_BYTES,
     ) -> None:
         self.id = device_id
         self.directory = directory
+        self.data_dir = directory.parent.parent
+        """The data directory (devices live in ``data_dir/devices/<id>``); messages name files from it."""
         self._models = models
         self._record = record
         self._model: CompiledModel | None = None
-        self.samples = SampleStore(directory, sample_capacity)
+        self._load_lock = threading.Lock()
+        """Guards reading the record and resolving the model; not the device lock, so that a listing
+        never waits behind a running call."""
+        self.samples = SampleStore(directory, sample_capacity, sample_capacity_bytes, root=self.data_dir)
         self._history: deque[HistoryEntry] | None = None
+        """Loaded by training and kept while resident; dropped with the interpreter once written."""
         self._history_dirty = False
+        self._problems: dict[str, str] = {}
+        """Problems found in files other than the record (checkpoint, history), by file, until fixed."""
         self.lock = threading.Lock()
         self.deleted = False
         self.last_used = time.monotonic()
@@ -145,28 +235,6 @@ class Device:
         """The fleet's counters (train steps, checkpoint times), set when the fleet registers the device."""
 
     @property
-    def record(self) -> DeviceRecord:
-        """The device's record, read from its directory on first use.
-
-        Reading lazily lets a service with 100,000 devices on disk start in seconds. The first read
-        in a process also drops a spill left by the previous one: after a service restart, as after
-        an app restart, a device starts from its checkpoint.
-        """
-        if self._record is None:
-            with _FIRST_READ:
-                if self._record is None:
-                    record = DeviceRecord.read(self.directory / RECORD)
-                    self.spill_path.unlink(missing_ok=True)
-                    self._record = record
-        return self._record
-
-    @property
-    def model(self) -> CompiledModel:
-        if self._model is None:
-            self._model = self._models(self.record.model)
-        return self._model
-
-    @property
     def checkpoint_path(self) -> Path:
         return self.directory / CHECKPOINT
 
@@ -178,6 +246,68 @@ class Device:
     def resident(self) -> bool:
         return self._interpreter is not None
 
+    def _shown(self, path: Path) -> str:
+        return shown(path, self.data_dir)
+
+    def _without_paths(self, text: str) -> str:
+        """An error text (TensorFlow's) with the data directory taken out of the paths it names."""
+        for root in dict.fromkeys((str(self.data_dir), os.path.realpath(self.data_dir))):
+            text = text.replace(root + os.sep, "").replace(root, "<data dir>")
+        return _TFLITE_NOISE.sub("", text).strip()
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise storage_error(f"could not remove {self._shown(path)}", exc) from exc
+
+    # -- the record and the model ------------------------------------------------------------
+
+    def read_record(self) -> DeviceRecord:
+        """The record, read from the directory on first use, then kept: blocking the first time.
+
+        CorruptState when it is missing or cannot be read (the message says the way out).
+
+        Reading lazily lets a service with 100,000 devices on disk start in seconds. The first read
+        in a process also drops a spill left by the previous one: after a service restart, as after
+        an app restart, a device starts from its checkpoint.
+        """
+        record = self._record
+        if record is not None:
+            return record
+        with self._load_lock:
+            if self._record is None:
+                path = self.directory / RECORD
+                try:
+                    value = read_json(path, MISSING, root=self.data_dir)
+                    if value is MISSING:
+                        raise CorruptState(f"{self._shown(path)} is missing")
+                    record = DeviceRecord.parse(self.id, value, self._shown(path))
+                except CorruptState as exc:
+                    raise CorruptState(f"{exc.message}; {REMEDY}") from exc
+                self._unlink(self.spill_path)
+                self._record = record
+            return self._record
+
+    def load(self) -> CompiledModel:
+        """Read the record and resolve the device's model, once; blocking, so never on the event loop.
+
+        Idempotent, and cheap once loaded. CorruptState when the record cannot be read (the message
+        says how to get out of it); ModelNotFound when it names a model the fleet does not have.
+        """
+        model = self._model
+        if model is not None:
+            return model
+        record = self.read_record()
+        with self._load_lock:
+            if self._model is None:
+                self._model = self._models(record.model)
+            return self._model
+
+    def loaded_model(self) -> CompiledModel | None:
+        """The device's model if ``load()`` has resolved it; None otherwise. Never touches the disk."""
+        return self._model
+
     # -- files -------------------------------------------------------------------------------
 
     @classmethod
@@ -187,51 +317,108 @@ class Device:
         directory: Path,
         models: ModelResolver,
         sample_capacity: int = SAMPLE_CAPACITY,
+        *,
+        sample_capacity_bytes: int = SAMPLE_CAPACITY_BYTES,
+        durable: bool = True,
     ) -> Device:
+        """Make the device's directory and write its record; a failure leaves no directory behind.
+
+        Without ``durable`` the record is not flushed to disk: the caller does it for many at once
+        (``files.make_durable``).
+        """
+        device = cls(
+            record.id, directory, models, sample_capacity, record, sample_capacity_bytes=sample_capacity_bytes
+        )
         try:
-            directory.mkdir(parents=True)
+            directory.mkdir()  # not its parents: the fleet made them
         except OSError as exc:
-            raise StorageError(f"could not create the directory of device '{record.id}': {exc}") from exc
-        device = cls(record.id, directory, models, sample_capacity, record)
-        device.write_record()
+            raise storage_error(f"could not create {device._shown(directory)}", exc) from exc
+        try:
+            device._write_record(durable)
+        except FleetError:
+            remove_tree(directory, device.data_dir)
+            raise
         return device
 
-    def write_record(self) -> None:
-        write_json(self.directory / RECORD, asdict(self.record))
-        if self._history is not None and self._history_dirty:
-            write_json(self.directory / HISTORY, list(self._history))
-            self._history_dirty = False
+    def _write_record(self, durable: bool = True) -> None:
+        """Write the record, and the history if it changed, durably (fsync, rename, fsync of the dir)."""
+        assert self._record is not None, "only a loaded record is written"
+        write_json(self.directory / RECORD, asdict(self._record), durable=durable, root=self.data_dir)
         self._record_dirty = False
+        if self._history is not None and self._history_dirty:
+            write_json(self.directory / HISTORY, list(self._history), durable=durable, root=self.data_dir)
+            self._history_dirty = False
 
-    @property
+    def _write_record_if_dirty(self, durable: bool = True) -> bool:
+        if self._record_dirty or self._history_dirty:
+            self._write_record(durable)
+            return True
+        return False
+
     def history(self) -> list[HistoryEntry]:
-        """Loss per training step, oldest first (the last HISTORY_LIMIT), from memory or the device's file."""
+        """Loss per training step, oldest first (the last HISTORY_LIMIT). Blocking: it may read the file.
+
+        CorruptState when ``history.json`` cannot be read. The history is kept in memory only while
+        the device trains; otherwise it is read for the call and not kept.
+        """
         with self.lock:
-            return list(self._loaded_history())
+            if self._history is not None:
+                return list(self._history)
+            return self._read_history()
+
+    def _read_history(self) -> list[HistoryEntry]:
+        path = self.directory / HISTORY
+        try:
+            entries = read_json(path, [], root=self.data_dir)
+            if not isinstance(entries, list) or not all(_is_history_entry(e) for e in entries):
+                raise CorruptState(f"{self._shown(path)} is not a loss history")
+        except CorruptState as exc:
+            message = f"{exc.message}; {REMEDY}"
+            self._problems[HISTORY] = message
+            raise CorruptState(message) from exc
+        self._problems.pop(HISTORY, None)
+        return entries
 
     def _loaded_history(self) -> deque[HistoryEntry]:
         if self._history is None:
-            self._history = deque(read_json(self.directory / HISTORY, []), maxlen=HISTORY_LIMIT)
+            self._history = deque(self._read_history(), maxlen=HISTORY_LIMIT)
         return self._history
 
-    def flush(self) -> None:
-        """Persist counters that changed since the last write (called at shutdown and eviction)."""
+    def flush(self, durable: bool = True) -> bool:
+        """Persist counters that changed since the last write (called at shutdown); True if it wrote.
+
+        Without ``durable`` the caller flushes the files to disk, for many devices at once.
+        """
         with self.lock:
-            if self._record_dirty and not self.deleted:
-                self.write_record()
+            return not self.deleted and self._write_record_if_dirty(durable)
 
     def info(self) -> DeviceInfo:
+        """What the device is, from memory and ``stat`` (the first call reads the record): blocking.
+
+        Never raises for the device's files: what cannot be read shows in ``problem``, and the fields
+        that would come from it are None.
+        """
+        problems: list[str] = []
+        record: DeviceRecord | None = None
+        try:
+            record = self.read_record()
+        except FleetError as exc:
+            problems.append(exc.message)
+        problems += list(self._problems.values())
+        stat = None
         try:
             stat = self.checkpoint_path.stat()
         except FileNotFoundError:
-            stat = None
+            pass
+        except OSError as exc:
+            problems.append(storage_error(f"could not stat {self._shown(self.checkpoint_path)}", exc).message)
         return DeviceInfo(
             id=self.id,
-            model=self.record.model,
-            created_at=self.record.created_at,
+            model=record.model if record else None,
+            created_at=record.created_at if record else None,
             resident=self.resident,
-            train_steps=self.record.train_steps,
-            last_loss=self.record.last_loss,
+            train_steps=record.train_steps if record else None,
+            last_loss=record.last_loss if record else None,
             has_checkpoint=stat is not None,
             checkpoint_saved_at=(
                 datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="milliseconds")
@@ -240,25 +427,55 @@ class Device:
             ),
             checkpoint_bytes=stat.st_size if stat else None,
             has_spill=self.spill_path.exists(),
+            problem=" | ".join(problems) or None,
         )
 
     # -- the interpreter ---------------------------------------------------------------------
 
     def checkpoint_signature(self, name: str) -> SignatureSpec:
-        spec = self.model.signature(name)
+        model = self.load()
+        spec = model.signature(name)
         if len(spec.inputs) != 1 or not spec.inputs[0].is_string:
             raise SignatureNotFound(
-                f"model '{self.model.name}': signature '{name}' must take one string (the checkpoint path) "
+                f"model '{model.name}': signature '{name}' must take one string (the checkpoint path) "
                 f"to be used for checkpoints; it takes {[s.describe() for s in spec.inputs]}"
             )
         return spec
 
-    def _run_checkpoint(self, interpreter: ModelInterpreter, name: str, path: Path) -> None:
+    def _run_checkpoint(self, interpreter: ModelInterpreter, name: str, path: Path, target: Path) -> None:
+        """Run the model's ``save`` or ``restore`` on ``path`` (``target`` names the file in messages).
+
+        TensorFlow's errors come back as ours: a failed save is the disk's (StorageFull when its text
+        says the disk, a quota or the file size limit is full, or no block is free; else StorageError);
+        a failed restore of a file is CorruptState, worded further by the caller.
+        """
         spec = self.checkpoint_signature(name)
         started = time.perf_counter()
-        interpreter.run(name, {spec.inputs[0].name: np.array(os.fsencode(path), dtype=spec.inputs[0].dtype)})
+        try:
+            interpreter.run(name, {spec.inputs[0].name: np.array(os.fsencode(path), spec.inputs[0].dtype)})
+        except InvocationFailed as exc:
+            text = self._without_paths(exc.message)
+            if name == "restore":
+                raise CorruptState(text) from exc
+            full = any(marker in text for marker in FULL_TEXTS) or _no_free_blocks(target.parent)
+            error = StorageFull if full else StorageError
+            raise error(f"could not write {self._shown(target)}: {text}") from exc
         if self.stats is not None:
             self.stats.observe_checkpoint(name, time.perf_counter() - started)
+
+    def _restore_checkpoint(self, interpreter: ModelInterpreter) -> None:
+        """Restore the user's checkpoint into ``interpreter``; CorruptState (the file kept) if it cannot be.
+
+        A file TensorFlow cannot open fails before any variable is assigned (seen with garbage and
+        truncated checkpoints), so a live interpreter keeps its weights.
+        """
+        try:
+            self._run_checkpoint(interpreter, "restore", self.checkpoint_path, self.checkpoint_path)
+        except CorruptState as exc:
+            message = f"checkpoint of device '{self.id}' cannot be restored: {exc.message}; reset the device"
+            self._problems[CHECKPOINT] = message
+            raise CorruptState(message) from exc
+        self._problems.pop(CHECKPOINT, None)
 
     def _require_live(self) -> None:
         if self.deleted:
@@ -270,13 +487,24 @@ class Device:
         self.last_used = time.monotonic()
         if self._interpreter is not None:
             return self._interpreter
-        interpreter = self.model.interpreter()
+        interpreter = self.load().interpreter()
         from_spill = self.spill_path.exists()
         if from_spill:
-            self._run_checkpoint(interpreter, "restore", self.spill_path)
-            self.spill_path.unlink()
+            try:
+                self._run_checkpoint(interpreter, "restore", self.spill_path, self.spill_path)
+            except CorruptState as exc:
+                self._unlink(self.spill_path)
+                then = "its checkpoint" if self.checkpoint_path.exists() else "the baseline model"
+                message = (
+                    f"device '{self.id}' lost the weights it had not saved: its spill from an eviction "
+                    f"cannot be restored ({exc.message}); the spill was dropped, the next call starts "
+                    f"from {then}"
+                )
+                log.error("%s", message)
+                raise CorruptState(message) from exc
+            self._unlink(self.spill_path)
         elif self.checkpoint_path.exists():
-            self._run_checkpoint(interpreter, "restore", self.checkpoint_path)
+            self._restore_checkpoint(interpreter)
         self._interpreter = interpreter
         self._weights_changed = from_spill
         if self.on_activate:
@@ -284,15 +512,19 @@ class Device:
         return interpreter
 
     def _drop_interpreter(self) -> None:
+        """Free the interpreter, and the loss history with it once written: memory follows residency."""
         if self._interpreter is not None:
             self._interpreter = None
             if self.on_release:
                 self.on_release(self)
+        if not self._history_dirty:
+            self._history = None
 
     def evict(self) -> EvictOutcome:
-        """Spill the weights and free the interpreter, unless a call holds the device.
+        """Write the counters, spill the weights and free the interpreter, unless a call holds the device.
 
-        Never blocks: a busy device is skipped ("busy"). A model without save/restore signatures
+        Never blocks: a busy device is skipped ("busy"). A failure to write leaves the device resident
+        as it was (its weights and counters kept) and raises. A model without save/restore signatures
         cannot spill, so its device's weights are those of a fresh interpreter when it comes back.
         """
         if not self.lock.acquire(blocking=False):
@@ -300,29 +532,29 @@ class Device:
         try:
             if self._interpreter is None or self.deleted:
                 return "absent"
+            self._write_record_if_dirty()
             spilled = self._weights_changed and self._has_checkpoint_signatures()
             if spilled:
-                with atomic_target(self.spill_path, durable=False) as tmp:
-                    self._run_checkpoint(self._interpreter, "save", tmp)
-            if self._record_dirty:
-                self.write_record()
+                with atomic_target(self.spill_path, durable=False, root=self.data_dir) as tmp:
+                    self._run_checkpoint(self._interpreter, "save", tmp, self.spill_path)
             self._drop_interpreter()
             return "spilled" if spilled else "dropped"
         finally:
             self.lock.release()
 
     def _has_checkpoint_signatures(self) -> bool:
-        return all(name in self.model.signatures for name in CHECKPOINT_SIGNATURES)
+        return all(name in self.load().signatures for name in CHECKPOINT_SIGNATURES)
 
     # -- the operations ----------------------------------------------------------------------
 
     def callable_signature(self, signature: str) -> SignatureSpec:
-        """The spec of a signature callers may feed: not a checkpoint one, no string inputs."""
+        """The spec of a signature callers may feed: not a checkpoint one, no string inputs. Blocking
+        the first time (``load()``)."""
         if signature in CHECKPOINT_SIGNATURES:
             raise InvalidTensor(
                 f"signature '{signature}' works on the device's own checkpoint; it takes no inputs"
             )
-        spec = self.model.signature(signature)
+        spec = self.load().signature(signature)
         if spec.string_inputs:
             raise InvalidTensor(
                 f"signature '{signature}' takes string input(s) {[s.name for s in spec.string_inputs]}; "
@@ -334,14 +566,20 @@ class Device:
         """Keep labelled samples (inputs of a training signature) in the device's own store."""
         checked = self.callable_signature(signature).check(inputs)
         self._require_live()
-        return self.samples.add(signature, checked)
+        try:
+            return self.samples.add(signature, checked)
+        except StorageError:
+            self._require_live()  # deleted meanwhile: its directory went to the trash
+            raise
 
     def run(
         self, signature: str, inputs: Mapping[str, np.ndarray], source: HistorySource = "train"
     ) -> dict[str, np.ndarray]:
         """Run any signature on checked inputs. ``save``/``restore`` use the device's own checkpoint.
 
-        ``train`` (and a job's training signature, ``source="job"``) counts as a training step.
+        ``train`` (and a job's training signature, ``source="job"``) counts as a training step. Such
+        a step writes nothing: everything that can fail (activation, reading the history) fails before
+        the interpreter runs, so a call either applies its step and counts it, or does neither.
         """
         if signature in CHECKPOINT_SIGNATURES:
             if inputs:
@@ -351,79 +589,147 @@ class Device:
                 )
             return self.save() if signature == "save" else self.restore()
         checked = self.callable_signature(signature).check(inputs)
+        training = signature == "train" or source == "job"
         with self.lock:
-            outputs = self._interpreter_or_activate().run(signature, checked)
+            interpreter = self._interpreter_or_activate()
+            history = self._loaded_history() if training else None
             # Only "infer" is known to leave weights alone; any other signature may change them.
             self._weights_changed |= signature != "infer"
-            if signature == "train" or source == "job":
-                self.record.train_steps += 1
+            outputs = interpreter.run(signature, checked)
+            if history is not None:
+                record = self.read_record()  # in memory: the activation read it
+                record.train_steps += 1
                 if self.stats is not None:
                     self.stats.train_steps.inc()
-                self.record.last_loss = scalar_loss(outputs)
-                if self.record.last_loss is not None:
+                record.last_loss = scalar_loss(outputs)
+                if record.last_loss is not None:
                     self._history_dirty = True
-                    self._loaded_history().append(
-                        {
-                            "step": self.record.train_steps,
-                            "loss": self.record.last_loss,
-                            "source": source,
-                            "at": time.time(),
-                        }
-                    )
+                    entry = {"step": record.train_steps, "loss": record.last_loss, "source": source}
+                    history.append({**entry, "at": time.time()})
                 self._record_dirty = True
             return outputs
 
     def save(self) -> dict[str, np.ndarray]:
-        """Write the interpreter's weights to the device's checkpoint, atomically."""
+        """Write the interpreter's weights to the device's checkpoint, atomically, then the counters.
+
+        A failure leaves the previous checkpoint intact (StorageFull when the disk is full).
+        """
         self.checkpoint_signature("save")
         with self.lock:
             interpreter = self._interpreter_or_activate()
-            with atomic_target(self.checkpoint_path) as tmp:
-                self._run_checkpoint(interpreter, "save", tmp)
+            with atomic_target(self.checkpoint_path, root=self.data_dir) as tmp:
+                self._run_checkpoint(interpreter, "save", tmp, self.checkpoint_path)
             self._weights_changed = False
-            self.write_record()
+            self._problems.pop(CHECKPOINT, None)
+            self._write_record_if_dirty()
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 
     def restore(self) -> dict[str, np.ndarray]:
-        """Load the device's checkpoint into its interpreter (409 if it has none)."""
+        """Load the device's checkpoint into its interpreter (409 if it has none).
+
+        CorruptState if TensorFlow cannot read it; the file stays (reset deletes it).
+        """
         self.checkpoint_signature("restore")
         with self.lock:
             self._require_live()
             if not self.checkpoint_path.exists():
                 raise NoCheckpoint(f"device '{self.id}' has no checkpoint to restore; save one first")
-            if self._interpreter is None and not self.spill_path.exists():
+            if self._interpreter is None:
+                self._unlink(self.spill_path)  # superseded: the caller asked for the checkpoint
                 self._interpreter_or_activate()  # a new interpreter restores the checkpoint itself
             else:
-                self._run_checkpoint(self._interpreter_or_activate(), "restore", self.checkpoint_path)
+                self._restore_checkpoint(self._interpreter_or_activate())
             self._weights_changed = False
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 
     def reset(self) -> None:
-        """Back to the baseline model: delete the checkpoint (and any spill), start a fresh interpreter."""
+        """Back to the baseline model: delete the checkpoint, spill and history, start a fresh interpreter.
+
+        Works whatever the files hold: a record that cannot be read is written afresh (the same ID;
+        the model it named if that still loads, else the default; created now).
+        """
         with self.lock:
             self._require_live()
-            self.checkpoint_path.unlink(missing_ok=True)
-            self.spill_path.unlink(missing_ok=True)
+            record, model = self._record_for_reset()
+            try:
+                temporaries = list(self.directory.glob(".*.tmp-*"))  # left by a crash mid-write
+            except OSError:
+                temporaries = []
+            for path in (self.checkpoint_path, self.spill_path, self.directory / HISTORY, *temporaries):
+                self._unlink(path)
+            self._history_dirty = False
             self._drop_interpreter()
-            self.record.train_steps = 0
-            self.record.last_loss = None
-            self._history, self._history_dirty = deque(maxlen=HISTORY_LIMIT), True
-            self.write_record()
+            record.train_steps, record.last_loss = 0, None
+            with self._load_lock:
+                self._record, self._model = record, model
+            self._history = deque(maxlen=HISTORY_LIMIT)
+            self._problems.clear()
+            self._record_dirty = True
+            self._write_record()
             self._interpreter_or_activate()
 
+    def _record_for_reset(self) -> tuple[DeviceRecord, CompiledModel]:
+        """The record to reset to and its model; a readable record whose model is gone raises (nothing
+        has changed yet)."""
+        try:
+            record = self.read_record()
+        except FleetError as exc:
+            log.warning("device %s: a fresh record replaces the unreadable one: %s", self.id, exc.message)
+            model = self._salvaged_model()
+            return DeviceRecord(id=self.id, model=model.name, created_at=utc_now()), model
+        return record, self.load()
+
+    def _salvaged_model(self) -> CompiledModel:
+        """The model an unreadable record still names, if it loads; else the default model."""
+        try:
+            value = read_json(self.directory / RECORD, root=self.data_dir)
+            name = value.get("model") if isinstance(value, dict) else None
+            if isinstance(name, str) and name:
+                return self._models(name)
+        except FleetError:
+            pass
+        return self._models(DEFAULT_MODEL)
+
     def restart(self) -> None:
-        """Drop the interpreter as an app restart would: unsaved weights are gone, the checkpoint stays."""
+        """Drop the interpreter as an app restart would: unsaved weights are gone, the checkpoint stays.
+
+        The counters are written first; if that fails, the device is left as it was.
+        """
         with self.lock:
             self._require_live()
-            self.spill_path.unlink(missing_ok=True)
+            self._write_record_if_dirty()
+            self._unlink(self.spill_path)
             self._drop_interpreter()
-            if self._record_dirty:
-                self.write_record()
 
     def delete(self) -> None:
+        """Move the directory to the trash in one rename, then remove it there.
+
+        After the rename the ID is free; a crash before the removal leaves only trash, which the
+        fleet empties when it next starts. If the rename fails (StorageError), the device is as it was.
+        """
         with self.lock:
             if self.deleted:
                 return
+            trash = self.data_dir / TRASH
+            moved_to = trash / f"{self.id}-{uuid.uuid4().hex[:12]}"
+            target: Path | None = moved_to
+            try:
+                trash.mkdir(exist_ok=True)
+                os.rename(self.directory, moved_to)
+            except FileNotFoundError:  # its directory is gone already
+                target = None
+            except OSError as exc:
+                raise storage_error(f"could not move {self._shown(self.directory)} to {TRASH}/", exc) from exc
             self.deleted = True
+            self._history_dirty = False
             self._drop_interpreter()
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if target is not None:
+            remove_tree(target, self.data_dir)
+
+
+def _no_free_blocks(directory: Path) -> bool:
+    """Whether the filesystem holding ``directory`` has no block left for unprivileged writers."""
+    try:
+        return os.statvfs(directory).f_bavail == 0
+    except OSError:
+        return False

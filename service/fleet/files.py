@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
+import logging
 import os
 import re
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from service.errors import CorruptState, InvalidId, StorageError
+from service.errors import CorruptState, InvalidId, StorageError, StorageFull
+
+log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Device and model IDs: a letter or digit, then letters, digits, ``_``, ``.`` or ``-``; at most 128."""
@@ -33,8 +40,33 @@ def child(root: Path, name: str) -> Path:
     """``root / name``, refusing anything that would resolve outside ``root`` (a second line of defence)."""
     path = (root / name).resolve()
     if path.parent != root.resolve():
-        raise InvalidId(f"{name!r} does not name an entry of {root}")
+        raise InvalidId(f"{name!r} does not name an entry of {root.name}/")
     return path
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""No space left, quota exceeded, file too large (``RLIMIT_FSIZE``, with SIGXFSZ ignored)."""
+
+
+def shown(path: Path, root: Path | None = None) -> str:
+    """``path`` as error messages name it: relative to ``root`` (the data directory), never absolute.
+
+    Without a root, or outside it, the last two components (``alice/device.json``).
+    """
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return path.relative_to(root).as_posix()
+    return f"{path.parent.name}/{path.name}"
+
+
+def storage_error(action: str, exc: OSError) -> StorageError:
+    """Our error for an ``OSError``: StorageFull when the disk (or the file size limit) is full.
+
+    ``action`` says what failed, naming files relative to the data directory; the OSError's own text
+    would carry absolute paths, so only its ``strerror`` is kept.
+    """
+    cls = StorageFull if exc.errno in FULL_ERRNOS else StorageError
+    return cls(f"{action}: {exc.strerror or type(exc).__name__}")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -45,44 +77,106 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    return getattr(libc, "syncfs", None)
+
+
+def make_durable(files: Iterable[Path], directory: Path) -> None:
+    """Flush files written without ``durable`` (and their directories' entries) to disk, all at once.
+
+    One ``syncfs`` of the filesystem holding ``directory`` (Linux), else an fsync of every file and
+    its directory. For many files this is far cheaper than an fsync per write (measured for 1,000
+    new device records: ~5 ms each with ``durable``, ~0.3-0.7 ms each written plainly then syncfs).
+    OSError on failure.
+    """
+    syncfs = _syncfs()
+    if syncfs is not None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code))
+        finally:
+            os.close(fd)
+        return
+    parents = set()
+    for path in files:
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        parents.add(path.parent)
+    for parent in (*parents, directory):
+        fsync_dir(parent)
+
+
 @contextlib.contextmanager
-def atomic_target(path: Path, durable: bool = True) -> Iterator[Path]:
+def atomic_target(path: Path, durable: bool = True, root: Path | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
-    A crash before the rename leaves the previous file intact; on error the temporary is removed.
-    With ``durable``, the data and the rename are flushed to disk first.
+    A crash before the rename leaves the previous file intact; on error the temporary is removed
+    (with any file a writer made beside it, such as TensorFlow's ``<tmp>.tempstate<n>``).
+    With ``durable``, the data and the rename are flushed to disk first. ``root`` is the data
+    directory, for messages.
     """
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    done = False
     try:
         yield tmp
         if durable:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        done = True
         if durable:
             fsync_dir(path.parent)
     except OSError as exc:
-        raise StorageError(f"could not write {path.name} in {path.parent}: {exc.strerror or exc}") from exc
+        raise storage_error(f"could not write {shown(path, root)}", exc) from exc
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if not done:
+            for leftover in tmp.parent.glob(f"{tmp.name}*"):  # the temporary itself, and what hangs off it
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    with atomic_target(path, durable) as tmp:
+def write_atomic(path: Path, data: bytes, durable: bool = True, root: Path | None = None) -> None:
+    with atomic_target(path, durable, root) as tmp:
         tmp.write_bytes(data)
 
 
-def write_json(path: Path, value: object, durable: bool = False) -> None:
+def write_json(path: Path, value: object, durable: bool = False, root: Path | None = None) -> None:
     """Compact JSON (orjson: a non-finite float becomes null, so the file always reads back)."""
-    write_atomic(path, orjson.dumps(value), durable)
+    write_atomic(path, orjson.dumps(value), durable, root)
 
 
-def read_json(path: Path, default: object = None) -> Any:
-    """``path``'s JSON, or ``default`` when it does not exist; CorruptState when it cannot be read."""
+MISSING: Any = object()
+"""A ``default`` for ``read_json`` that tells a missing file from one holding ``null``."""
+
+
+def read_json(path: Path, default: object = None, root: Path | None = None) -> Any:
+    """``path``'s JSON, or ``default`` when it does not exist.
+
+    CorruptState when it is not JSON (garbage, half written); StorageError when it cannot be read.
+    """
     try:
-        return orjson.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return default
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise CorruptState(f"{path.parent.name}/{path.name} cannot be read: {exc}") from exc
+    except OSError as exc:
+        raise storage_error(f"could not read {shown(path, root)}", exc) from exc
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptState(f"{shown(path, root)} cannot be read: {exc}") from exc
+
+
+def remove_tree(path: Path, root: Path | None = None) -> bool:
+    """Remove a directory and everything in it, as far as possible; False (logged) if some of it stays."""
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        log.warning("could not remove all of %s", shown(path, root))
+        return False
+    return True

@@ -1,4 +1,8 @@
-"""The fleet: every device by ID, created, found, listed and deleted; knows nothing of HTTP."""
+"""The fleet: every device by ID, created, found, listed and deleted; knows nothing of HTTP.
+
+On disk: ``data_dir/devices/<id>/`` per device, ``data_dir/models/`` for added models and
+``data_dir/trash/`` for directories of deleted devices on their way out (see ``Device.delete``).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import DeviceExists, DeviceNotFound, FleetError, InvalidRequest
-from service.fleet.device import RECORD, SAMPLE_CAPACITY, Device, DeviceRecord, utc_now
-from service.fleet.files import ID_PATTERN, check_id, child
+from service.errors import (
+    DeviceExists,
+    DeviceNotFound,
+    FleetError,
+    InvalidId,
+    InvalidRequest,
+    LimitExceeded,
+    ModelInUse,
+)
+from service.fleet.device import HISTORY, RECORD, TRASH, Device, DeviceRecord, utc_now
+from service.fleet.files import check_id, child, fsync_dir, make_durable, remove_tree, storage_error
 from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
 from service.fleet.residency import Residency, ResidencyStats
+from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats
 
 log = logging.getLogger(__name__)
@@ -40,33 +53,90 @@ class Fleet:
         interpreter_threads: int = 1,
         sample_capacity: int = SAMPLE_CAPACITY,
         job_workers: int = 2,
+        *,
+        max_model_bytes: int | None = None,
+        sample_capacity_bytes: int = SAMPLE_CAPACITY_BYTES,
+        max_devices: int | None = None,
     ) -> None:
+        """``max_devices``: creating past it raises LimitExceeded (None: no cap)."""
         self.data_dir = data_dir.resolve()
-        if any(c in str(self.data_dir) for c in "*?[]\\"):
+        glob_chars = sorted({c for c in str(self.data_dir) if c in "*?[]\\"})
+        if glob_chars:
             # Checkpoint paths go to TensorFlow's Restore op, which reads them as glob patterns.
-            raise InvalidRequest(f"data directory {self.data_dir} must not contain glob characters (*?[]\\)")
+            raise InvalidRequest(
+                f"the data directory's path must not contain glob characters; it has {glob_chars}"
+            )
         self.devices_dir = self.data_dir / "devices"
-        self.devices_dir.mkdir(parents=True, exist_ok=True)
-        self.models = ModelStore(self.data_dir / "models", interpreter_threads)
+        self.trash_dir = self.data_dir / TRASH
+        try:
+            self.devices_dir.mkdir(parents=True, exist_ok=True)
+            self.trash_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise storage_error("could not create devices/ and trash/ in the data directory", exc) from exc
+        self.models = ModelStore(self.data_dir / "models", interpreter_threads, max_model_bytes)
         self.residency = Residency(max_resident)
         self.stats = FleetStats()
         self.sample_capacity = sample_capacity
+        self.sample_capacity_bytes = sample_capacity_bytes
+        self.max_devices = max_devices
         self.jobs = JobRunner(job_workers)
         self._devices: dict[str, Device] = {}
         self._sorted_ids: list[str] = []
         self._lock = threading.Lock()
+        self.trash_cleaner: threading.Thread | None = None
+        """Removes what deletions interrupted in the last process left in the trash (None: nothing)."""
         self._load()
+        self._empty_trash()
+
+    def _device(self, device_id: str, directory: Path, record: DeviceRecord | None = None) -> Device:
+        return Device(
+            device_id,
+            directory,
+            self.models.get,
+            self.sample_capacity,
+            record,
+            sample_capacity_bytes=self.sample_capacity_bytes,
+        )
 
     def _load(self) -> None:
-        """Register every device directory on disk; each reads its record when first used."""
+        """Register every device directory on disk; each reads its record when first used.
+
+        Every directory under ``devices/`` named like an ID is a device, even one whose record is
+        missing or unreadable (a crash mid-write, a disk fault): it is listed with its problem, so
+        that it can be reset or deleted, rather than skipped while blocking its ID. Files, symlinks
+        and other names are skipped (logged). The trash is not under ``devices/``.
+        """
         with os.scandir(self.devices_dir) as entries:
             for entry in entries:
-                has_record = os.path.exists(os.path.join(entry.path, RECORD))
-                if not (ID_PATTERN.fullmatch(entry.name) and has_record):
-                    log.warning("skipping %s: not a device directory", entry.path)
+                if not (_is_id(entry.name) and entry.is_dir(follow_symlinks=False)):
+                    log.warning("skipping devices/%s: not a device directory", entry.name)
                     continue
-                self._register(Device(entry.name, Path(entry.path), self.models.get, self.sample_capacity))
+                self._register(self._device(entry.name, Path(entry.path)))
         self._sorted_ids.sort()
+
+    def _empty_trash(self) -> None:
+        """Remove what interrupted deletions left in the trash, in a thread: no request waits for it."""
+        try:
+            leftovers = [Path(entry.path) for entry in os.scandir(self.trash_dir)]
+        except OSError as exc:
+            log.error("could not list %s/: %s", TRASH, exc.strerror)
+            return
+        if not leftovers:
+            return
+        log.info("removing %d entries left in %s/ by interrupted deletions", len(leftovers), TRASH)
+
+        def empty() -> None:
+            for path in leftovers:
+                if path.is_dir() and not path.is_symlink():
+                    remove_tree(path, self.data_dir)
+                    continue
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("could not remove %s/%s: %s", TRASH, path.name, exc.strerror)
+
+        self.trash_cleaner = threading.Thread(target=empty, name="fleet-trash", daemon=True)
+        self.trash_cleaner.start()
 
     def _register(self, device: Device, in_order: bool = False) -> None:
         self.residency.attach(device)
@@ -88,19 +158,28 @@ class Fleet:
     ) -> list[Device]:
         """Create devices with the given IDs, or ``count`` of them named ``prefix`` + a random suffix.
 
-        All or nothing: an ID that is invalid or taken fails the whole request before anything is
-        made, and a failure on disk midway removes what was made.
+        All or nothing: an ID that is invalid or taken, or a request past ``max_devices``
+        (LimitExceeded), fails the whole request before anything is made, and a failure on disk
+        midway removes what was made.
         """
-        compiled = self.models.get(model or DEFAULT_MODEL)
+        compiled = self.models.get(model or DEFAULT_MODEL)  # may load it: slow, so outside the lock
+        given = None if ids is None else list(ids)
         with self._lock:
-            if ids is None:
+            self.models.get(compiled.name)  # still there: delete_model holds this lock while it deletes
+            asked = count if given is None else len(given)
+            if self.max_devices is not None and len(self._devices) + asked > self.max_devices:
+                raise LimitExceeded(
+                    f"creating {asked} device(s) would make {len(self._devices) + asked}; "
+                    f"the fleet holds at most {self.max_devices} (FLEET_MAX_DEVICES)"
+                )
+            if given is None:
                 wanted: list[str] = []
                 while len(wanted) < count:
                     candidate = check_id("device", f"{prefix}{secrets.token_hex(6)}")  # bounds the prefix too
                     if candidate not in self._devices:
                         wanted.append(candidate)
             else:
-                wanted = [check_id("device", i) for i in ids]
+                wanted = [check_id("device", i) for i in given]
             clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
             if clashes:
                 raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
@@ -108,55 +187,133 @@ class Fleet:
             if leftovers:
                 raise DeviceExists(
                     f"directories of unregistered devices are in the way: {leftovers[:10]} "
-                    f"(under {self.devices_dir}; remove them)"
+                    "(under devices/ in the data directory; remove them)"
                 )
             created_at = utc_now()
             made: list[Device] = []
+            one = len(wanted) == 1  # many records are flushed to disk together, at the end
             try:
                 for device_id in wanted:
                     record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
                     directory = child(self.devices_dir, device_id)
-                    made.append(Device.create(record, directory, self.models.get, self.sample_capacity))
+                    made.append(
+                        Device.create(
+                            record,
+                            directory,
+                            self.models.get,
+                            self.sample_capacity,
+                            sample_capacity_bytes=self.sample_capacity_bytes,
+                            durable=one,
+                        )
+                    )
+                try:
+                    if made and not one:
+                        make_durable([device.directory / RECORD for device in made], self.devices_dir)
+                    fsync_dir(self.devices_dir)  # the new directories' entries
+                except OSError as exc:
+                    raise storage_error("could not flush the new devices' records to disk", exc) from exc
             except FleetError:
                 for device in made:
-                    device.delete()
+                    try:
+                        device.delete()
+                    except FleetError as exc:  # the first failure is the one to report
+                        log.error(
+                            "could not remove device %s after a failed creation: %s", device.id, exc.message
+                        )
                 raise
             for device in made:
                 self._register(device, in_order=True)
             return made
 
     def get(self, device_id: str) -> Device:
+        """The device; takes no lock and does no I/O, so the event loop may call it."""
         device = self._devices.get(device_id)
         if device is None:
             check_id("device", device_id)
             raise DeviceNotFound(f"no device '{device_id}'")
         return device
 
-    def page(self, after: str | None = None, limit: int = 100) -> Page:
+    def _span(self, prefix: str) -> tuple[int, int]:
+        """Where the IDs starting with ``prefix`` lie in the sorted IDs (under the lock)."""
+        if not prefix:
+            return 0, len(self._sorted_ids)
+        start = bisect.bisect_left(self._sorted_ids, prefix)
+        return start, bisect.bisect_left(self._sorted_ids, prefix + "\U0010ffff", lo=start)
+
+    def page(self, after: str | None = None, limit: int = 100, prefix: str = "") -> Page:
+        """Devices in ID order after ``after``, only those whose IDs start with ``prefix``.
+
+        Takes the fleet-wide lock: call it from a worker thread.
+        """
         with self._lock:
-            start = bisect.bisect_right(self._sorted_ids, after) if after else 0
-            ids = self._sorted_ids[start : start + limit]
-            more = start + limit < len(self._sorted_ids)
+            low, high = self._span(prefix)
+            start = max(low, bisect.bisect_right(self._sorted_ids, after)) if after else low
+            ids = self._sorted_ids[start : min(start + limit, high)]
+            more = start + limit < high
         return Page([self._devices[i] for i in ids if i in self._devices], ids[-1] if more and ids else None)
+
+    def count(self, prefix: str = "") -> int:
+        """Devices whose IDs start with ``prefix``."""
+        if not prefix:
+            return len(self._devices)
+        with self._lock:
+            low, high = self._span(prefix)
+            return high - low
 
     def delete(self, device_id: str) -> None:
         self.delete_many([device_id])
 
     def delete_many(self, ids: Iterable[str]) -> int:
-        """Delete the devices and their directories; unknown IDs fail the request before any deletion."""
+        """Delete the devices and their directories; unknown IDs fail the request before any deletion.
+
+        A device leaves the fleet once its directory is in the trash (``Device.delete``). One whose
+        directory cannot be moved there (StorageError) stays registered, as it was, and the request
+        stops at it.
+        """
         devices = [self.get(i) for i in dict.fromkeys(ids)]
         for device in devices:
-            with self._lock:
-                if self._devices.get(device.id) is not device:
-                    continue  # a concurrent request deleted it first
-                del self._devices[device.id]
-                del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
+            if self._devices.get(device.id) is not device:
+                continue  # a concurrent request deleted it first
             self.jobs.forget(device)
             device.delete()
+            with self._lock:
+                if self._devices.get(device.id) is device:
+                    del self._devices[device.id]
+                    del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
         return len(devices)
 
+    def delete_model(self, name: str) -> None:
+        """Delete an added model; ModelInUse while any device uses it.
+
+        Holds the fleet's lock so that no device is created with the model meanwhile; reads the record
+        of every device not read yet (seconds for 100,000 devices: an admin's rare operation).
+        """
+        with self._lock:
+            users = []
+            for device in self._devices.values():
+                try:
+                    model = device.read_record().model
+                except FleetError:
+                    continue  # an unreadable record names no model; its device resets to the default
+                if model == name:
+                    users.append(device.id)
+            if users:
+                shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
+                raise ModelInUse(
+                    f"model '{name}' is used by {len(users)} device(s): {shown}; delete them first"
+                )
+            self.models.delete(name)
+
     def reset(self, device: Device) -> None:
-        """The baseline model again; a running job is stopped first, as it would train on."""
+        """The baseline model again; a running job is stopped first, as it would train on.
+
+        Reading the job records first sets aside a ``jobs.json`` that cannot be read
+        (``service.fleet.jobs``): reset is the way out of every unreadable file.
+        """
+        try:
+            self.jobs.jobs(device)
+        except FleetError as exc:  # the disk's fault: the jobs module reports it where it matters
+            log.warning("device %s: job records not read at reset: %s", device.id, exc.message)
         self.jobs.stop_active(device, "stopped by a reset of the device")
         device.reset()
 
@@ -174,14 +331,31 @@ class Fleet:
     def close(self) -> None:
         """Interrupt jobs and persist every device's counters.
 
-        Interpreters, and the weights they had not saved, go with the process.
+        Interpreters, and the weights they had not saved, go with the process. The records are
+        written plainly, then flushed to disk together: a shutdown must fit in its grace period.
         """
         self.jobs.close()
+        written: list[Device] = []
         for device in list(self._devices.values()):
             try:
-                device.flush()
+                if device.flush(durable=False):
+                    written.append(device)
             except FleetError as exc:  # one device's failing disk must not cost the others theirs
                 log.error("could not persist device %s: %s", device.id, exc.message)
+        if written:
+            files = [d.directory / name for d in written for name in (RECORD, HISTORY)]
+            try:
+                make_durable([f for f in files if f.exists()], self.devices_dir)
+            except OSError as exc:
+                log.error("could not flush the records of %d devices to disk: %s", len(written), exc.strerror)
+
+
+def _is_id(name: str) -> bool:
+    try:
+        check_id("device", name)
+    except InvalidId:
+        return False
+    return True
 
 
 def process_rss_bytes() -> int:

@@ -6,8 +6,8 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from service.errors import InvalidModel, ModelExists, ModelNotFound, StorageError
-from service.fleet.files import check_id, child, write_atomic
+from service.errors import InvalidModel, ModelExists, ModelInUse, ModelNotFound, StorageFull
+from service.fleet.files import check_id, child, storage_error, write_atomic
 from service.runtime import CompiledModel
 
 DEFAULT_MODEL = "fashion_mnist"
@@ -21,10 +21,12 @@ def embedded_model_path() -> Path:
 class ModelStore:
     """Compiled models by name, loaded once and shared by every device that uses them."""
 
-    def __init__(self, directory: Path, num_threads: int = 1) -> None:
+    def __init__(self, directory: Path, num_threads: int = 1, max_bytes: int | None = None) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._num_threads = num_threads
+        self.max_bytes = max_bytes
+        """Cap on the total size of added models (the embedded default does not count)."""
         self._loaded: dict[str, CompiledModel] = {}
         self._lock = threading.Lock()
 
@@ -47,7 +49,7 @@ class ModelStore:
                 try:
                     content = path.read_bytes()
                 except OSError as exc:
-                    raise StorageError(f"could not read model '{name}': {exc}") from exc
+                    raise storage_error(f"could not read model '{name}'", exc) from exc
                 model = CompiledModel.load(name, content, self._num_threads)
                 self._loaded[name] = model
             return model
@@ -58,12 +60,44 @@ class ModelStore:
         if not content:
             raise InvalidModel(f"model '{name}': the body is empty; send the .tflite file's bytes")
         self._refuse_existing(name, path)
+        self._check_room(len(content))
         model = CompiledModel.load(name, content, self._num_threads)  # slow: outside the lock
         with self._lock:
             self._refuse_existing(name, path)
-            write_atomic(path, content)
+            self._check_room(len(content))
+            write_atomic(path, content, root=self.directory.parent)
             self._loaded[name] = model
             return model
+
+    def stored_bytes(self) -> int:
+        try:
+            return sum(p.stat().st_size for p in self.directory.glob("*.tflite"))
+        except OSError as exc:
+            raise storage_error("could not list the stored models", exc) from exc
+
+    def _check_room(self, size: int) -> None:
+        if self.max_bytes is None:
+            return
+        stored = self.stored_bytes()
+        if stored + size > self.max_bytes:
+            raise StorageFull(
+                f"a model of {size} bytes does not fit: added models take {stored} of the "
+                f"{self.max_bytes} bytes allowed (FLEET_MAX_MODEL_BYTES); delete one first"
+            )
+
+    def delete(self, name: str) -> None:
+        """Forget an added model and remove its file; the caller makes sure no device uses it."""
+        if name == DEFAULT_MODEL:
+            raise ModelInUse(f"model '{name}' is the embedded default; it cannot be deleted")
+        path = self._path(name)
+        with self._lock:
+            if not path.is_file():
+                raise ModelNotFound(f"no model '{name}'; known: {self.names()}")
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise storage_error(f"could not delete model '{name}'", exc) from exc
+            self._loaded.pop(name, None)
 
     def _refuse_existing(self, name: str, path: Path) -> None:
         if name in self._loaded or path.exists():

@@ -54,10 +54,10 @@ def service_url(url: str | None, data_dir: Path | None, output: Path, console: C
         yield server.url
 
 
-def simulate(plan: Simulation, console: Console, *, url: str) -> SimulationResult:
+def simulate(plan: Simulation, console: Console, *, url: str, api_key: str | None = None) -> SimulationResult:
     """Run the plan against ``url`` with rich progress bars."""
     with (
-        FleetClient(url, timeout=120.0) as client,
+        FleetClient(url, api_key=api_key, timeout=120.0) as client,
         Progress(
             TextColumn("{task.description:<22}"),
             BarColumn(),
@@ -76,6 +76,7 @@ def run(
     url: str | None = None,
     data_dir: Path | None = None,
     dataset_dir: Path | None = None,
+    api_key: str | None = None,
     console: Console | None = None,
 ) -> int:
     """Run, print the table and the headline, write report.json, report.csv and the PNGs; exit code."""
@@ -89,7 +90,7 @@ def run(
                 f"simulating {spec.devices} devices against {base_url}: {spec.kind} partition, "
                 f"{spec.train_per_device} train / {spec.test_per_device} test each, {config.mode} mode"
             )
-            result = simulate(plan, console, url=base_url)
+            result = simulate(plan, console, url=base_url, api_key=api_key)
     except (FleetError, RuntimeError, TimeoutError, ValueError) as exc:
         console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
         return 1

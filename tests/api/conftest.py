@@ -8,11 +8,14 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.config import Settings
+from tests.local import local_client
 
 MAX_BODY = 4 * 1024 * 1024
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data", max_body_bytes=MAX_BODY))) as test_client:
+    with local_client(
+        create_app(Settings(data_dir=tmp_path / "data", max_body_bytes=MAX_BODY))
+    ) as test_client:
         yield test_client

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.api.observe import ACCESS_LOG
 from service.config import Settings
+from tests.local import local_client
 
 
 class Lines(logging.Handler):
@@ -35,7 +35,7 @@ def lines() -> Iterator[Lines]:
 
 
 def test_one_line_per_request_with_route_and_device(tmp_path: Path, lines: Lines) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path, log_json=True))) as client:
+    with local_client(create_app(Settings(data_dir=tmp_path, log_json=True))) as client:
         client.post("/v1/devices", json={"id": "phone"})
         client.get("/v1/devices/phone?verbose=1")
         client.post("/v1/devices/ghost/infer", json={})
@@ -44,7 +44,7 @@ def test_one_line_per_request_with_route_and_device(tmp_path: Path, lines: Lines
     assert created["route"] == "/v1/devices" and created["status"] == 201 and "device_id" not in created
     assert shown == shown | {
         "method": "GET", "route": "/v1/devices/{device_id}", "path": "/v1/devices/phone", "status": 200,
-        "device_id": "phone", "client": "testclient",
+        "device_id": "phone", "client": "127.0.0.1",
     }  # fmt: skip
     assert isinstance(shown["duration_ms"], float) and shown["duration_ms"] > 0 and "time" in shown
     assert (missing["route"], missing["device_id"], missing["status"]) == (
@@ -56,6 +56,6 @@ def test_one_line_per_request_with_route_and_device(tmp_path: Path, lines: Lines
 
 
 def test_no_lines_when_off(tmp_path: Path, lines: Lines) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+    with local_client(create_app(Settings(data_dir=tmp_path))) as client:
         client.get("/healthz")
     assert lines.lines == []

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api import create_app
 from service.api.codecs import NPZ
+from service.config import Settings
 from tests.api.conftest import MAX_BODY
+from tests.local import local_client
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -406,7 +409,12 @@ def test_checkpoint_signatures_take_no_path_from_clients(client: TestClient, tmp
     assert not outside.exists()
 
 
-def test_bad_models_are_refused_and_not_kept(client: TestClient, tmp_path: Path) -> None:
+def test_bad_models_are_refused_and_not_kept(tmp_path: Path) -> None:
+    with local_client(create_app(Settings(data_dir=tmp_path / "data", allow_model_upload=True))) as client:
+        _refused_and_not_kept(client, tmp_path)
+
+
+def _refused_and_not_kept(client: TestClient, tmp_path: Path) -> None:
     for body in (b"", b"not a flatbuffer at all" * 10):
         response = client.put("/v1/models/broken", content=body)
         assert response.status_code == 422, response.text

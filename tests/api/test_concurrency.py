@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.config import Settings
+from tests.local import local_client
 
 
 def in_background(call: Callable[[], int]) -> tuple[threading.Thread, list[int]]:
@@ -23,7 +23,7 @@ def in_background(call: Callable[[], int]) -> tuple[threading.Thread, list[int]]
 
 def test_a_blocked_device_does_not_block_the_service(tmp_path: Path) -> None:
     body = {"inputs": {"x": np.zeros((1, 28, 28), np.float32).tolist()}}
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+    with local_client(create_app(Settings(data_dir=tmp_path))) as client:
         client.post("/v1/devices/bulk-create", json={"ids": ["busy", "free"]})
         busy = client.app.state.fleet.get("busy")  # type: ignore[attr-defined]
         with busy.lock:  # as a long call on "busy" would

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.config import Settings
+from tests.local import local_client
 
 
 def test_bulk_create_list_and_delete(client: TestClient) -> None:
@@ -56,14 +57,14 @@ def test_bulk_requests_are_all_or_nothing(client: TestClient) -> None:
 
 
 def test_bulk_size_is_limited(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path, max_bulk=10))) as client:
+    with local_client(create_app(Settings(data_dir=tmp_path, max_bulk=10))) as client:
         response = client.post("/v1/devices/bulk-create", json={"count": 11})
         assert response.status_code == 400 and "FLEET_MAX_BULK" in response.json()["error"]["message"]
 
 
 def test_fleet_status_counts_residency(tmp_path: Path, train_batch: tuple[np.ndarray, np.ndarray]) -> None:
     settings = Settings(data_dir=tmp_path, max_resident_bytes=9_000_000, interpreter_bytes=4_500_000)
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         client.post("/v1/devices/bulk-create", json={"ids": ["a", "b", "c", "d"]})
         body = {"inputs": {"x": train_batch[0][:2].tolist(), "y": train_batch[1][:2].tolist()}}
         for device in "abcd":

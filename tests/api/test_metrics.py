@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import create_app
 from service.config import Settings
+from tests.local import local_client
 
 Batch = tuple[np.ndarray, np.ndarray]
 TRAIN = "/v1/devices/{device_id}/train"
@@ -38,7 +39,7 @@ def body(batch: Batch, n: int = 4) -> dict:
 
 @pytest.fixture
 def capped(tmp_path: Path) -> TestClient:
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data", max_resident=1))) as client:
+    with local_client(create_app(Settings(data_dir=tmp_path / "data", max_resident=1))) as client:
         yield client
 
 
@@ -105,8 +106,8 @@ def test_jobs_are_gauged_by_state(client: TestClient, train_batch: Batch) -> Non
 
 
 def test_each_app_has_its_own_registry_and_needs_no_fleet_to_scrape(tmp_path: Path) -> None:
-    first = TestClient(create_app(Settings(data_dir=tmp_path / "one")))  # no `with`: the fleet never opens
-    second = TestClient(create_app(Settings(data_dir=tmp_path / "two")))
+    first = local_client(create_app(Settings(data_dir=tmp_path / "one")))  # no `with`: the fleet never opens
+    second = local_client(create_app(Settings(data_dir=tmp_path / "two")))
     for _ in range(3):
         first.get("/healthz")
     second.get("/healthz")

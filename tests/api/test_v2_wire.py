@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from service.api.oip import decode_request
 from service.errors import InvalidTensor
 from tests.api.conftest import MAX_BODY
+from tests.local import local_client
 
 X = np.random.default_rng(3).random((2, 28, 28), dtype=np.float32)
 INFER = "/v2/models/phone/infer"
@@ -287,7 +288,7 @@ def test_readiness_before_the_fleet_is_open(tmp_path) -> None:
     from service.api import create_app
     from service.config import Settings
 
-    client = TestClient(create_app(Settings(data_dir=tmp_path / "data")))  # no `with`: no lifespan
+    client = local_client(create_app(Settings(data_dir=tmp_path / "data")))  # no `with`: no lifespan
     assert client.get("/v2/health/live").status_code == 200
     response = client.get("/v2/health/ready")
     assert response.status_code == 503 and response.json() == {"ready": False}

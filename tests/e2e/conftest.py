@@ -9,10 +9,13 @@ import pytest
 from service.client import FleetClient
 from service.server_process import ServerProcess
 
+UPLOADS_ON = {"FLEET_ALLOW_MODEL_UPLOAD": "true"}
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("server") / "data") as running:
+    # The walkthroughs add a second model: uploads are off unless the operator allows them.
+    with ServerProcess(tmp_path_factory.mktemp("server") / "data", env=UPLOADS_ON) as running:
         yield running
 
 

@@ -8,6 +8,7 @@ import pytest
 from service.client import FleetClient
 from service.errors import InvalidTensor, SignatureNotFound
 from service.server_process import ServerProcess
+from tests.e2e.conftest import UPLOADS_ON
 from tests.regressor import regression_batch
 
 
@@ -39,7 +40,7 @@ def test_second_model_through_the_generic_route(server: ServerProcess, regressor
 def test_service_restart_keeps_devices_models_and_checkpoints(
     tmp_path, regressor_model: bytes, train_batch
 ) -> None:
-    first = ServerProcess(tmp_path / "data")
+    first = ServerProcess(tmp_path / "data", env=UPLOADS_ON)
     try:
         with FleetClient(first.url) as client:
             client.add_model("regressor", regressor_model)
@@ -52,7 +53,7 @@ def test_service_restart_keeps_devices_models_and_checkpoints(
             client.train("phone", x=train_batch[0], y=train_batch[1])  # lost with the process
     finally:
         first.stop()
-    second = ServerProcess(tmp_path / "data")
+    second = ServerProcess(tmp_path / "data", env=UPLOADS_ON)
     try:
         with FleetClient(second.url) as client:
             devices = {d["id"]: d for d in client.devices()}

@@ -190,7 +190,7 @@ def test_a_diverged_loss_is_not_recorded_and_the_device_reads_back(
     x, y = train_batch
     device.run("train", {"x": x * np.float32(3e38), "y": y})  # finite inputs, overflowing sums
     device.save()
-    assert device.info().last_loss is None and device.history == []
+    assert device.info().last_loss is None and device.history() == []
     fleet.close()
     reopened = Fleet(tmp_path).get("phone")
     assert reopened.info().train_steps == 1
@@ -202,8 +202,11 @@ def test_corrupt_files_are_reported_not_crashed_on(tmp_path: Path) -> None:
     Fleet(tmp_path).create("phone")
     (tmp_path / "devices" / "phone" / "device.json").write_text("{not json")
     device = Fleet(tmp_path).get("phone")
-    with pytest.raises(CorruptState, match=r"device\.json"):
-        device.info()
+    info = device.info()  # never raises: the problem is shown
+    assert info.problem is not None and "devices/phone/device.json" in info.problem
+    assert (info.model, info.created_at, info.train_steps) == (None, None, None)
+    with pytest.raises(CorruptState, match=r"devices/phone/device\.json.*reset or delete the device"):
+        device.load()
 
 
 def test_leftover_directories_and_long_prefixes_are_refused_up_front(tmp_path: Path) -> None:

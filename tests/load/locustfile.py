@@ -10,6 +10,10 @@ route (``/v1/devices/[id]/train``), not per device ID, so the statistics group b
     locust -f tests/load/locustfile.py --headless -u 20 -r 5 -t 30s --host http://127.0.0.1:8000 \\
         --csv reports/locust
 
+Against a service with API keys, set ``FLEET_API_KEY`` (sent as ``Authorization: Bearer``); a
+``devices`` key needs ``FLEET_DEVICE_PREFIX`` set to its prefix (device IDs are PREFIX + random hex;
+default ``locust-``).
+
 Not collected by pytest (the name does not match ``test_*.py``).
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +38,11 @@ PROFILES = 32
 """Distinct devices' data sets; users take them in turn."""
 BATCH = 32
 TRAIN_BATCHES = 4
-NPZ_HEADERS = {"content-type": NPZ, "accept": NPZ}
+AUTH_HEADERS = (
+    {"authorization": f"Bearer {os.environ['FLEET_API_KEY']}"} if os.environ.get("FLEET_API_KEY") else {}
+)
+DEVICE_PREFIX = os.environ.get("FLEET_DEVICE_PREFIX", "locust-")
+NPZ_HEADERS = {"content-type": NPZ, "accept": NPZ, **AUTH_HEADERS}
 
 
 def npz(**arrays: np.ndarray) -> bytes:
@@ -79,21 +88,21 @@ class Phone(FastHttpUser):
     wait_time = between(0.05, 0.25)
 
     def on_start(self) -> None:
-        self.device_id = f"locust-{uuid.uuid4().hex[:12]}"
+        self.device_id = f"{DEVICE_PREFIX}{uuid.uuid4().hex[:12]}"
         self.profile = PROFILE_DATA[next(_next_profile) % len(PROFILE_DATA)]
         self.batches = itertools.cycle(self.profile.train_bodies)
-        self.client.post("/v1/devices", json={"id": self.device_id}, name="/v1/devices")
+        self.client.post("/v1/devices", json={"id": self.device_id}, name="/v1/devices", headers=AUTH_HEADERS)
         self.train()
         self.save()  # so that restore always has a checkpoint
 
     def on_stop(self) -> None:
-        self.client.request("DELETE", self.path(""), name="/v1/devices/[id]")
+        self.client.request("DELETE", self.path(""), name="/v1/devices/[id]", headers=AUTH_HEADERS)
 
     def path(self, route: str) -> str:
         return f"/v1/devices/{self.device_id}{route}"
 
-    def post(self, route: str, **kwargs: Any) -> None:
-        self.client.post(self.path(route), name=f"/v1/devices/[id]{route}", **kwargs)
+    def post(self, route: str, headers: dict[str, str] = AUTH_HEADERS, **kwargs: Any) -> None:
+        self.client.post(self.path(route), name=f"/v1/devices/[id]{route}", headers=headers, **kwargs)
 
     @task(10)
     def infer(self) -> None:

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from service.api.codecs import JSON, NPZ, read_inputs, tensor_response
-from service.api.deps import DeviceDep, FleetDep, in_thread
+from service.api.deps import DeviceDep, FleetDep, PrincipalDep, check_access, device_model, in_thread
 from service.api.errors import documented
-from service.fleet import Device
+from service.errors import Forbidden
+from service.fleet import Device, DeviceInfo
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
-ERRORS = documented(e400="invalid device ID", e404="unknown device")
+ERRORS = documented(e400="invalid device ID", e404="unknown device (or outside the key's prefix)")
 TENSOR_ERRORS = documented(
     e400="invalid device ID",
     e404="unknown device or signature",
@@ -68,15 +69,18 @@ class CreateDevice(BaseModel):
 
 class DeviceView(BaseModel):
     id: str
-    model: str
-    created_at: str
+    model: str | None = Field(description="null when its record cannot be read (see problem)")
+    created_at: str | None
     resident: bool = Field(description="whether its interpreter is in memory")
-    train_steps: int
+    train_steps: int | None
     last_loss: float | None
     has_checkpoint: bool
     checkpoint_saved_at: str | None
     checkpoint_bytes: int | None
     has_spill: bool = Field(description="unsaved weights of an evicted interpreter wait on disk")
+    problem: str | None = Field(
+        None, description="what is wrong with the device's files, if anything; reset or delete fixes it"
+    )
 
 
 class DevicePage(BaseModel):
@@ -92,33 +96,66 @@ def view(device: Device) -> DeviceView:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=documented(e400="invalid ID", e404="unknown model", e409="the ID exists"),
+    responses=documented(
+        e400="invalid ID",
+        e403="the ID is outside the key's prefix",
+        e404="unknown model",
+        e409="the ID exists",
+    ),
 )
-async def create_device(fleet: FleetDep, request: Request, body: CreateDevice | None = None) -> DeviceView:
-    """Create a device; its interpreter is made on first use."""
+async def create_device(
+    fleet: FleetDep, principal: PrincipalDep, request: Request, body: CreateDevice | None = None
+) -> DeviceView:
+    """Create a device; its interpreter is made on first use.
+
+    A ``devices`` key creates IDs under its prefix: a given ID must start with it, a random one does.
+    """
     body = body or CreateDevice()
-    return view(await in_thread(request, fleet.create, body.id, body.model))
+    if body.id is not None and not principal.may_touch(body.id):
+        raise Forbidden(f"this key may only create devices whose IDs start with '{principal.prefix}'")
+
+    def create() -> DeviceInfo:
+        if body.id is None and principal.prefix:
+            device = fleet.create_many(None, count=1, prefix=principal.prefix, model=body.model)[0]
+        else:
+            device = fleet.create(body.id, body.model)
+        return device.info()
+
+    return DeviceView(**asdict(await in_thread(request, create)))
 
 
 @router.get("")
 async def list_devices(
     fleet: FleetDep,
+    principal: PrincipalDep,
+    request: Request,
     after: Annotated[str | None, Query(description="list IDs after this one (from next_after)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DevicePage:
-    """Devices in ID order, a page at a time."""
-    page = fleet.page(after, limit)
-    return DevicePage(devices=[view(d) for d in page.devices], total=len(fleet), next_after=page.next_after)
+    """Devices in ID order, a page at a time (a ``devices`` key sees those under its prefix only)."""
+
+    def page() -> DevicePage:
+        found = fleet.page(after, limit, prefix=principal.prefix)
+        return DevicePage(
+            devices=[view(d) for d in found.devices],
+            total=fleet.count(principal.prefix),
+            next_after=found.next_after,
+        )
+
+    return await in_thread(request, page)
 
 
 @router.get("/{device_id}", responses=ERRORS)
-async def get_device(device: DeviceDep) -> DeviceView:
-    return view(device)
+async def get_device(device: DeviceDep, request: Request) -> DeviceView:
+    return await in_thread(request, view, device)
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
-async def delete_device(device_id: str, fleet: FleetDep, request: Request) -> Response:
+async def delete_device(
+    device_id: str, fleet: FleetDep, principal: PrincipalDep, request: Request
+) -> Response:
     """Remove the device and its directory."""
+    check_access(principal, device_id)
     await in_thread(request, fleet.delete, device_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -126,19 +163,28 @@ async def delete_device(device_id: str, fleet: FleetDep, request: Request) -> Re
 @router.post("/{device_id}/reset", responses=ERRORS)
 async def reset_device(device: DeviceDep, fleet: FleetDep, request: Request) -> DeviceView:
     """Delete the checkpoint and start a fresh interpreter: the baseline model."""
-    await in_thread(request, fleet.reset, device)
-    return view(device)
+
+    def reset() -> DeviceView:
+        fleet.reset(device)
+        return view(device)
+
+    return await in_thread(request, reset)
 
 
 @router.post("/{device_id}/restart", responses=ERRORS)
 async def restart_device(device: DeviceDep, fleet: FleetDep, request: Request) -> DeviceView:
     """Drop the interpreter as an app restart would; the next one restores the checkpoint."""
-    await in_thread(request, fleet.restart, device)
-    return view(device)
+
+    def restart() -> DeviceView:
+        fleet.restart(device)
+        return view(device)
+
+    return await in_thread(request, restart)
 
 
 async def run_signature(device: Device, signature: str, request: Request) -> Response:
-    spec = None if signature in ("save", "restore") else device.model.signature(signature)
+    model = await device_model(request, device)
+    spec = None if signature in ("save", "restore") else model.signature(signature)
     inputs = await read_inputs(request, spec)
     outputs = await in_thread(request, device.run, signature, inputs)
     return tensor_response(request, outputs)

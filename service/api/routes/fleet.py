@@ -7,14 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, Field, model_validator
 
-from service.api.deps import FleetDep, in_thread
+from service.api.deps import AdminDep, FleetDep, in_thread
 from service.api.errors import documented
-from service.errors import InvalidRequest
+from service.config import Settings
+from service.errors import LimitExceeded
+from service.fleet import Fleet
 from service.fleet.fleet import process_rss_bytes
 
 router = APIRouter(tags=["fleet"])
 BULK_ERRORS = documented(
-    e400="invalid ID or prefix", e404="unknown model or device", e409="an ID exists", e422="bad request"
+    e400="invalid ID or prefix",
+    e403="needs an admin key",
+    e404="unknown model or device",
+    e409="an ID exists",
+    e422="bad request",
 )
 
 
@@ -57,12 +63,19 @@ class BulkResult(BaseModel):
 def _check_size(request: Request, n: int) -> None:
     limit = request.app.state.settings.max_bulk
     if n > limit:
-        raise InvalidRequest(f"{n} devices in one request; the limit is {limit} (FLEET_MAX_BULK)")
+        raise LimitExceeded(f"{n} devices in one request; the limit is {limit} (FLEET_MAX_BULK)")
 
 
-@router.get("/v1/fleet", summary="Fleet status: devices, residency, evictions, memory")
-async def fleet_status(fleet: FleetDep, request: Request) -> FleetStatus:
-    settings = request.app.state.settings
+@router.get(
+    "/v1/fleet",
+    summary="Fleet status: devices, residency, evictions, memory",
+    responses=documented(e403="needs an admin key"),
+)
+async def fleet_status(fleet: FleetDep, admin: AdminDep, request: Request) -> FleetStatus:
+    return await in_thread(request, _status, fleet, request.app.state.settings)
+
+
+def _status(fleet: Fleet, settings: Settings) -> FleetStatus:
     stats = fleet.residency_stats()
     return FleetStatus(
         devices=len(fleet),
@@ -80,7 +93,7 @@ async def fleet_status(fleet: FleetDep, request: Request) -> FleetStatus:
 @router.post(
     "/v1/devices/bulk-create", status_code=status.HTTP_201_CREATED, tags=["devices"], responses=BULK_ERRORS
 )
-async def bulk_create(body: BulkCreate, fleet: FleetDep, request: Request) -> BulkResult:
+async def bulk_create(body: BulkCreate, fleet: FleetDep, admin: AdminDep, request: Request) -> BulkResult:
     """Create many devices at once; all or nothing."""
     _check_size(request, len(body.ids) if body.ids is not None else body.count or 0)
     made = await in_thread(
@@ -90,7 +103,7 @@ async def bulk_create(body: BulkCreate, fleet: FleetDep, request: Request) -> Bu
 
 
 @router.post("/v1/devices/bulk-delete", tags=["devices"], responses=BULK_ERRORS)
-async def bulk_delete(body: BulkDelete, fleet: FleetDep, request: Request) -> BulkResult:
+async def bulk_delete(body: BulkDelete, fleet: FleetDep, admin: AdminDep, request: Request) -> BulkResult:
     """Delete many devices and their directories; unknown IDs fail the request before any deletion."""
     _check_size(request, len(body.ids))
     count = await in_thread(request, fleet.delete_many, body.ids)

@@ -23,6 +23,8 @@ SignatureQuery = Annotated[str, Query(description="the training signature the sa
 class SampleStatsView(BaseModel):
     count: int = Field(description="samples stored now")
     capacity: int
+    bytes: int = Field(description="bytes the stored samples take")
+    capacity_bytes: int
     signature: str | None = Field(description="the training signature they are inputs of")
     added: int = 0
     dropped: int = Field(0, description="oldest samples dropped to stay within capacity")
@@ -134,7 +136,7 @@ async def cancel_job(device: DeviceDep, fleet: FleetDep, job_id: str, request: R
 @router.get("/history", responses=ERRORS)
 async def history(device: DeviceDep, request: Request) -> History:
     """Loss per training step (calls and jobs), oldest first."""
-    entries = await in_thread(request, lambda: device.history)
+    entries = await in_thread(request, device.history)
     return History(
         device=device.id,
         history=[

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
 
+from service.api.deps import AdminDep, in_thread
+
 router = APIRouter(tags=["health"])
 
 
@@ -19,9 +21,12 @@ router = APIRouter(tags=["health"])
                 "text/plain": {"schema": {"type": "string"}},
                 "application/openmetrics-text": {"schema": {"type": "string"}},
             },
-        }
+        },
+        403: {"description": "needs an admin key"},
     },
 )
-async def metrics(request: Request) -> Response:
+async def metrics(admin: AdminDep, request: Request) -> Response:
+    """Rendered in the worker pool: collecting reads fleet-wide counters under their locks."""
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(request.app.state.metrics.registry), headers={"content-type": content_type})
+    body = await in_thread(request, encode, request.app.state.metrics.registry)
+    return Response(body, headers={"content-type": content_type})

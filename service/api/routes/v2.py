@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from service import __version__
 from service.api.codecs import INLINE_BYTES, JSON
-from service.api.deps import DeviceDep, in_thread
+from service.api.deps import DeviceDep, PrincipalDep, device_model, in_thread
 from service.api.errors import documented
 from service.api.oip import (
     BINARY,
@@ -64,7 +64,7 @@ class ModelReady(BaseModel):
 
 
 @router.get("", summary="Server metadata")
-async def server_metadata() -> ServerMetadata:
+async def server_metadata(principal: PrincipalDep) -> ServerMetadata:
     return ServerMetadata(name="tflite-fleet", version=__version__, extensions=["binary_tensor_data"])
 
 
@@ -87,8 +87,8 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/models/{device_id}", summary="A device as a model: its infer signature", responses=MODEL_ERRORS)
-async def model_metadata(device: DeviceDep) -> ModelMetadata:
-    spec = device.model.signature(INFER)
+async def model_metadata(device: DeviceDep, request: Request) -> ModelMetadata:
+    spec = (await device_model(request, device)).signature(INFER)
     return ModelMetadata(
         name=device.id,
         platform=PLATFORM,
@@ -98,9 +98,9 @@ async def model_metadata(device: DeviceDep) -> ModelMetadata:
 
 
 @router.get("/models/{device_id}/ready", summary="The device can infer", responses=MODEL_ERRORS)
-async def model_ready(device: DeviceDep) -> ModelReady:
+async def model_ready(device: DeviceDep, request: Request) -> ModelReady:
     """Its interpreter is made (restoring its checkpoint) on the first inference if not resident."""
-    device.model.signature(INFER)
+    (await device_model(request, device)).signature(INFER)
     return ModelReady(name=device.id, ready=True)
 
 
@@ -154,7 +154,7 @@ INFER_BODY: dict[str, Any] = {
     },
 )
 async def infer(device: DeviceDep, request: Request) -> Response:
-    spec = device.model.signature(INFER)
+    spec = (await device_model(request, device)).signature(INFER)
     body = await request.body()
     if len(body) <= INLINE_BYTES:  # as read_inputs does: large bodies are decoded off the event loop
         decoded = decode_request(body, request.headers)

@@ -1,0 +1,182 @@
+"""Who is calling: API keys from ``FLEET_API_KEYS_FILE``, or protected mode when there are none.
+
+The keys file holds one key per line, ``KEY admin`` or ``KEY devices PREFIX`` (``#`` starts a comment).
+An ``admin`` key may do anything; a ``devices`` key may touch only devices whose IDs start with its
+prefix (others look absent: 404). Keys travel as ``Authorization: Bearer KEY`` and are compared in
+constant time: the presented key's digest is compared with every stored digest, whatever matches.
+
+With no keys file the service runs in *protected mode*, as Redis does: clients on a loopback address
+stand for the admin, and every other client is refused with a message saying how to configure keys.
+Health probes are always open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.api.errors import error_response
+from service.errors import Forbidden, InvalidRequest, NotAuthenticated
+
+Role = Literal["admin", "devices"]
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+"""Probes answer anyone: orchestrators and load balancers carry no keys."""
+KEY_PATTERN = re.compile(r"[\x21-\x7e]{16,256}")
+"""Keys: 16 to 256 printable ASCII characters without spaces (``openssl rand -hex 32`` makes one)."""
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: an admin, or a holder of a ``devices`` key limited to IDs with ``prefix``."""
+
+    role: Role
+    prefix: str = ""
+    name: str = "admin"
+    """How logs may name the caller (never the key): ``admin``, ``loopback`` or ``devices:PREFIX``."""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def may_touch(self, device_id: str) -> bool:
+        return self.is_admin or device_id.startswith(self.prefix)
+
+    def require_admin(self, what: str) -> None:
+        if not self.is_admin:
+            raise Forbidden(f"{what} needs an admin key; this key may only touch devices '{self.prefix}*'")
+
+
+LOOPBACK_ADMIN = Principal("admin", name="loopback")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    digest: bytes
+    principal: Principal
+
+
+def _digest(key: str | bytes) -> bytes:
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
+class KeyRing:
+    """The keys of a keys file, by digest; the keys themselves are not kept."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @classmethod
+    def parse(cls, text: str, source: str = "the keys file") -> KeyRing:
+        """Read ``KEY admin`` / ``KEY devices PREFIX`` lines; errors name the line, never the key."""
+        entries: list[_Entry] = []
+        seen: set[bytes] = set()
+        for number, raw in enumerate(text.splitlines(), start=1):
+            words = raw.split("#", 1)[0].split()
+            if not words:
+                continue
+            where = f"{source}, line {number}"
+            key, rest = words[0], words[1:]
+            if not KEY_PATTERN.fullmatch(key):
+                raise InvalidRequest(f"{where}: a key must be 16-256 printable characters without spaces")
+            if rest == ["admin"]:
+                principal = Principal("admin")
+            elif len(rest) == 2 and rest[0] == "devices" and PREFIX_PATTERN.fullmatch(rest[1]):
+                principal = Principal("devices", rest[1], name=f"devices:{rest[1]}")
+            else:
+                raise InvalidRequest(
+                    f"{where}: expected 'KEY admin' or 'KEY devices PREFIX' (a prefix of letters, digits, "
+                    "'_', '.' or '-', starting with a letter or digit)"
+                )
+            digest = _digest(key)
+            if digest in seen:
+                raise InvalidRequest(f"{where}: this key is already given on an earlier line")
+            seen.add(digest)
+            entries.append(_Entry(digest, principal))
+        if not entries:
+            raise InvalidRequest(f"{source} holds no keys; remove the setting to run in protected mode")
+        return cls(entries)
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise InvalidRequest(f"cannot read the API keys file (FLEET_API_KEYS_FILE): {exc}") from exc
+        return cls.parse(text, f"the API keys file {path.name}")
+
+    def identify(self, key: bytes) -> Principal | None:
+        """The key's principal, comparing its digest with every entry's (constant time in the key)."""
+        digest = _digest(key)
+        found = None
+        for entry in self._entries:
+            if hmac.compare_digest(digest, entry.digest):
+                found = entry.principal
+        return found
+
+
+def is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+PROTECTED_MODE = (
+    "the service runs in protected mode (no API keys are configured), so it answers loopback clients "
+    "only. To reach it from elsewhere, write keys to a file, one per line as 'KEY admin' or "
+    "'KEY devices PREFIX', point FLEET_API_KEYS_FILE at it, restart, and send 'Authorization: Bearer KEY'"
+)
+
+
+class Authenticate:
+    """Puts the caller's ``Principal`` in ``scope["state"]["principal"]``, or answers 401/403 itself.
+
+    It runs before the body is read, so a stranger cannot make the service read, decode or store
+    anything. What each route lets a principal do is checked by the routes' dependencies.
+    """
+
+    def __init__(self, app: ASGIApp, keys: KeyRing | None) -> None:
+        self.app = app
+        self.keys = keys
+
+    def principal(self, scope: Scope) -> Principal:
+        if self.keys is None:
+            client = scope.get("client")
+            if is_loopback(client[0] if client else None):
+                return LOOPBACK_ADMIN
+            raise Forbidden(PROTECTED_MODE)
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, key = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not key.strip():
+            raise NotAuthenticated("this route needs an API key: send 'Authorization: Bearer KEY'")
+        principal = self.keys.identify(key.strip())
+        if principal is None:
+            raise NotAuthenticated("the API key is not valid")
+        return principal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = self.principal(scope)
+        except (Forbidden, NotAuthenticated) as exc:
+            status = 403 if isinstance(exc, Forbidden) else 401
+            response = error_response(status, exc.code, exc.message, path=scope["path"])
+            if status == 401:
+                response.headers["www-authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
