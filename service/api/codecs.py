@@ -158,6 +158,7 @@ EOCD = b"PK\x05\x06"
 EOCD_SEARCH = 22 + 0xFFFF
 DIRECTORY_ENTRY_BYTES = 46 + 512
 """A central-directory entry: 46 fixed bytes plus its name and extra fields (an input name is short)."""
+ZIP64_LOCATOR = b"PK\x06\x07"
 ZIP64_ENTRIES = 0xFFFF
 """The entry count a zip64 archive writes in its classic record; the real count lives elsewhere."""
 
@@ -172,7 +173,8 @@ def check_directory(body: bytes, max_members: int) -> None:
     if at < 0 or len(body) < at + 22:
         raise InvalidTensor(f"the body is not a valid {NPZ} archive (numpy.savez): it has no zip end record")
     on_disk, total, directory_size = struct.unpack_from("<HHI", body, at + 8)
-    if ZIP64_ENTRIES in (on_disk, total):
+    # zipfile takes the counts from a zip64 record whenever its locator sits before the end record.
+    if ZIP64_ENTRIES in (on_disk, total) or body[max(0, at - 20) : at - 16] == ZIP64_LOCATOR:
         raise InvalidTensor(f"the {NPZ} archive is a zip64 archive; numpy.savez of a few arrays is not")
     if max(on_disk, total) > max_members:
         raise InvalidTensor(

@@ -29,14 +29,20 @@ class BodyLimit:
         self.max_bytes = max_bytes
         self.max_json_bytes = min(max_bytes, max_json_bytes or max_bytes)
 
-    def _limit(self, headers: dict[bytes, bytes]) -> tuple[int, str]:
+    def _limit(self, scope: Scope) -> tuple[int, str]:
         """The cap for this body's content type, and the setting that sets it.
 
         Anything not declared binary gets the JSON cap: the routes read a body without a content
-        type as JSON.
+        type as JSON. The content type is the first such header, as the routes read it. The Open
+        Inference Protocol's binary extension (its header, under ``/v2``) gets the body cap; the
+        JSON part of such a body is held to the JSON cap where it is decoded.
         """
-        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        binary = kind in BINARY_TYPES or b"inference-header-content-length" in headers
+        kind = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+        kind = kind.split(b";")[0].strip().lower()
+        binary = kind in BINARY_TYPES or (
+            scope["path"].startswith("/v2/")
+            and any(name == b"inference-header-content-length" for name, _ in scope["headers"])
+        )
         if binary or self.max_json_bytes >= self.max_bytes:
             return self.max_bytes, "FLEET_MAX_BODY_BYTES"
         return self.max_json_bytes, "FLEET_MAX_JSON_BODY_BYTES"
@@ -50,10 +56,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        limit = self._limit(headers)
+        limit = self._limit(scope)
         max_bytes = limit[0]
-        declared = headers.get(b"content-length")
+        declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit():
             if int(declared) > max_bytes:
                 await self._refuse(scope, receive, send, limit)

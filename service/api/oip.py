@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from service.api.codecs import JSON, to_json
 from service.api.errors import problems
-from service.errors import InvalidTensor, UnsupportedMediaType
+from service.errors import BodyTooLarge, InvalidTensor, UnsupportedMediaType
 from service.runtime import SignatureSpec, TensorSpec
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -172,8 +172,14 @@ def _input_array(tensor: RequestInput, binary: memoryview | None) -> np.ndarray:
     return declared.check(shaped)
 
 
-def decode_request(body: bytes, headers: Mapping[str, str]) -> DecodedRequest:
-    """An inference request's inputs as arrays of their declared datatypes and shapes."""
+def decode_request(
+    body: bytes, headers: Mapping[str, str], max_json_bytes: int | None = None
+) -> DecodedRequest:
+    """An inference request's inputs as arrays of their declared datatypes and shapes.
+
+    ``max_json_bytes`` bounds the JSON part of a binary-extension body (the whole of a JSON one is
+    bounded before it is read): binary tensor data may be large, the JSON around it may not.
+    """
     encoding = headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise UnsupportedMediaType(
@@ -187,6 +193,11 @@ def decode_request(body: bytes, headers: Mapping[str, str]) -> DecodedRequest:
     else:
         raise InvalidTensor(
             f"Inference-Header-Content-Length {declared_length!r} does not fit a {len(body)}-byte body"
+        )
+    if max_json_bytes is not None and len(header) > max_json_bytes:
+        raise BodyTooLarge(
+            f"the JSON part of the request takes {len(header)} bytes, more than the limit of "
+            f"{max_json_bytes} bytes (FLEET_MAX_JSON_BODY_BYTES); send large tensors as binary data"
         )
     try:
         request = InferenceRequest.model_validate_json(header)

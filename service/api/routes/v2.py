@@ -156,10 +156,11 @@ INFER_BODY: dict[str, Any] = {
 async def infer(device: DeviceDep, request: Request) -> Response:
     spec = (await device_model(request, device)).signature(INFER)
     body = await request.body()
+    max_json: int = request.app.state.settings.max_json_body_bytes
     if len(body) <= INLINE_BYTES:  # as read_inputs does: large bodies are decoded off the event loop
-        decoded = decode_request(body, request.headers)
+        decoded = decode_request(body, request.headers, max_json)
     else:
-        decoded = await in_thread(request, decode_request, body, request.headers)
+        decoded = await in_thread(request, decode_request, body, request.headers, max_json)
     names = decoded.output_names(spec)
     outputs = await in_thread(request, device.run, INFER, decoded.inputs)
     return infer_response(device.id, decoded, {name: outputs[name] for name in names})
