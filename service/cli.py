@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.api.auth import LOOPBACK_PROXIES
     from service.api.startup import banner
     from service.config import Settings
     from service.errors import FleetError
@@ -90,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="warning" if settings.log_json else "info",
         access_log=not settings.log_json,
+        # Without keys, who is on loopback decides everything: only a local proxy may say otherwise.
+        forwarded_allow_ips=LOOPBACK_PROXIES if app.state.keys is None else None,
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -22,14 +22,14 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.errors import error_response
-from service.errors import Forbidden, InvalidRequest, NotAuthenticated
+from service.api.errors import error_response, status_of
+from service.errors import AccessDenied, Forbidden, InvalidRequest, NotAuthenticated
 
 Role = Literal["admin", "devices"]
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 """Probes answer anyone: orchestrators and load balancers carry no keys."""
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{16,256}")
-"""Keys: 16 to 256 printable ASCII characters without spaces (``openssl rand -hex 32`` makes one)."""
+KEY_PATTERN = re.compile(r"[\x21-\x22\x24-\x7e]{16,256}")
+"""Keys: 16 to 256 printable ASCII characters but space and ``#`` (``openssl rand -hex 32`` makes one)."""
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -112,7 +112,8 @@ class KeyRing:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeError) as exc:
-            raise InvalidRequest(f"cannot read the API keys file (FLEET_API_KEYS_FILE): {exc}") from exc
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise InvalidRequest(f"cannot read the API keys file (FLEET_API_KEYS_FILE): {reason}") from exc
         return cls.parse(text, f"the API keys file {path.name}")
 
     def identify(self, key: bytes) -> Principal | None:
@@ -126,10 +127,19 @@ class KeyRing:
 
 
 def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1, and IPv4 loopback as a dual-stack socket reports it (``::ffff:127.0.0.1``)."""
     try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host) if host is not None else None
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address is not None and address.is_loopback
+
+
+LOOPBACK_PROXIES = "127.0.0.1,::1"
+"""In protected mode, the only peers whose X-Forwarded-For uvicorn may believe: trusting a header
+from anywhere else would let any client claim to be on loopback."""
 
 
 PROTECTED_MODE = (
@@ -166,13 +176,16 @@ class Authenticate:
         return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websocket routes: nothing else is let in
+            await send({"type": "websocket.close", "code": 1008})
             return
         try:
             principal = self.principal(scope)
-        except (Forbidden, NotAuthenticated) as exc:
-            status = 403 if isinstance(exc, Forbidden) else 401
+        except AccessDenied as exc:
+            status = status_of(exc)
             response = error_response(status, exc.code, exc.message, path=scope["path"])
             if status == 401:
                 response.headers["www-authenticate"] = "Bearer"

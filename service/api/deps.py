@@ -9,9 +9,10 @@ import anyio.to_thread
 from fastapi import Depends, Path, Request
 
 from service.api.auth import Principal
-from service.errors import DeviceNotFound, NotAuthenticated
+from service.errors import NotAuthenticated
 from service.fleet import Device, Fleet
-from service.fleet.files import ID_PATTERN, check_id
+from service.fleet.files import ID_PATTERN
+from service.fleet.fleet import absent
 from service.runtime import CompiledModel
 
 P = ParamSpec("P")
@@ -49,8 +50,7 @@ ModelName = Annotated[str, Path(description=f"model name, {ID_PATTERN.pattern} w
 def check_access(principal: Principal, device_id: str) -> None:
     """A device outside the caller's prefix is reported exactly as an absent one."""
     if not principal.may_touch(device_id):
-        check_id("device", device_id)
-        raise DeviceNotFound(f"no device '{device_id}'")
+        raise absent(device_id)
 
 
 async def get_device(fleet: FleetDep, principal: PrincipalDep, device_id: DeviceId) -> Device:

@@ -167,7 +167,12 @@ def _is_history_entry(entry: object) -> bool:
         and _is_number(entry.get("loss"))
         and isinstance(entry.get("source"), str)
         and _is_number(entry.get("at"))
+        and 0 <= entry["at"] < LATEST_TIME
     )
+
+
+LATEST_TIME = 253402300800.0
+"""The start of the year 10000 in Unix seconds: any later "at" is no time a step ran at."""
 
 
 def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
@@ -191,7 +196,8 @@ EvictOutcome = Literal["busy", "absent", "spilled", "dropped"]
 class Device:
     """A device ID with its model, its directory and, while resident, its interpreter.
 
-    Every public method but ``info()`` and ``loaded_model()`` takes the device's lock: an interpreter
+    Every call that touches the interpreter or the device's files takes the device's lock (``info()``,
+    ``load()`` and the signature lookups read only what does not change under a call): an interpreter
     is not thread-safe, so calls on one device run one at a time, while calls on different devices
     run in parallel.
     """
@@ -563,14 +569,31 @@ class Device:
         return spec
 
     def add_samples(self, signature: str, inputs: Mapping[str, np.ndarray]) -> SampleStats:
-        """Keep labelled samples (inputs of a training signature) in the device's own store."""
+        """Keep labelled samples (inputs of a training signature) in the device's own store.
+
+        Every input must be a batch (a first dimension, the same for all): the store keeps samples,
+        not tensors. Under the device's lock, so a deleted device's store is never touched.
+        """
         checked = self.callable_signature(signature).check(inputs)
-        self._require_live()
-        try:
+        sizes = {name: value.shape[0] if value.ndim else None for name, value in checked.items()}
+        if not sizes or None in sizes.values() or len(set(sizes.values())) > 1:
+            raise InvalidTensor(
+                f"samples of signature '{signature}' must be batches with one first dimension for every "
+                f"input; got {sizes or 'no inputs'}"
+            )
+        with self.lock:
+            self._require_live()
             return self.samples.add(signature, checked)
-        except StorageError:
-            self._require_live()  # deleted meanwhile: its directory went to the trash
-            raise
+
+    def sample_stats(self) -> SampleStats:
+        with self.lock:
+            self._require_live()
+            return self.samples.stats()
+
+    def clear_samples(self) -> None:
+        with self.lock:
+            self._require_live()
+            self.samples.clear()
 
     def run(
         self, signature: str, inputs: Mapping[str, np.ndarray], source: HistorySource = "train"

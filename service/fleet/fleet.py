@@ -169,8 +169,7 @@ class Fleet:
             asked = count if given is None else len(given)
             if self.max_devices is not None and len(self._devices) + asked > self.max_devices:
                 raise LimitExceeded(
-                    f"creating {asked} device(s) would make {len(self._devices) + asked}; "
-                    f"the fleet holds at most {self.max_devices} (FLEET_MAX_DEVICES)"
+                    f"the fleet is full: it holds at most {self.max_devices} devices (FLEET_MAX_DEVICES)"
                 )
             if given is None:
                 wanted: list[str] = []
@@ -229,8 +228,7 @@ class Fleet:
         """The device; takes no lock and does no I/O, so the event loop may call it."""
         device = self._devices.get(device_id)
         if device is None:
-            check_id("device", device_id)
-            raise DeviceNotFound(f"no device '{device_id}'")
+            raise absent(device_id)
         return device
 
     def _span(self, prefix: str) -> tuple[int, int]:
@@ -274,8 +272,8 @@ class Fleet:
         for device in devices:
             if self._devices.get(device.id) is not device:
                 continue  # a concurrent request deleted it first
+            device.delete()  # first: a device whose directory cannot move keeps its job too
             self.jobs.forget(device)
-            device.delete()
             with self._lock:
                 if self._devices.get(device.id) is device:
                     del self._devices[device.id]
@@ -356,6 +354,16 @@ def _is_id(name: str) -> bool:
     except InvalidId:
         return False
     return True
+
+
+def absent(device_id: str) -> DeviceNotFound:
+    """The error for a device that is not there (InvalidId first, for an ID that could not be).
+
+    Callers that hide a device the caller may not see raise this too, so that hidden and absent
+    devices look the same.
+    """
+    check_id("device", device_id)
+    return DeviceNotFound(f"no device '{device_id}'")
 
 
 def process_rss_bytes() -> int:

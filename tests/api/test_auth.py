@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.api.auth import KeyRing
+from service.api.auth import KeyRing, is_loopback
 from service.config import Settings
 from service.errors import InvalidRequest
 from tests.local import LOOPBACK
@@ -61,6 +61,18 @@ def test_the_keys_file_is_parsed_and_errors_name_the_line_not_the_key() -> None:
         assert ADMIN not in caught.value.message
     with pytest.raises(InvalidRequest, match="line 2"):
         KeyRing.parse(f"{ADMIN} admin\n{ALICE} devices\n")
+
+
+def test_loopback_in_every_form_is_local_and_nothing_else_is() -> None:
+    for host in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+        assert is_loopback(host), host
+    for host in ("10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "localhost", "testclient", "", None):
+        assert not is_loopback(host), host
+
+
+def test_a_hash_cannot_be_part_of_a_key() -> None:
+    with pytest.raises(InvalidRequest, match="16-256 printable"):
+        KeyRing.parse("abcdefgh#ijklmnopqrstuvwxyz admin\n")
 
 
 def test_protected_mode_answers_loopback_and_refuses_others_with_how_to_configure(tmp_path: Path) -> None:

@@ -194,3 +194,22 @@ def test_the_worst_requests_do_not_stall_the_event_loop(
         assert client.post("/v1/devices/bulk-delete", json={"ids": ids}).status_code == 200
         watchdog.running = False
     assert watchdog.worst < LOOP_LAG_BOUND, f"the event loop stalled for {watchdog.worst:.3f} s"
+
+
+def test_a_device_first_seen_through_its_samples_reads_its_files_off_the_loop(
+    tmp_path: Path, train_batch: tuple[np.ndarray, np.ndarray], file_io_on_loop: list[str]
+) -> None:
+    """After a restart a device's record is unread: a samples upload must not read it on the loop."""
+    settings = Settings(data_dir=tmp_path / "data")
+    with local_client(create_app(settings)) as client:
+        assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+        assert client.post("/v1/devices", json={"id": "warm-up"}).status_code == 201
+    body = npz(x=train_batch[0], y=train_batch[1])
+    with local_client(create_app(settings)) as client:
+        _watching.remove(file_io_on_loop)
+        warm = client.post("/v1/devices/warm-up/samples", content=body, headers={"content-type": NPZ})
+        assert warm.status_code == 200, warm.text
+        _watching.append(file_io_on_loop)
+        added = client.post("/v1/devices/phone/samples", content=body, headers={"content-type": NPZ})
+        assert added.status_code == 200, added.text
+    assert file_io_on_loop == []

@@ -85,11 +85,13 @@ def test_protected_mode_refuses_a_client_on_another_address(tmp_path: Path) -> N
     address = _outward_address()
     if address is None:
         pytest.skip("this host has no address besides loopback")
-    with ServerProcess(tmp_path / "data", host="0.0.0.0") as server:
+    # An operator trusting forwarded headers from anywhere must not let a client claim loopback.
+    with ServerProcess(tmp_path / "data", host="0.0.0.0", env={"FORWARDED_ALLOW_IPS": "*"}) as server:
         outward = f"http://{address}:{server.port}"
         with httpx.Client(base_url=outward, trust_env=False) as http:
             assert http.get("/healthz").status_code == 200
             refused = http.get("/v1/devices")
-        assert refused.status_code == 403
+            spoofed = http.get("/v1/fleet", headers={"x-forwarded-for": "127.0.0.1"})
+        assert refused.status_code == 403 and spoofed.status_code == 403
         assert "FLEET_API_KEYS_FILE" in refused.json()["error"]["message"]
         assert httpx.get(f"{server.url}/v1/devices", trust_env=False).status_code == 200

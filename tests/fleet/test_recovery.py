@@ -23,6 +23,7 @@ import pytest
 from service.errors import (
     CorruptState,
     DeviceExists,
+    DeviceNotFound,
     InvalidRequest,
     LimitExceeded,
     StorageError,
@@ -78,6 +79,10 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], object]]] = {
     "history.json garbage": (HISTORY, lambda p: p.write_bytes(b"[{]")),
     "history.json truncated": (HISTORY, truncate),
     "history.json not a history": (HISTORY, lambda p: p.write_text('[{"step": "one"}]')),
+    "history.json time out of range": (
+        HISTORY,
+        lambda p: p.write_text('[{"step": 1, "loss": 0.5, "source": "train", "at": 1e20}]'),
+    ),
     "checkpoint garbage": (CHECKPOINT, lambda p: p.write_bytes(b"garbage" * 1000)),
     "checkpoint truncated": (CHECKPOINT, truncate),
     "jobs.json garbage": (JOBS_FILE, lambda p: p.write_bytes(b'[{"id": ')),
@@ -353,6 +358,23 @@ def test_max_devices_is_all_or_nothing(tmp_path: Path) -> None:
         fleet.create("d")
     fleet.delete("a")
     fleet.create("d")
+
+
+def test_a_deleted_devices_samples_calls_never_reach_the_device_made_under_its_id(
+    tmp_path: Path, train_batch: Batch
+) -> None:
+    """A request holding the old object (it resolved the ID before the delete) must not act on the new."""
+    fleet = Fleet(tmp_path)
+    old = fleet.create("phone")
+    fleet.delete("phone")
+    new = fleet.create("phone")
+    new.add_samples("train", {"x": train_batch[0][:3], "y": train_batch[1][:3]})
+    for call in (old.sample_stats, old.clear_samples):
+        with pytest.raises(DeviceNotFound):
+            call()
+    with pytest.raises(DeviceNotFound):
+        old.add_samples("train", {"x": train_batch[0][:2], "y": train_batch[1][:2]})
+    assert new.sample_stats().count == 3
 
 
 def test_no_property_does_io_and_get_needs_no_readable_record(tmp_path: Path) -> None:

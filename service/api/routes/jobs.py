@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from service.api.codecs import read_inputs
-from service.api.deps import DeviceDep, FleetDep, in_thread
+from service.api.deps import DeviceDep, FleetDep, device_model, in_thread
 from service.api.errors import documented
 from service.api.routes.devices import TENSOR_BODY
 from service.fleet.jobs import Job, JobSpec
@@ -91,18 +91,19 @@ async def add_samples(
     device: DeviceDep, request: Request, signature: SignatureQuery = "train"
 ) -> SampleStatsView:
     """Add labelled samples (the training signature's inputs by name) to the device's own store."""
+    await device_model(request, device)  # loaded off the loop, so the lookup below reads no file
     inputs = await read_inputs(request, device.callable_signature(signature))
     return SampleStatsView(**asdict(await in_thread(request, device.add_samples, signature, inputs)))
 
 
 @router.get("/samples", responses=ERRORS)
 async def sample_stats(device: DeviceDep, request: Request) -> SampleStatsView:
-    return SampleStatsView(**asdict(await in_thread(request, device.samples.stats)))
+    return SampleStatsView(**asdict(await in_thread(request, device.sample_stats)))
 
 
 @router.delete("/samples", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
 async def clear_samples(device: DeviceDep, request: Request) -> Response:
-    await in_thread(request, device.samples.clear)
+    await in_thread(request, device.clear_samples)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
