@@ -65,6 +65,9 @@ def _build_model(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.fleet.memory import configure_allocator
+
+    configure_allocator()  # first: the cap holds only for threads started after it
     import signal
 
     import uvicorn

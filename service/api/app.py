@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_model_bytes=settings.max_model_bytes,
                 sample_capacity_bytes=settings.sample_capacity_bytes,
                 max_devices=settings.max_devices,
+                max_job_steps=settings.max_job_steps,
             )
             fleet.models.get(DEFAULT_MODEL).interpreter()  # the first one logs its delegates: here, quietly
             return fleet

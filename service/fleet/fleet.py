@@ -57,6 +57,7 @@ class Fleet:
         max_model_bytes: int | None = None,
         sample_capacity_bytes: int = SAMPLE_CAPACITY_BYTES,
         max_devices: int | None = None,
+        max_job_steps: int = 1_000_000,
     ) -> None:
         """``max_devices``: creating past it raises LimitExceeded (None: no cap)."""
         self.data_dir = data_dir.resolve()
@@ -79,7 +80,7 @@ class Fleet:
         self.sample_capacity = sample_capacity
         self.sample_capacity_bytes = sample_capacity_bytes
         self.max_devices = max_devices
-        self.jobs = JobRunner(job_workers)
+        self.jobs = JobRunner(job_workers, max_steps=max_job_steps)
         self._devices: dict[str, Device] = {}
         self._sorted_ids: list[str] = []
         self._lock = threading.Lock()

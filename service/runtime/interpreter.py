@@ -27,6 +27,24 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
+def _with_signatures(listed: Any, full: Any) -> Any:
+    """``tf.lite.Interpreter`` answering with signature defs read once per model.
+
+    Its ``GetSignatureDefs()`` leaks every dict and list it returns (about 2.2 KB of Python objects a
+    call for the default model; tensorflow/tensorflow#56236), and it is called once per interpreter
+    and once per signature runner: 9.4 KB an activation, 470 MB over 50,000 activations.
+    """
+
+    class Interpreter(_interpreter_class()):  # type: ignore[misc]
+        def get_signature_list(self) -> Any:
+            return listed
+
+        def _get_full_signature_list(self) -> Any:
+            return full
+
+    return Interpreter
+
+
 def _specs(details: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
     return tuple(
         TensorSpec(
@@ -46,6 +64,8 @@ class CompiledModel:
     content: bytes = field(repr=False)
     signatures: Mapping[str, SignatureSpec]
     num_threads: int = 1
+    interpreter_class: Any = field(default=None, repr=False, compare=False)
+    """``tf.lite.Interpreter`` with this model's signature defs (see ``_with_signatures``)."""
 
     @classmethod
     def load(cls, name: str, content: bytes, num_threads: int = 1) -> CompiledModel:
@@ -57,7 +77,9 @@ class CompiledModel:
         check_operators(name, content)
         try:
             interpreter = _interpreter_class()(model_content=content, num_threads=num_threads)
-            signature_names = list(interpreter.get_signature_list())
+            listed = interpreter.get_signature_list()
+            interpreter_class = _with_signatures(listed, interpreter._get_full_signature_list())
+            signature_names = list(listed)
             signatures = {}
             for sig in signature_names:
                 runner = interpreter.get_signature_runner(sig)
@@ -68,7 +90,13 @@ class CompiledModel:
             raise InvalidModel(f"model '{name}' does not load in the TFLite interpreter: {exc}") from exc
         if not signatures:
             raise InvalidModel(f"model '{name}' has no signatures; on-device training needs named signatures")
-        return cls(name=name, content=content, signatures=signatures, num_threads=num_threads)
+        return cls(
+            name=name,
+            content=content,
+            signatures=signatures,
+            num_threads=num_threads,
+            interpreter_class=interpreter_class,
+        )
 
     @property
     def sha256(self) -> str:
@@ -100,7 +128,7 @@ class ModelInterpreter:
     def __init__(self, model: CompiledModel) -> None:
         self.model = model
         try:
-            self._interpreter = _interpreter_class()(
+            self._interpreter = (model.interpreter_class or _interpreter_class())(
                 model_content=model.content, num_threads=model.num_threads
             )
             self._interpreter.allocate_tensors()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,12 @@ from fastapi.testclient import TestClient
 from service.api import create_app
 from service.api.codecs import NPZ
 from service.config import Settings
+from tests.local import local_client
 
 Batch = tuple[np.ndarray, np.ndarray]
+SAMPLE_BYTES = (28 * 28 + 10) * 4
+"""One sample of the default model's train signature: x and y, float32."""
+# Long jobs below stay within FLEET_MAX_JOB_STEPS (1,000,000): 10,000 epochs of at most 100 batches.
 
 
 def npz(**arrays: np.ndarray) -> bytes:
@@ -42,8 +47,8 @@ def wait(client: TestClient, device: str, job: str, timeout: float = 60) -> dict
 
 
 @pytest.fixture
-def small_client(tmp_path: Path) -> TestClient:
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data", sample_capacity=250))) as client:
+def small_client(tmp_path: Path) -> Iterator[TestClient]:
+    with local_client(create_app(Settings(data_dir=tmp_path / "data", sample_capacity=250))) as client:
         client.post("/v1/devices", json={"id": "phone"})
         yield client
 
@@ -57,6 +62,8 @@ def test_samples_are_bounded_and_keep_the_newest(small_client: TestClient, fashi
         "signature": "train",
         "added": 100,
         "dropped": 0,
+        "bytes": 100 * SAMPLE_BYTES,
+        "capacity_bytes": 64 * 1024 * 1024,
     }
     assert upload(small_client, "phone", x[100:200], y[100:200])["count"] == 200
     assert upload(small_client, "phone", x[200:300], y[200:300]) == {
@@ -65,6 +72,8 @@ def test_samples_are_bounded_and_keep_the_newest(small_client: TestClient, fashi
         "signature": "train",
         "added": 100,
         "dropped": 50,
+        "bytes": 250 * SAMPLE_BYTES,
+        "capacity_bytes": 64 * 1024 * 1024,
     }
     device = small_client.app.state.fleet.get("phone")  # type: ignore[attr-defined]
     signature, stored = device.samples.load()
@@ -107,7 +116,7 @@ def test_one_job_at_a_time_and_cancel(small_client: TestClient, fashion_mnist) -
     x = fashion_mnist.train_images[:250]
     y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:250]]
     upload(small_client, "phone", x, y)
-    job = small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1}).json()
+    job = small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 4}).json()
     second = small_client.post("/v1/devices/phone/jobs", json={"epochs": 1})
     assert second.status_code == 409 and second.json()["error"]["code"] == "device_busy"
     cancelled = small_client.post(f"/v1/devices/phone/jobs/{job['id']}/cancel")
@@ -129,7 +138,7 @@ def test_jobs_and_history_survive_a_restart(tmp_path: Path, fashion_mnist) -> No
     settings = Settings(data_dir=tmp_path / "data")
     x = fashion_mnist.train_images[:64]
     y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:64]]
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         client.post("/v1/devices", json={"id": "phone"})
         upload(client, "phone", x, y)
         done = wait(
@@ -140,7 +149,7 @@ def test_jobs_and_history_survive_a_restart(tmp_path: Path, fashion_mnist) -> No
         running = client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1}).json()
         while client.get(f"/v1/devices/phone/jobs/{running['id']}").json()["state"] == "queued":
             time.sleep(0.01)
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         jobs = {j["id"]: j for j in client.get("/v1/devices/phone/jobs").json()["jobs"]}
         assert jobs[done["id"]]["state"] == "succeeded"
         assert jobs[running["id"]]["state"] == "interrupted"
@@ -181,7 +190,7 @@ def test_reset_and_restart_stop_a_running_job(small_client: TestClient, fashion_
         "/v1/devices/phone/infer", content=npz(x=x[:5]), headers={"content-type": NPZ}
     )
     for action in ("reset", "restart"):
-        job = small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1}).json()
+        job = small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 4}).json()
         while small_client.get(f"/v1/devices/phone/jobs/{job['id']}").json()["steps_done"] < 3:
             time.sleep(0.01)
         assert small_client.post(f"/v1/devices/phone/{action}").status_code == 200
@@ -206,3 +215,61 @@ def test_a_deleted_device_s_jobs_do_not_follow_its_id(small_client: TestClient, 
     time.sleep(0.2)  # the old job's worker notices its cancellation and ends
     assert small_client.get("/v1/devices/phone/jobs").json()["jobs"] == []
     assert small_client.get("/v1/devices/phone/samples").json()["count"] == 0
+
+
+def test_a_job_past_the_step_limit_is_refused_naming_the_setting(
+    small_client: TestClient, fashion_mnist
+) -> None:
+    x = fashion_mnist.train_images[:250]
+    y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:250]]
+    upload(small_client, "phone", x, y)
+    response = small_client.post("/v1/devices/phone/jobs", json={"epochs": 10_000, "batch_size": 1})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "limit_exceeded" and "FLEET_MAX_JOB_STEPS" in error["message"]
+    assert "2,500,000 training steps" in error["message"]
+    assert small_client.get("/v1/devices/phone/jobs").json()["jobs"] == []
+
+
+def test_a_short_job_is_not_starved_by_a_long_one(tmp_path: Path, fashion_mnist) -> None:
+    """One job worker: a 5-step job started behind a 500,000-step one ends within seconds."""
+    x = fashion_mnist.train_images[:50]
+    y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:50]]
+    with local_client(create_app(Settings(data_dir=tmp_path / "data", job_workers=1))) as client:
+        for device in ("long", "short"):
+            client.post("/v1/devices", json={"id": device})
+            upload(client, device, x, y)
+        long = client.post("/v1/devices/long/jobs", json={"epochs": 10_000, "batch_size": 1}).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/devices/long/jobs/{long['id']}").json()["steps_done"] < 10:
+            assert time.monotonic() < deadline, "the long job did not start"
+            time.sleep(0.01)
+        short = client.post("/v1/devices/short/jobs", json={"epochs": 1, "batch_size": 10}).json()
+        assert wait(client, "short", short["id"], timeout=15)["state"] == "succeeded"
+        still = client.get(f"/v1/devices/long/jobs/{long['id']}").json()
+        assert still["state"] == "running" and still["steps_done"] < still["steps_total"]
+        assert client.post(f"/v1/devices/long/jobs/{long['id']}/cancel").status_code == 200
+        assert wait(client, "long", long["id"], timeout=10)["state"] == "cancelled"
+
+
+def test_a_corrupt_jobs_file_blocks_no_listing_start_reset_or_delete(
+    small_client: TestClient, fashion_mnist
+) -> None:
+    x = fashion_mnist.train_images[:50]
+    y = np.eye(10, dtype=np.float32)[fashion_mnist.train_labels[:50]]
+    upload(small_client, "phone", x, y)
+    jobs_file = small_client.app.state.fleet.get("phone").directory / "jobs.json"  # type: ignore[attr-defined]
+    jobs_file.write_bytes(b"{not json")
+    assert small_client.get("/v1/devices/phone/jobs").json() == {"jobs": []}
+    jobs_file.write_bytes(b"[1, 2, 3]")
+    started = small_client.post("/v1/devices/phone/jobs", json={"epochs": 1, "batch_size": 25})
+    assert started.status_code == 202, started.text
+    assert wait(small_client, "phone", started.json()["id"])["state"] == "succeeded"
+    assert [j["id"] for j in small_client.get("/v1/devices/phone/jobs").json()["jobs"]] == [
+        started.json()["id"]
+    ]
+    for action in ("reset", "restart"):
+        jobs_file.write_bytes(b"\xff\xfe")
+        assert small_client.post(f"/v1/devices/phone/{action}").status_code == 200
+    jobs_file.write_bytes(b"garbage")
+    assert small_client.delete("/v1/devices/phone").status_code == 204

@@ -110,7 +110,11 @@ async def clear_samples(device: DeviceDep, request: Request) -> Response:
 @router.post(
     "/jobs",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=documented(e404="unknown device or signature", e409="no samples, or a job is running"),
+    responses=documented(
+        e400="the job would take more steps than FLEET_MAX_JOB_STEPS",
+        e404="unknown device or signature",
+        e409="no samples, or a job is running",
+    ),
 )
 async def start_job(device: DeviceDep, fleet: FleetDep, body: StartJob, request: Request) -> JobView:
     """Train over the device's samples in the background for E epochs of batch B; poll the job."""
