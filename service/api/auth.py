@@ -39,8 +39,6 @@ class Principal:
 
     role: Role
     prefix: str = ""
-    name: str = "admin"
-    """How logs may name the caller (never the key): ``admin``, ``loopback`` or ``devices:PREFIX``."""
 
     @property
     def is_admin(self) -> bool:
@@ -54,7 +52,7 @@ class Principal:
             raise Forbidden(f"{what} needs an admin key; this key may only touch devices '{self.prefix}*'")
 
 
-LOOPBACK_ADMIN = Principal("admin", name="loopback")
+LOOPBACK_ADMIN = Principal("admin")
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class KeyRing:
             if rest == ["admin"]:
                 principal = Principal("admin")
             elif len(rest) == 2 and rest[0] == "devices" and PREFIX_PATTERN.fullmatch(rest[1]):
-                principal = Principal("devices", rest[1], name=f"devices:{rest[1]}")
+                principal = Principal("devices", rest[1])
             else:
                 raise InvalidRequest(
                     f"{where}: expected 'KEY admin' or 'KEY devices PREFIX' (a prefix of letters, digits, "
