@@ -16,11 +16,19 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+M_MMAP_THRESHOLD = -3
+"""``mallopt`` parameter: blocks at least this large get pages of their own (``mmap``)."""
 M_ARENA_MAX = -8
 """``mallopt`` parameter: the most malloc arenas (glibc's default: 8 per core)."""
 ARENAS = 2
 """Arenas for the service: with 16 worker threads and 2 TensorFlow threads per interpreter, glibc
 would make 16 on 2 cores, each keeping the freed pages of the interpreters it served."""
+MMAP_THRESHOLD = 1 << 20
+"""A fixed 1 MiB, where glibc's own starts at 128 KiB and rises to the largest block freed (up to
+32 MiB): after an interpreter's first free its multi-megabyte blocks come from the heap, where they
+fragment it. Measured (1,000 devices, cap 100, 1,000 activations a pass, in one process): RSS swung
+8% over a 4-pass period with glibc's threshold, 3% with 1 MiB, 0.6% with 128 KiB, which cost 25% of
+the passes' speed (each train step's 100-image tensors then got and returned fresh pages)."""
 
 
 @functools.cache
@@ -38,20 +46,29 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return None if libc is None else libc.malloc_trim
 
 
-def configure_allocator(arenas: int | None = ARENAS) -> bool:
-    """Cap glibc's malloc arenas; call before threads start (arenas made earlier stay).
+def configure_allocator(arenas: int | None = ARENAS, mmap_threshold: int | None = MMAP_THRESHOLD) -> bool:
+    """Cap glibc's malloc arenas and fix its mmap threshold; call before threads start.
 
     Freed interpreter memory stays in the arena of the thread that freed it, and each arena keeps its
-    own free pages; fewer arenas reuse them instead. A ``MALLOC_ARENA_MAX`` in the environment is the
-    operator's choice and wins. Returns whether the cap was set here.
+    own free pages; fewer arenas reuse them instead (arenas made before the call stay). Large blocks
+    with pages of their own go back to the OS when freed, not into a heap. ``MALLOC_ARENA_MAX`` or
+    ``MALLOC_MMAP_THRESHOLD_`` in the environment is the operator's choice and wins. Returns whether
+    every setting asked for was made here.
     """
     libc = _libc()
-    if libc is None or arenas is None or "MALLOC_ARENA_MAX" in os.environ:
+    if libc is None:
         return False
-    if libc.mallopt(M_ARENA_MAX, arenas) != 1:
-        log.warning("mallopt(M_ARENA_MAX, %d) failed", arenas)
-        return False
-    return True
+    made = True
+    for param, env, value in (
+        (M_ARENA_MAX, "MALLOC_ARENA_MAX", arenas),
+        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", mmap_threshold),
+    ):
+        if value is None or env in os.environ:
+            made = False
+        elif libc.mallopt(param, value) != 1:
+            log.warning("mallopt(%d, %d) failed", param, value)
+            made = False
+    return made
 
 
 def release_free_memory() -> bool:
