@@ -32,6 +32,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     ├── StorageError            (the data directory failed us: unwritable, removed, I/O error)
     │   └── StorageFull         (no space left, or the file size limit)
     ├── CorruptState            (a device's file on disk cannot be read back)
+    ├── Unavailable             (try again shortly: a shard restarts, a device moves between shards)
+    ├── NotOwner                (sharded fleet: another shard owns the device in the current epoch)
     ├── DatasetUnavailable
     └── ModelBuildError
 """
@@ -159,6 +161,26 @@ class StorageFull(StorageError):
 
 class CorruptState(FleetError):
     code = "corrupt_state"
+
+
+class Unavailable(FleetError):
+    """Worth retrying after ``retry_after`` seconds (the HTTP layer sends it as ``Retry-After``)."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotOwner(FleetError):
+    """Asked of a shard that does not own the device; ``epoch`` is the view the shard holds."""
+
+    code = "not_owner"
+
+    def __init__(self, message: str, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class DatasetUnavailable(FleetError):

@@ -7,6 +7,8 @@ comes from the same table either way.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +30,10 @@ from service.errors import (
     InvocationFailed,
     NotAuthenticated,
     NotFound,
+    NotOwner,
     StorageError,
     StorageFull,
+    Unavailable,
     UnsupportedMediaType,
 )
 
@@ -44,6 +48,8 @@ STATUS: tuple[tuple[type[FleetError], int], ...] = (
     (InvalidModel, 422),
     (InvocationFailed, 422),
     (InvalidRequest, 400),
+    (NotOwner, 421),
+    (Unavailable, 503),
     (StorageFull, 507),
     (StorageError, 503),
     (DatasetUnavailable, 503),
@@ -51,6 +57,9 @@ STATUS: tuple[tuple[type[FleetError], int], ...] = (
     (FleetError, 500),
 )
 """First match wins, so subclasses come before their parents."""
+
+EPOCH_HEADER = "Fleet-Epoch"
+"""On a 421 (NotOwner): the epoch of the view the answering shard holds."""
 
 OIP_PREFIX = "/v2"
 """Paths of the Open Inference Protocol, whose error bodies follow that protocol."""
@@ -81,17 +90,30 @@ def status_of(error: FleetError) -> int:
     return next(status for cls, status in STATUS if isinstance(error, cls))
 
 
-def error_response(status: int, code: str, message: str, *, path: str) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, *, path: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """The one place an error body is rendered; ``path`` (the request's) picks the protocol's shape."""
     body: dict[str, object] = (
         {"error": message} if speaks_oip(path) else {"error": {"code": code, "message": message}}
     )
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_headers(error: FleetError) -> dict[str, str]:
+    """What an error says beside its body: when to retry, which epoch a shard holds."""
+    if isinstance(error, Unavailable):
+        return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    if isinstance(error, NotOwner):
+        return {EPOCH_HEADER: str(error.epoch)}
+    return {}
 
 
 async def _fleet_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FleetError)
-    return error_response(status_of(exc), exc.code, exc.message, path=request.url.path)
+    return error_response(
+        status_of(exc), exc.code, exc.message, path=request.url.path, headers=error_headers(exc)
+    )
 
 
 def problems(errors: Sequence[Mapping[str, Any]]) -> str:

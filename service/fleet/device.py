@@ -6,11 +6,13 @@ Everything durable about a device lives in its own directory, ``data_dir/devices
     history.json       loss per training step (bounded)
     checkpoint.ckpt    the user's checkpoint, written by the model's ``save`` signature
     spill.ckpt         unsaved weights of an evicted interpreter (never a user checkpoint)
+    handover.ckpt      unsaved weights handed to the device's next owner (a shard of a sharded fleet)
     samples/           the device's own labelled samples (``service.fleet.samples``)
     jobs.json          its background training jobs (``service.fleet.jobs``)
 
 The tutorial's rule holds: whenever an interpreter is created for a device, it restores the
-device's checkpoint if one exists (after an eviction, the spill instead, which is newer).
+device's checkpoint if one exists (after an eviction, the spill instead, which is newer; after a
+hand-over between processes, the hand-over file, newer still).
 
 No attribute does I/O: ``load()`` reads the record and resolves the model (blocking), while
 ``loaded_model()`` answers from memory. The record and the history are written (fsync and rename)
@@ -28,7 +30,8 @@ always work:
   the file, the user's own; reset deletes it.
 - ``spill.ckpt``: it holds only weights nobody saved, so the activation that cannot restore it drops
   it (logged) and raises CorruptState once, saying the unsaved weights are lost, as a restart would
-  lose them; the next call starts from the checkpoint.
+  lose them; the next call starts from the checkpoint. ``handover.ckpt`` likewise, but it outlives
+  a restart: the process that wrote it is gone by design.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from service.errors import (
     SignatureNotFound,
     StorageError,
     StorageFull,
+    Unavailable,
 )
 from service.fleet.files import (
     MISSING,
@@ -80,6 +84,7 @@ RECORD = "device.json"
 HISTORY = "history.json"
 CHECKPOINT = "checkpoint.ckpt"
 SPILL = "spill.ckpt"
+HANDOVER = "handover.ckpt"
 TRASH = "trash"
 """``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
 CHECKPOINT_SIGNATURES = ("save", "restore")
@@ -230,6 +235,8 @@ class Device:
         """Problems found in files other than the record (checkpoint, history), by file, until fixed."""
         self.lock = threading.Lock()
         self.deleted = False
+        self.moved = False
+        """Handed over to another process (``hand_over``): this object serves no more calls."""
         self.last_used = time.monotonic()
         self._interpreter: ModelInterpreter | None = None
         self._record_dirty = False
@@ -247,6 +254,10 @@ class Device:
     @property
     def spill_path(self) -> Path:
         return self.directory / SPILL
+
+    @property
+    def handover_path(self) -> Path:
+        return self.directory / HANDOVER
 
     @property
     def resident(self) -> bool:
@@ -396,7 +407,7 @@ class Device:
         Without ``durable`` the caller flushes the files to disk, for many devices at once.
         """
         with self.lock:
-            return not self.deleted and self._write_record_if_dirty(durable)
+            return not (self.deleted or self.moved) and self._write_record_if_dirty(durable)
 
     def info(self) -> DeviceInfo:
         """What the device is, from memory and ``stat`` (the first call reads the record): blocking.
@@ -432,7 +443,7 @@ class Device:
                 else None
             ),
             checkpoint_bytes=stat.st_size if stat else None,
-            has_spill=self.spill_path.exists(),
+            has_spill=self.spill_path.exists() or self.handover_path.exists(),
             problem=" | ".join(problems) or None,
         )
 
@@ -486,6 +497,8 @@ class Device:
     def _require_live(self) -> None:
         if self.deleted:
             raise DeviceNotFound(f"device '{self.id}' was deleted")
+        if self.moved:
+            raise Unavailable(f"device '{self.id}' moved to another shard; retry", retry_after=0.2)
 
     def _interpreter_or_activate(self) -> ModelInterpreter:
         """The live interpreter; creating one restores the spill, else the checkpoint, if present."""
@@ -494,12 +507,13 @@ class Device:
         if self._interpreter is not None:
             return self._interpreter
         interpreter = self.load().interpreter()
-        from_spill = self.spill_path.exists()
-        if from_spill:
+        unsaved = next((p for p in (self.handover_path, self.spill_path) if p.exists()), None)
+        from_spill = unsaved is not None
+        if unsaved is not None:
             try:
-                self._run_checkpoint(interpreter, "restore", self.spill_path, self.spill_path)
+                self._run_checkpoint(interpreter, "restore", unsaved, unsaved)
             except CorruptState as exc:
-                self._unlink(self.spill_path)
+                self._unlink(unsaved)
                 then = "its checkpoint" if self.checkpoint_path.exists() else "the baseline model"
                 message = (
                     f"device '{self.id}' lost the weights it had not saved: its spill from an eviction "
@@ -508,7 +522,7 @@ class Device:
                 )
                 log.error("%s", message)
                 raise CorruptState(message) from exc
-            self._unlink(self.spill_path)
+            self._unlink(unsaved)
         elif self.checkpoint_path.exists():
             self._restore_checkpoint(interpreter)
         self._interpreter = interpreter
@@ -536,7 +550,7 @@ class Device:
         if not self.lock.acquire(blocking=False):
             return "busy"
         try:
-            if self._interpreter is None or self.deleted:
+            if self._interpreter is None or self.deleted or self.moved:
                 return "absent"
             self._write_record_if_dirty()
             spilled = self._weights_changed and self._has_checkpoint_signatures()
@@ -547,6 +561,21 @@ class Device:
             return "spilled" if spilled else "dropped"
         finally:
             self.lock.release()
+
+    def hand_over(self) -> None:
+        """Give the device up to another process: wait for a running call, write the counters and
+        history, spill unsaved weights durably, free the interpreter. A failure to write leaves the
+        device here as it was, and raises; afterwards every call on this object raises Unavailable.
+        """
+        with self.lock:
+            if self.deleted or self.moved:
+                return
+            self._write_record_if_dirty()
+            if self._interpreter is not None and self._weights_changed and self._has_checkpoint_signatures():
+                with atomic_target(self.handover_path, durable=True, root=self.data_dir) as tmp:
+                    self._run_checkpoint(self._interpreter, "save", tmp, self.handover_path)
+            self.moved = True
+            self._drop_interpreter()
 
     def _has_checkpoint_signatures(self) -> bool:
         return all(name in self.load().signatures for name in CHECKPOINT_SIGNATURES)
@@ -678,7 +707,8 @@ class Device:
                 temporaries = list(self.directory.glob(".*.tmp-*"))  # left by a crash mid-write
             except OSError:
                 temporaries = []
-            for path in (self.checkpoint_path, self.spill_path, self.directory / HISTORY, *temporaries):
+            unsaved = (self.spill_path, self.handover_path)
+            for path in (self.checkpoint_path, *unsaved, self.directory / HISTORY, *temporaries):
                 self._unlink(path)
             self._history_dirty = False
             self._drop_interpreter()
@@ -722,6 +752,7 @@ class Device:
             self._require_live()
             self._write_record_if_dirty()
             self._unlink(self.spill_path)
+            self._unlink(self.handover_path)
             self._drop_interpreter()
 
     def delete(self) -> None:
@@ -733,6 +764,7 @@ class Device:
         with self.lock:
             if self.deleted:
                 return
+            self._require_live()  # a device handed over is another process's to delete
             trash = self.data_dir / TRASH
             moved_to = trash / f"{self.id}-{uuid.uuid4().hex[:12]}"
             target: Path | None = moved_to

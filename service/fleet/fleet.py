@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from service.errors import (
     DeviceExists,
@@ -43,8 +44,23 @@ class Page:
     """Pass as ``after`` to get the next page; None on the last page."""
 
 
+class Ownership(Protocol):
+    """Which devices a fleet serves when it is one shard of many (``service.cluster``); absent: all."""
+
+    def owns(self, device_id: str) -> bool: ...
+
+    def refusal(self, device_id: str) -> FleetError:
+        """The error for a device this fleet does not own (NotOwner, or Unavailable while it moves)."""
+        ...
+
+
 class Fleet:
-    """Devices under ``data_dir/devices/<id>/``, reloaded from there when the service starts."""
+    """Devices under ``data_dir/devices/<id>/``, reloaded from there when the service starts.
+
+    With an ``ownership``, the fleet registers, creates and serves only the devices it owns, and
+    answers for any other with ``ownership.refusal``; ``hand_over`` and ``take_over`` move devices
+    to and from other processes sharing the data directory.
+    """
 
     def __init__(
         self,
@@ -58,8 +74,10 @@ class Fleet:
         sample_capacity_bytes: int = SAMPLE_CAPACITY_BYTES,
         max_devices: int | None = None,
         max_job_steps: int = 1_000_000,
+        ownership: Ownership | None = None,
     ) -> None:
         """``max_devices``: creating past it raises LimitExceeded (None: no cap)."""
+        self.ownership = ownership
         self.data_dir = data_dir.resolve()
         glob_chars = sorted({c for c in str(self.data_dir) if c in "*?[]\\"})
         if glob_chars:
@@ -112,6 +130,8 @@ class Fleet:
                 if not (_is_id(entry.name) and entry.is_dir(follow_symlinks=False)):
                     log.warning("skipping devices/%s: not a device directory", entry.name)
                     continue
+                if not self._owns(entry.name):
+                    continue
                 self._register(self._device(entry.name, Path(entry.path)))
         self._sorted_ids.sort()
 
@@ -138,6 +158,9 @@ class Fleet:
 
         self.trash_cleaner = threading.Thread(target=empty, name="fleet-trash", daemon=True)
         self.trash_cleaner.start()
+
+    def _owns(self, device_id: str) -> bool:
+        return self.ownership is None or self.ownership.owns(device_id)
 
     def _register(self, device: Device, in_order: bool = False) -> None:
         self.residency.attach(device)
@@ -176,10 +199,13 @@ class Fleet:
                 wanted: list[str] = []
                 while len(wanted) < count:
                     candidate = check_id("device", f"{prefix}{secrets.token_hex(6)}")  # bounds the prefix too
-                    if candidate not in self._devices:
+                    if candidate not in self._devices and self._owns(candidate):
                         wanted.append(candidate)
             else:
                 wanted = [check_id("device", i) for i in given]
+                foreign = [i for i in wanted if not self._owns(i)]
+                if foreign and self.ownership is not None:
+                    raise self.ownership.refusal(foreign[0])
             clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
             if clashes:
                 raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
@@ -227,6 +253,9 @@ class Fleet:
 
     def get(self, device_id: str) -> Device:
         """The device; takes no lock and does no I/O, so the event loop may call it."""
+        if self.ownership is not None and not self.ownership.owns(device_id):
+            check_id("device", device_id)
+            raise self.ownership.refusal(device_id)  # also while it is registered here, but moving away
         device = self._devices.get(device_id)
         if device is None:
             raise absent(device_id)
@@ -275,11 +304,56 @@ class Fleet:
                 continue  # a concurrent request deleted it first
             device.delete()  # first: a device whose directory cannot move keeps its job too
             self.jobs.forget(device)
-            with self._lock:
-                if self._devices.get(device.id) is device:
-                    del self._devices[device.id]
-                    del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
+            self._unregister(device)
         return len(devices)
+
+    def hand_over(self, device_ids: Iterable[str]) -> list[str]:
+        """Give up the devices (ownership already refuses them): each spills what it has not saved and
+        leaves this fleet; its running job stops. Returns the IDs handed over (those registered here).
+
+        A device whose files cannot be written stays (StorageError raised after the others are done):
+        its new owner must not start from older weights.
+        """
+        handed: list[str] = []
+        failed: FleetError | None = None
+        for device_id in device_ids:
+            device = self._devices.get(device_id)
+            if device is None:
+                continue
+            self.jobs.stop_active(device, "stopped: the device moved to another shard")
+            try:
+                device.hand_over()
+            except FleetError as exc:
+                log.error("could not hand over device %s: %s", device_id, exc.message)
+                failed = failed or exc
+                continue
+            self.jobs.forget(device)
+            self._unregister(device)
+            handed.append(device_id)
+        if failed is not None:
+            raise failed
+        return handed
+
+    def take_over(self, device_ids: Iterable[str]) -> int:
+        """Register devices another process handed over (their directories are on the shared disk)."""
+        taken = 0
+        for device_id in device_ids:
+            if device_id in self._devices or not self._owns(device_id):
+                continue
+            directory = child(self.devices_dir, check_id("device", device_id))
+            if not directory.is_dir():
+                continue  # deleted meanwhile
+            with self._lock:
+                if device_id not in self._devices:
+                    self._register(self._device(device_id, directory), in_order=True)
+                    taken += 1
+        return taken
+
+    def _unregister(self, device: Device) -> None:
+        with self._lock:
+            if self._devices.get(device.id) is device:
+                del self._devices[device.id]
+                del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
 
     def delete_model(self, name: str) -> None:
         """Delete an added model; ModelInUse while any device uses it.
