@@ -80,8 +80,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**overrides)
+    sharded = args.shards is not None or args.ray_address is not None
     try:
-        app = create_app(settings)
+        if sharded:
+            try:
+                from service.cluster.launch import sharded_app
+            except ImportError as exc:
+                print(
+                    f"fleet serve: error: sharding needs Ray ({exc}): pip install '.[cluster]'",
+                    file=sys.stderr,
+                )
+                return 2
+            app = sharded_app(settings, args.shards, args.ray_address)
+        else:
+            app = create_app(settings)
     except FleetError as exc:
         print(f"fleet serve: error: {exc.message}", file=sys.stderr)
         return 2
@@ -98,6 +110,10 @@ def _serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=LOOPBACK_PROXIES if app.state.keys is None else None,
         timeout_graceful_shutdown=10,
     )
+    if sharded:
+        from service.cluster.launch import shutdown
+
+        shutdown()
     return 0
 
 
@@ -222,6 +238,15 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="one JSON line per request (FLEET_LOG_JSON)",
+    )
+    serve.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="shard the fleet over N processes on Ray (pip install '.[cluster]')",
+    )
+    serve.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster and spread the shards over its nodes"
     )
     serve.set_defaults(run=_serve)
 

@@ -18,11 +18,15 @@ from service.api.observe import RequestObserver, RequestSink, enable_access_log,
 from service.api.routes import devices, fleet, health, jobs, metrics, models, v2
 from service.config import Settings
 from service.fleet import DEFAULT_MODEL, Fleet
+from service.fleet.fleet import Ownership
 from service.runtime.quiet import tensorflow_start_up_quiet
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The service's app; a bad keys file fails here (InvalidRequest), before the fleet is opened."""
+def create_app(settings: Settings | None = None, ownership: Ownership | None = None) -> FastAPI:
+    """The service's app; a bad keys file fails here (InvalidRequest), before the fleet is opened.
+
+    With ``ownership`` it serves one shard of a sharded fleet (``service.cluster``).
+    """
     settings = settings or Settings()
     keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
 
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sample_capacity_bytes=settings.sample_capacity_bytes,
                 max_devices=settings.max_devices,
                 max_job_steps=settings.max_job_steps,
+                ownership=ownership,
             )
             fleet.models.get(DEFAULT_MODEL).interpreter()  # the first one logs its delegates: here, quietly
             return fleet

@@ -8,7 +8,6 @@ comes from the same table either way.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 

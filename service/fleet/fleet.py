@@ -291,14 +291,17 @@ class Fleet:
     def delete(self, device_id: str) -> None:
         self.delete_many([device_id])
 
-    def delete_many(self, ids: Iterable[str]) -> int:
-        """Delete the devices and their directories; unknown IDs fail the request before any deletion.
+    def delete_many(self, ids: Iterable[str], dry_run: bool = False) -> int:
+        """Delete the devices and their directories; unknown IDs fail the request before any deletion
+        (``dry_run``: only that check).
 
         A device leaves the fleet once its directory is in the trash (``Device.delete``). One whose
         directory cannot be moved there (StorageError) stays registered, as it was, and the request
         stops at it.
         """
         devices = [self.get(i) for i in dict.fromkeys(ids)]
+        if dry_run:
+            return len(devices)
         for device in devices:
             if self._devices.get(device.id) is not device:
                 continue  # a concurrent request deleted it first
@@ -334,8 +337,12 @@ class Fleet:
             raise failed
         return handed
 
-    def take_over(self, device_ids: Iterable[str]) -> int:
-        """Register devices another process handed over (their directories are on the shared disk)."""
+    def take_over(self, device_ids: Iterable[str] | None = None) -> int:
+        """Register devices another process handed over (their directories are on the shared disk);
+        None: every device directory this fleet owns and has not registered. Returns how many."""
+        if device_ids is None:
+            with os.scandir(self.devices_dir) as entries:
+                device_ids = [e.name for e in entries if _is_id(e.name) and e.is_dir(follow_symlinks=False)]
         taken = 0
         for device_id in device_ids:
             if device_id in self._devices or not self._owns(device_id):

@@ -383,7 +383,8 @@ def test_no_property_does_io_and_get_needs_no_readable_record(tmp_path: Path) ->
     fleet = Fleet(tmp_path)
     device = fleet.get("phone")  # no I/O: a corrupt record does not matter yet
     properties = {name for name, value in vars(Device).items() if isinstance(value, property)}
-    assert properties == {"checkpoint_path", "spill_path", "handover_path", "resident"}  # paths and a flag, no reads
+    # paths and a flag, no reads
+    assert properties == {"checkpoint_path", "spill_path", "handover_path", "resident"}
     assert device.loaded_model() is None and not device.resident
     with pytest.raises(CorruptState):
         device.load()

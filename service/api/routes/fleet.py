@@ -53,6 +53,7 @@ class BulkCreate(BaseModel):
 
 class BulkDelete(BaseModel):
     ids: list[str]
+    dry_run: bool = Field(False, description="only check that every ID exists (and may be deleted)")
 
 
 class BulkResult(BaseModel):
@@ -106,5 +107,5 @@ async def bulk_create(body: BulkCreate, fleet: FleetDep, admin: AdminDep, reques
 async def bulk_delete(body: BulkDelete, fleet: FleetDep, admin: AdminDep, request: Request) -> BulkResult:
     """Delete many devices and their directories; unknown IDs fail the request before any deletion."""
     _check_size(request, len(body.ids))
-    count = await in_thread(request, fleet.delete_many, body.ids)
+    count = await in_thread(request, fleet.delete_many, body.ids, dry_run=body.dry_run)
     return BulkResult(count=count, ids=body.ids)

@@ -1,0 +1,1 @@
+"""One fleet over many processes: shards, their view, and the front that routes to them."""

@@ -1,0 +1,416 @@
+"""The one address of a sharded fleet: routes each device's calls to its owner, merges fleet-wide answers.
+
+Device routes are forwarded as HTTP to the owning shard's own server (one hop for the tensor body).
+The front holds a cached member view; a shard that answers 421 (not the owner) makes it fetch the
+view again and retry, as does a shard that cannot be reached (it is restarting: its address changes).
+A call that reached a shard which then failed is not retried: it may have been applied, and a train
+step must not apply twice. Such a call gets 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.api.auth import Authenticate, KeyRing, Principal
+from service.api.errors import error_headers, error_response, status_of
+from service.api.limits import BodyLimit
+from service.cluster import merge
+from service.cluster.view import View
+from service.config import Settings
+from service.errors import FleetError, InvalidRequest, LimitExceeded, Unavailable
+from service.fleet.files import check_id
+from service.fleet.fleet import process_rss_bytes
+
+log = logging.getLogger(__name__)
+
+ROUTE_DEADLINE = 10.0
+"""Seconds the front keeps retrying a call no shard could take yet (a restart, a resize)."""
+CALL_TIMEOUT = 120.0
+HOP_HEADERS = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        b"te",
+        b"upgrade",
+        b"proxy-connection",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
+)
+ViewSource = Callable[[int | None], Awaitable[dict[str, Any]]]
+"""Fetches the view from the coordinator; given a slot, asks that slot's process anew first."""
+SlotPicker = Callable[[View], int]
+
+
+def fixed(slot: int) -> SlotPicker:
+    return lambda _view: slot
+
+
+class Shards:
+    """The cached view and the HTTP connections to each shard."""
+
+    def __init__(self, fetch: ViewSource) -> None:
+        self._fetch = fetch
+        self.view: View | None = None
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self._refreshing: asyncio.Lock | None = None
+
+    async def current(self) -> View:
+        if self.view is None:
+            await self.refresh()
+        assert self.view is not None
+        return self.view
+
+    async def refresh(self, slot: int | None = None, seen: View | None = None) -> View:
+        """A newer view; calls made with the same stale ``seen`` view share one fetch."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        async with self._refreshing:
+            if seen is not None and self.view is not None and self.view is not seen:
+                return self.view
+            self.view = View.parse(await self._fetch(slot))
+            return self.view
+
+    async def send(self, slot_of: SlotPicker, request: Request, body: bytes) -> Response:
+        """Forward the request to the slot ``slot_of`` picks from the current view, retrying what is safe."""
+        deadline = time.monotonic() + ROUTE_DEADLINE
+        while True:
+            view = await self.current()
+            shard = view.shards[slot_of(view)]
+            retry_after = 0.2
+            try:
+                if shard.address is None:
+                    raise httpx.ConnectError("no address yet")
+                upstream = await self.client.request(
+                    request.method,
+                    shard.address + request.url.path,
+                    params=request.url.query or None,
+                    headers=_forwarded_headers(request),
+                    content=body,
+                )
+            except httpx.ConnectError:  # nothing was sent: safe to try again once the slot has a process
+                with contextlib.suppress(FleetError):
+                    await self.refresh(shard.slot, view)
+            except httpx.HTTPError as exc:
+                log.warning(
+                    "shard %d failed during %s %s: %r", shard.slot, request.method, request.url.path, exc
+                )
+                asyncio.get_running_loop().create_task(self._quiet_refresh(shard.slot, view))
+                raise Unavailable(
+                    f"shard {shard.slot} failed during the call ({type(exc).__name__}); it may or may not "
+                    "have been applied: check the device, then retry",
+                    retry_after=2,
+                ) from exc
+            else:
+                if upstream.status_code == 421:
+                    await self.refresh(None, view)
+                elif (
+                    upstream.status_code == 503
+                    and _code(upstream) == "unavailable"
+                    and "moving" in upstream.text
+                ):
+                    retry_after = min(float(upstream.headers.get("retry-after", "1")), 1.0)
+                else:
+                    return _relay(upstream)
+            if time.monotonic() + retry_after > deadline:
+                raise Unavailable(
+                    "no shard could take the call in time (restarting or resizing)", retry_after=2
+                )
+            await asyncio.sleep(retry_after)
+
+    async def _quiet_refresh(self, slot: int, seen: View) -> None:
+        try:
+            await self.refresh(slot, seen)
+        except Exception:
+            log.exception("could not refresh the view of shard %d", slot)
+
+    async def each(
+        self, request: Request, path: str | None = None, body: bytes = b""
+    ) -> list[httpx.Response]:
+        """The same request to every shard at once; the first error answer is raised as a response."""
+        view = await self.current()
+        replies = await asyncio.gather(
+            *(self.send(fixed(s.slot), _with_path(request, path), body) for s in view.shards)
+        )
+        return [_Upstream.unwrap(r) for r in replies]
+
+
+class _Upstream(Response):
+    """A relayed answer that keeps the upstream reply for fan-out merging."""
+
+    upstream: httpx.Response
+
+    @staticmethod
+    def unwrap(response: Response) -> httpx.Response:
+        assert isinstance(response, _Upstream)
+        if response.upstream.status_code >= 400:
+            raise _Relayed(response)
+        return response.upstream
+
+
+class _Relayed(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _relay(upstream: httpx.Response) -> Response:
+    headers = {
+        k: v for k, v in upstream.headers.items() if k.encode() not in HOP_HEADERS and k != "content-encoding"
+    }
+    response = _Upstream(upstream.content, status_code=upstream.status_code, headers=headers)
+    response.upstream = upstream
+    return response
+
+
+def _code(upstream: httpx.Response) -> str | None:
+    try:
+        error = upstream.json().get("error")
+    except ValueError:
+        return None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _forwarded_headers(request: Request) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in request.scope["headers"] if k not in HOP_HEADERS]
+    client = request.scope.get("client")
+    if client:
+        headers.append((b"x-forwarded-for", client[0].encode()))
+    return headers
+
+
+def _with_path(request: Request, path: str | None) -> Request:
+    if path is None:
+        return request
+    scope = dict(request.scope)
+    scope["path"], scope["raw_path"] = path, path.encode()
+    return Request(scope, request.receive)
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.scope["state"]["principal"]
+    return principal
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(value), status_code=status, media_type="application/json")
+
+
+def create_front(
+    settings: Settings,
+    coordinator: Any,
+    keys: KeyRing | None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
+    """The front's app over the coordinator actor's view."""
+
+    async def fetch(slot: int | None) -> dict[str, Any]:
+        method = coordinator.view if slot is None else coordinator.refresh
+        args = () if slot is None else (slot,)
+        try:
+            return await method.remote(*args)
+        except FleetError:
+            raise
+        except Exception as exc:  # Ray's errors: the coordinator itself restarts
+            raise Unavailable(
+                f"the coordinator does not answer ({type(exc).__name__})", retry_after=2
+            ) from exc
+
+    shards = Shards(fetch)
+
+    async def body_of(request: Request) -> bytes:
+        return await request.body()
+
+    async def to_owner(request: Request) -> Response:
+        device_id = check_id("device", request.path_params["device_id"])
+        return await shards.send(lambda view: view.owner(device_id).slot, request, await body_of(request))
+
+    async def to_first(request: Request) -> Response:
+        return await shards.send(fixed(0), request, await body_of(request))
+
+    async def devices(request: Request) -> Response:
+        if request.method == "GET":
+            pages = [r.json() for r in await shards.each(request)]  # the shards check the query
+            return _json(merge.merge_pages(pages, int(request.query_params.get("limit", "100"))))
+        body = await body_of(request)
+        wanted = orjson.loads(body) if body.strip() else {}
+        if not isinstance(wanted, dict):
+            raise InvalidRequest('the body must be a JSON object: {"id": ..., "model": ...}')
+        device_id = wanted.get("id") or _random_id(_principal(request).prefix)
+        wanted["id"] = check_id("device", str(device_id))
+        return await shards.send(lambda view: view.owner(wanted["id"]).slot, request, orjson.dumps(wanted))
+
+    async def bulk_create(request: Request) -> Response:
+        _principal(request).require_admin("POST /v1/devices/bulk-create")
+        wanted = _object(await body_of(request))
+        ids = wanted.get("ids")
+        if ids is None:
+            count = wanted.get("count")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise InvalidRequest("give either ids or count (a positive integer)")
+            _check_bulk(settings, count)
+            prefix = str(wanted.get("prefix", ""))
+            ids = list(dict.fromkeys(_random_id(prefix) for _ in range(count)))
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidRequest("ids must be a list of device IDs")
+        _check_bulk(settings, len(ids))
+        view = await shards.current()
+        parts = view.partition(check_id("device", i) for i in ids)
+        made: list[tuple[int, list[str]]] = []
+        failure: Response | None = None
+        for slot, part in parts.items():
+            part_body = orjson.dumps({"ids": part, "model": wanted.get("model")})
+            reply = await shards.send(fixed(slot), request, part_body)
+            if reply.status_code >= 300:
+                failure = reply
+                break
+            made.append((slot, part))
+        if failure is not None:  # all or nothing: remove what the other shards made
+            for slot, part in made:
+                undo = _with_path(request, "/v1/devices/bulk-delete")
+                await shards.send(fixed(slot), undo, orjson.dumps({"ids": part}))
+            return failure
+        return _json({"count": len(ids), "ids": ids}, status=201)
+
+    async def bulk_delete(request: Request) -> Response:
+        _principal(request).require_admin("POST /v1/devices/bulk-delete")
+        wanted = _object(await body_of(request))
+        ids = wanted.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidRequest("ids must be a list of device IDs")
+        _check_bulk(settings, len(ids))
+        view = await shards.current()
+        parts = view.partition(check_id("device", i) for i in dict.fromkeys(ids))
+        for check_only in (True, False):  # unknown IDs fail the request before any deletion
+            for slot, part in parts.items():
+                part_body = orjson.dumps({"ids": part, "dry_run": check_only})
+                reply = await shards.send(fixed(slot), request, part_body)
+                if reply.status_code >= 300:
+                    return reply
+        return _json({"count": sum(len(p) for p in parts.values()), "ids": ids})
+
+    async def fleet_status(request: Request) -> Response:
+        statuses = [r.json() for r in await shards.each(request)]
+        return _json(merge.merge_fleet_status(statuses, process_rss_bytes()))
+
+    async def metrics(request: Request) -> Response:
+        texts = [r.text for r in await shards.each(request)]
+        return Response(merge.merge_metrics(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def shard_list(request: Request) -> Response:
+        principal = _principal(request)
+        if request.method == "POST":
+            principal.require_admin("POST /v1/fleet/shards")
+            wanted = _object(await body_of(request))
+            count = wanted.get("count")
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise InvalidRequest('give the new shard count: {"count": N}')
+            await coordinator.resize.remote(count)
+            await shards.refresh()
+        else:
+            principal.require_admin("GET /v1/fleet/shards")
+        view = await shards.refresh()
+        details = await coordinator.shard_details.remote()
+        return _json({"epoch": view.epoch, "sharded": True, "shards": details})
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            view = await asyncio.wait_for(shards.current(), timeout=5)
+        except (FleetError, TimeoutError):
+            return _json({"status": "starting"}, 503)
+        ready = all(s.address for s in view.shards)
+        return _json({"status": "ready" if ready else "starting"}, 200 if ready else 503)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/v1/fleet/shards", shard_list, methods=["GET", "POST"]),
+        Route("/v1/fleet", fleet_status),
+        Route("/metrics", metrics),
+        Route("/v1/devices", devices, methods=["GET", "POST"]),
+        Route("/v1/devices/bulk-create", bulk_create, methods=["POST"]),
+        Route("/v1/devices/bulk-delete", bulk_delete, methods=["POST"]),
+        Route("/v1/devices/{device_id}", to_owner, methods=ALL_METHODS),
+        Route("/v1/devices/{device_id}/{rest:path}", to_owner, methods=ALL_METHODS),
+        Route("/v2/models/{device_id}", to_owner, methods=ALL_METHODS),
+        Route("/v2/models/{device_id}/{rest:path}", to_owner, methods=ALL_METHODS),
+        Route("/{rest:path}", to_first, methods=ALL_METHODS),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        try:
+            yield
+        finally:
+            await shards.client.aclose()
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={FleetError: _fleet_error, _Relayed: _relayed}
+    )
+    app.state.shards = shards
+    app.state.keys = keys
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
+    )
+    app.add_middleware(Authenticate, keys=keys)
+    return app
+
+
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+async def _fleet_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FleetError)
+    return error_response(
+        status_of(exc), exc.code, exc.message, path=request.url.path, headers=error_headers(exc)
+    )
+
+
+async def _relayed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Relayed)
+    return exc.response
+
+
+def _random_id(prefix: str) -> str:
+    return check_id("device", f"{prefix}{secrets.token_hex(6)}")
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return value
+
+
+def _check_bulk(settings: Settings, n: int) -> None:
+    if n > settings.max_bulk:
+        raise LimitExceeded(f"{n} devices in one request; the limit is {settings.max_bulk} (FLEET_MAX_BULK)")

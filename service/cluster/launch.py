@@ -1,0 +1,37 @@
+"""``fleet serve --shards N`` / ``--ray-address ADDR``: Ray up, the coordinator and its shards, the front."""
+
+from __future__ import annotations
+
+import asyncio
+
+import ray
+from starlette.applications import Starlette
+
+from service.api.auth import KeyRing
+from service.cluster.front import create_front
+from service.cluster.runtime import connect, coordinator
+from service.config import Settings
+
+STOP_TIMEOUT = 30.0
+
+
+def sharded_app(settings: Settings, shards: int | None, address: str | None) -> Starlette:
+    """The front's app, once every shard serves. Local (no ``address``): the shards are this
+    process's and stop with it, their fleets closed first; in a cluster they are detached and
+    outlive it (a new front finds them)."""
+    keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
+    local = address is None
+    connect(address, shards or 1)
+    coord = coordinator(settings, shard_host="127.0.0.1" if local else None, detached=not local)
+    ray.get(coord.start.remote(shards))
+
+    async def stop() -> None:
+        if local:  # bounded: Ctrl-C in a terminal may have stopped Ray's own processes too
+            await asyncio.wait_for(asyncio.wrap_future(coord.stop.remote().future()), STOP_TIMEOUT)
+
+    return create_front(settings, coord, keys, on_shutdown=stop)
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

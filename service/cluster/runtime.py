@@ -1,0 +1,213 @@
+"""Ray: the shard actors, the coordinator actor that keeps the member view, and joining a cluster.
+
+Only this module and ``service.cluster.front`` import Ray; the single-process service never does.
+Shards are named actors (``fleet-shard-<slot>``) that Ray restarts after a crash
+(``max_restarts=-1``) without retrying the calls they had in flight (``max_task_retries=0``: a train
+step is applied at most once). The coordinator (``fleet-coordinator``) is restarted too, and its
+calls retried: each of them is idempotent, and a resize resumes from ``cluster/view.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from service.cluster.shard import START_TIMEOUT, ShardServer
+from service.cluster.state import ClusterState, Membership
+from service.cluster.view import ShardInfo, View
+from service.config import Settings
+from service.errors import InvalidRequest, Unavailable
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "tflite-fleet"
+COORDINATOR = "fleet-coordinator"
+MAX_SHARDS = 64
+WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+
+
+class ShardActor(ShardServer):
+    """A shard on whichever node Ray placed it, listening on that node's address."""
+
+    def __init__(self, settings: dict[str, Any], slot: int, host: str | None) -> None:
+        super().__init__(settings, slot, host or ray.util.get_node_ip_address())
+
+    def node_id(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+
+RemoteShard = ray.remote(ShardActor)
+
+
+def shard_name(slot: int) -> str:
+    return f"fleet-shard-{slot}"
+
+
+class Coordinator:
+    """Keeps the member view: starts the shards, answers who serves each slot, resizes in two phases."""
+
+    def __init__(self, settings: dict[str, Any], shard_host: str | None, detached: bool) -> None:
+        self.settings = settings
+        self.shard_host = shard_host
+        self.detached = detached
+        self.state = ClusterState(Settings(**settings).data_dir)
+        self.infos: dict[int, ShardInfo] = {}
+        self.handles: dict[int, Any] = {}
+
+    def _handle(self, slot: int) -> Any:
+        handle = self.handles.get(slot)
+        if handle is None:
+            handle = self.handles[slot] = self._make(slot)
+        return handle
+
+    def _make(self, slot: int) -> Any:
+        options: dict[str, Any] = {
+            "name": shard_name(slot),
+            "namespace": NAMESPACE,
+            "get_if_exists": True,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "num_cpus": 0,
+            "scheduling_strategy": "SPREAD",
+            "runtime_env": {"env_vars": WORKER_ENV},
+        }
+        if self.detached:
+            options["lifetime"] = "detached"
+        return RemoteShard.options(**options).remote(self.settings, slot, self.shard_host)
+
+    def _info(self, slot: int, timeout: float = START_TIMEOUT) -> ShardInfo:
+        try:
+            value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
+        except (GetTimeoutError, RayActorError) as exc:
+            raise Unavailable(f"shard {slot} does not answer: {type(exc).__name__}", retry_after=2) from exc
+        info = ShardInfo.parse(value)
+        self.infos[slot] = info
+        return info
+
+    def _membership(self) -> Membership:
+        membership = self.state.membership()
+        if membership is None:
+            raise Unavailable("the fleet has not been started", retry_after=2)
+        return membership
+
+    def start(self, shards: int | None) -> dict[str, Any]:
+        """Bring up the view in the data directory (a first one of ``shards`` slots, default 1, if
+        there is none), finish a resize a crash interrupted, then resize to ``shards`` if given."""
+        if shards is not None:
+            _check_count(shards)
+        membership = self.state.membership()
+        if membership is None:
+            membership = Membership(epoch=1, shards=shards or 1)
+            self.state.write_membership(membership)
+        if membership.pending is not None:
+            self._resize(membership, membership.pending)
+        if shards is not None and self._membership().shards != shards:
+            self._resize(self._membership(), shards)
+        return self.view()
+
+    def stop(self) -> None:
+        """Stop every shard's server (each closes its fleet: counters written), for a local shutdown."""
+        membership = self._membership()
+        ray.get([self._handle(slot).stop.remote() for slot in range(membership.shards)])
+
+    def view(self) -> dict[str, Any]:
+        membership = self._membership()
+        shards = tuple(self.infos.get(slot) or self._info(slot) for slot in range(membership.shards))
+        view = View(epoch=membership.epoch, shards=shards).to_json()
+        view["resizing_to"] = membership.pending
+        return view
+
+    def refresh(self, slot: int, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+        """Ask the slot's process who it is now (after a restart it has a new address)."""
+        self.infos.pop(slot, None)
+        self._info(slot, timeout)
+        return self.view()
+
+    def shard_details(self) -> list[dict[str, Any]]:
+        membership = self._membership()
+        out = []
+        for slot in range(membership.shards):
+            try:
+                value = ray.get(self._handle(slot).info.remote(), timeout=10)
+                value["node_id"] = ray.get(self._handle(slot).node_id.remote(), timeout=10)
+                value["state"] = "serving"
+            except (GetTimeoutError, RayActorError) as exc:
+                value = {"slot": slot, "state": f"unavailable ({type(exc).__name__})"}
+            out.append(value)
+        return out
+
+    def resize(self, shards: int) -> dict[str, Any]:
+        _check_count(shards)
+        membership = self._membership()
+        if membership.pending is not None or membership.shards != shards:
+            self._resize(membership, shards)
+        return self.view()
+
+    def _resize(self, membership: Membership, shards: int) -> None:
+        """Fence every shard (each hands over what moves), then commit the new view.
+
+        Each step is idempotent, and ``view.json`` records the intent first: a coordinator restarted
+        halfway (or a shard restarted meanwhile, which reads the intent and starts fenced) ends at the
+        same view by running this again.
+        """
+        old = membership.shards
+        self.state.write_membership(Membership(membership.epoch, old, shards))
+        slots = range(max(old, shards))
+        for slot in slots:
+            self.infos.pop(slot, None)
+        for slot in slots:  # new slots start fenced: they read the intent
+            self._info(slot)
+        handed = ray.get([self._handle(slot).fence.remote(shards) for slot in range(old)])
+        epoch = membership.epoch + 1
+        self.state.write_membership(Membership(epoch, shards))
+        taken = ray.get([self._handle(slot).commit.remote(epoch, shards) for slot in range(shards)])
+        for slot in range(shards, old):
+            ray.kill(self._handle(slot), no_restart=True)
+            self.infos.pop(slot, None)
+            self.handles.pop(slot, None)
+        log.info(
+            "resized %d -> %d shards (epoch %d): %d handed over, %d taken over",
+            old,
+            shards,
+            epoch,
+            sum(handed),
+            sum(taken),
+        )
+
+
+def _check_count(shards: int) -> None:
+    if not 1 <= shards <= MAX_SHARDS:
+        raise InvalidRequest(f"a fleet has 1 to {MAX_SHARDS} shards, not {shards}")
+
+
+def connect(address: str | None, shards: int) -> None:
+    """Join the cluster at ``address``, or start a local Ray runtime for ``shards`` shard processes."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, "configure_logging": False}
+    if address is None:
+        kwargs.update(include_dashboard=False, num_cpus=max(2, shards), runtime_env={"env_vars": WORKER_ENV})
+    ray.init(address=address, **kwargs)
+
+
+def coordinator(settings: Settings, shard_host: str | None, detached: bool) -> Any:
+    """The coordinator actor, made if it does not exist (a restarted front finds the running one)."""
+    options: dict[str, Any] = {
+        "name": COORDINATOR,
+        "namespace": NAMESPACE,
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "num_cpus": 0,
+        "runtime_env": {"env_vars": WORKER_ENV},
+    }
+    if detached:
+        options["lifetime"] = "detached"
+    return (
+        ray.remote(Coordinator)
+        .options(**options)
+        .remote(settings.model_dump(mode="json"), shard_host, detached)
+    )

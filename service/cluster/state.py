@@ -1,0 +1,54 @@
+"""The cluster's durable state, in ``data_dir/cluster/`` on the disk every node shares.
+
+``view.json`` holds the committed epoch and slot count, and the slot count of a resize in progress
+(``pending``): whoever starts (a shard Ray restarted, a restarted coordinator) reads the truth here,
+never from arguments given before the last resize. ``shard-<slot>.json`` counts that slot's
+incarnations: each process taking the slot gets the next number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from service.errors import CorruptState
+from service.fleet.files import read_json, write_json
+
+CLUSTER_DIR = "cluster"
+
+
+@dataclass(frozen=True)
+class Membership:
+    epoch: int
+    shards: int
+    pending: int | None = None
+    """The slot count a resize in progress moves to."""
+
+
+class ClusterState:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.directory = self.data_dir / CLUSTER_DIR
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def membership(self) -> Membership | None:
+        value = read_json(self.directory / "view.json", None, root=self.data_dir)
+        if value is None:
+            return None
+        try:
+            pending = value.get("pending")
+            return Membership(
+                int(value["epoch"]), int(value["shards"]), None if pending is None else int(pending)
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptState(f"{CLUSTER_DIR}/view.json is not a member view: {exc}") from exc
+
+    def write_membership(self, membership: Membership) -> None:
+        write_json(self.directory / "view.json", asdict(membership), durable=True, root=self.data_dir)
+
+    def next_incarnation(self, slot: int) -> int:
+        path = self.directory / f"shard-{slot}.json"
+        value = read_json(path, {}, root=self.data_dir)
+        incarnation = int(value.get("incarnation", 0)) + 1 if isinstance(value, dict) else 1
+        write_json(path, {"incarnation": incarnation}, durable=True, root=self.data_dir)
+        return incarnation
