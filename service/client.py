@@ -6,6 +6,7 @@ It raises the same error classes as the server (``service.errors``) and never im
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -13,12 +14,16 @@ from typing import Any
 import httpx
 import numpy as np
 
+from service.cluster.view import View
 from service.errors import ERRORS_BY_CODE, FleetError
 
 NPZ = "application/x-npz"
 JOB_ENDED = ("succeeded", "failed", "cancelled", "interrupted")
 """The states a job ends in."""
 Tensors = Mapping[str, Any]
+DEVICE_PATH = re.compile(r"^/v(?:1/devices|2/models)/([^/]+)(?:/|$)")
+"""Routes of one device, which a sharded fleet's owner shard can answer directly."""
+FLEET_ROUTES = frozenset({"bulk-create", "bulk-delete"})
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -38,6 +43,12 @@ class FleetClient:
     ``binary=True`` sends and receives tensors as ``application/x-npz``; ``False`` uses JSON.
     ``api_key`` is sent as ``Authorization: Bearer KEY`` (none is needed on loopback when the service
     has no keys configured). Pass ``transport`` (e.g. ``httpx.ASGITransport``) to talk to an app in-process.
+
+    ``direct=True`` takes the fast path to a sharded fleet: device calls go straight to the owning
+    shard's own address (from ``GET /v1/fleet/shards``), one hop instead of two. A shard that is not
+    the owner any more (421), is restarting or is moving the device answers before doing anything;
+    the call then goes through the front, and the view is fetched again for the next one. Against a
+    single process it changes nothing.
     """
 
     def __init__(
@@ -48,8 +59,12 @@ class FleetClient:
         binary: bool = True,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        direct: bool = False,
     ) -> None:
         self.binary = binary
+        self.direct = direct
+        self._view: View | None = None
+        self._sharded: bool | None = None
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers)
 
@@ -63,8 +78,46 @@ class FleetClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._http.request(method, path, **kwargs)
+        response = self._to_owner(method, path, kwargs) if self.direct else None
+        if response is None:
+            response = self._http.request(method, path, **kwargs)
         _raise_for_error(response)
+        return response
+
+    def shards(self) -> dict[str, Any]:
+        """The fleet's member view: epoch, and each shard's address, node, process and devices."""
+        return dict(self._json("GET", "/v1/fleet/shards"))
+
+    def _owner_view(self) -> View | None:
+        if self._sharded is False:
+            return None
+        if self._view is None:
+            response = self._http.get("/v1/fleet/shards")
+            if response.status_code != 200:
+                return None  # unavailable for now: through the front, and ask again next time
+            if not response.json().get("sharded"):
+                self._sharded = False  # a single process: nothing to route
+                return None
+            self._sharded, self._view = True, View.parse(response.json())
+        return self._view
+
+    def _to_owner(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response | None:
+        """The answer of the device's owner shard, or None: send it through the front instead."""
+        found = DEVICE_PATH.match(path)
+        view = self._owner_view() if found and found.group(1) not in FLEET_ROUTES else None
+        if found is None or view is None:
+            return None
+        address = view.owner(found.group(1)).address
+        if address is None:
+            return None
+        try:
+            response = self._http.request(method, address + path, **kwargs)
+        except httpx.ConnectError:  # nothing was sent
+            self._view = None
+            return None
+        if response.status_code == 421 or (response.status_code == 503 and "moving" in response.text):
+            self._view = None
+            return None
         return response
 
     def _tensor_body(self, inputs: Tensors) -> dict[str, Any]:

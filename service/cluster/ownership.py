@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from service.cluster.state import ClusterState
 from service.cluster.view import owner_slot
 from service.errors import FleetError, NotOwner, Unavailable
 
@@ -19,10 +20,15 @@ class SlotOwnership:
     the new slot count. Reads take no lock: the fields are replaced together as one tuple.
     """
 
-    def __init__(self, slot: int, shards: int, epoch: int) -> None:
+    def __init__(
+        self, slot: int, shards: int, epoch: int, disk: ClusterState | None = None, incarnation: int = 0
+    ) -> None:
         self.slot = slot
         self._state: tuple[int, int, int | None] = (epoch, shards, None)
         self._lock = threading.Lock()
+        self.disk = disk
+        """The view on the shared disk, which fences writes (None: no fence, one process alone)."""
+        self.incarnation = incarnation
 
     @property
     def epoch(self) -> int:
@@ -56,6 +62,33 @@ class SlotOwnership:
             )
         owner = owner_slot(device_id, shards)
         return NotOwner(f"device '{device_id}' is owned by shard {owner} in epoch {epoch}", epoch=epoch)
+
+    def check_write(self, device_id: str) -> None:
+        """Refuse a write of the device's files when the disk says another process owns it: a newer
+        incarnation holds this slot, or a committed view newer than this one gives the device away.
+
+        Checked just before the file is renamed into place. It narrows the window of a stale owner to
+        that of one rename (a POSIX file system has no compare-and-set); fenced is a process that was
+        partitioned or missed a resize, not one racing the commit, which waits for hand-overs.
+        """
+        if self.disk is None:
+            return
+        current = self.disk.incarnation(self.slot)
+        if current > self.incarnation:
+            raise Unavailable(
+                f"shard {self.slot} incarnation {self.incarnation} is stale (incarnation {current} "
+                "serves the slot); retry",
+                retry_after=1,
+            )
+        membership = self.disk.membership()
+        epoch = self.epoch
+        if membership is not None and membership.epoch > epoch:
+            owner = owner_slot(device_id, membership.shards)
+            if owner != self.slot:
+                raise NotOwner(
+                    f"device '{device_id}' is owned by shard {owner} in epoch {membership.epoch}",
+                    epoch=membership.epoch,
+                )
 
     def fence(self, new_shards: int) -> None:
         with self._lock:

@@ -9,8 +9,11 @@ calls retried: each of them is idempotent, and a resize resumes from ``cluster/v
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import socket
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -24,7 +27,6 @@ from service.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "tflite-fleet"
 COORDINATOR = "fleet-coordinator"
 MAX_SHARDS = 64
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
@@ -34,13 +36,23 @@ class ShardActor(ShardServer):
     """A shard on whichever node Ray placed it, listening on that node's address."""
 
     def __init__(self, settings: dict[str, Any], slot: int, host: str | None) -> None:
-        super().__init__(settings, slot, host or ray.util.get_node_ip_address())
+        super().__init__(settings, slot, host or node_address())
 
     def node_id(self) -> str:
         return str(ray.get_runtime_context().get_node_id())
 
 
 RemoteShard = ray.remote(ShardActor)
+
+
+def node_address() -> str:
+    """The address this worker's Ray node was started with (``--node-ip-address``), which other
+    nodes reach it at; not the machine's default route, which ``ray.util`` would give."""
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            return str(node["NodeManagerAddress"])
+    return str(ray.util.get_node_ip_address())
 
 
 def shard_name(slot: int) -> str:
@@ -55,6 +67,7 @@ class Coordinator:
         self.shard_host = shard_host
         self.detached = detached
         self.state = ClusterState(Settings(**settings).data_dir)
+        self.namespace = namespace(self.state.data_dir)
         self.infos: dict[int, ShardInfo] = {}
         self.handles: dict[int, Any] = {}
 
@@ -67,7 +80,7 @@ class Coordinator:
     def _make(self, slot: int) -> Any:
         options: dict[str, Any] = {
             "name": shard_name(slot),
-            "namespace": NAMESPACE,
+            "namespace": self.namespace,
             "get_if_exists": True,
             "max_restarts": -1,
             "max_task_retries": 0,
@@ -127,6 +140,13 @@ class Coordinator:
         self._info(slot, timeout)
         return self.view()
 
+    def whoami(self) -> dict[str, Any]:
+        return {
+            "node": socket.gethostname(),
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
     def shard_details(self) -> list[dict[str, Any]]:
         membership = self._membership()
         out = []
@@ -184,10 +204,21 @@ def _check_count(shards: int) -> None:
         raise InvalidRequest(f"a fleet has 1 to {MAX_SHARDS} shards, not {shards}")
 
 
-def connect(address: str | None, shards: int) -> None:
+def namespace(data_dir: Path) -> str:
+    """Ray namespace of the fleet in ``data_dir``: fleets of other data directories share a cluster
+    without meeting each other's actors."""
+    digest = hashlib.blake2b(str(data_dir.resolve()).encode(), digest_size=6).hexdigest()
+    return f"tflite-fleet-{digest}"
+
+
+def connect(settings: Settings, address: str | None, shards: int) -> None:
     """Join the cluster at ``address``, or start a local Ray runtime for ``shards`` shard processes."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, "configure_logging": False}
+    kwargs: dict[str, Any] = {
+        "namespace": namespace(settings.data_dir),
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
     if address is None:
         kwargs.update(include_dashboard=False, num_cpus=max(2, shards), runtime_env={"env_vars": WORKER_ENV})
     ray.init(address=address, **kwargs)
@@ -197,7 +228,7 @@ def coordinator(settings: Settings, shard_host: str | None, detached: bool) -> A
     """The coordinator actor, made if it does not exist (a restarted front finds the running one)."""
     options: dict[str, Any] = {
         "name": COORDINATOR,
-        "namespace": NAMESPACE,
+        "namespace": namespace(settings.data_dir),
         "get_if_exists": True,
         "max_restarts": -1,
         "max_task_retries": -1,

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from service.cluster.ownership import SlotOwnership
 from service.cluster.state import ClusterState
 from service.config import Settings
@@ -20,6 +22,33 @@ from service.fleet.memory import configure_allocator
 
 START_TIMEOUT = 120.0
 """Seconds a shard may take to open its fleet (TensorFlow's import, scanning the devices)."""
+SHARD_HEADER = b"fleet-shard"
+"""On every answer of a shard: ``<slot>/<incarnation>``, so that callers can tell who answered."""
+
+
+class ShardHeaders:
+    """Adds ``Fleet-Shard`` and ``Fleet-Epoch`` to every answer."""
+
+    def __init__(self, app: ASGIApp, shard: ShardServer) -> None:
+        self.app = app
+        self.shard = shard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        shard = self.shard
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (SHARD_HEADER, f"{shard.slot}/{shard.incarnation}".encode()),
+                    (b"fleet-epoch", str(shard.ownership.epoch).encode()),
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class ShardServer:
@@ -40,7 +69,9 @@ class ShardServer:
                 "no member view in the data directory: the coordinator writes it before any shard"
             )
         self.incarnation = self.state.next_incarnation(slot)
-        self.ownership = SlotOwnership(slot, membership.shards, membership.epoch)
+        self.ownership = SlotOwnership(
+            slot, membership.shards, membership.epoch, self.state, self.incarnation
+        )
         if membership.pending is not None:
             self.ownership.fence(membership.pending)
         self.app = create_app(self.settings, ownership=self.ownership)
@@ -49,7 +80,11 @@ class ShardServer:
         sock.bind((host, 0))
         self.host, self.port = host, sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5, lifespan="on"
+            ShardHeaders(self.app, self),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(

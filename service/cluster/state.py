@@ -46,9 +46,16 @@ class ClusterState:
     def write_membership(self, membership: Membership) -> None:
         write_json(self.directory / "view.json", asdict(membership), durable=True, root=self.data_dir)
 
+    def incarnation(self, slot: int) -> int:
+        """The newest incarnation that took ``slot`` (0: none yet)."""
+        value = read_json(self.directory / f"shard-{slot}.json", {}, root=self.data_dir)
+        try:
+            return int(value.get("incarnation", 0)) if isinstance(value, dict) else 0
+        except (TypeError, ValueError) as exc:
+            raise CorruptState(f"{CLUSTER_DIR}/shard-{slot}.json is not an incarnation count") from exc
+
     def next_incarnation(self, slot: int) -> int:
+        incarnation = self.incarnation(slot) + 1
         path = self.directory / f"shard-{slot}.json"
-        value = read_json(path, {}, root=self.data_dir)
-        incarnation = int(value.get("incarnation", 0)) + 1 if isinstance(value, dict) else 1
         write_json(path, {"incarnation": incarnation}, durable=True, root=self.data_dir)
         return incarnation

@@ -66,6 +66,7 @@ from service.errors import (
 )
 from service.fleet.files import (
     MISSING,
+    WriteFence,
     atomic_target,
     read_json,
     remove_tree,
@@ -246,6 +247,8 @@ class Device:
         self.on_release: ActivationHook | None = None
         self.stats: FleetStats | None = None
         """The fleet's counters (train steps, checkpoint times), set when the fleet registers the device."""
+        self.fence: WriteFence | None = None
+        """Refuses this process's writes of weights and records once another owns the device (sharded)."""
 
     @property
     def checkpoint_path(self) -> Path:
@@ -360,10 +363,10 @@ class Device:
     def _write_record(self, durable: bool = True) -> None:
         """Write the record, and the history if it changed, durably (fsync, rename, fsync of the dir)."""
         assert self._record is not None, "only a loaded record is written"
-        write_json(self.directory / RECORD, asdict(self._record), durable=durable, root=self.data_dir)
+        write_json(self.directory / RECORD, asdict(self._record), durable, self.data_dir, self.fence)
         self._record_dirty = False
         if self._history is not None and self._history_dirty:
-            write_json(self.directory / HISTORY, list(self._history), durable=durable, root=self.data_dir)
+            write_json(self.directory / HISTORY, list(self._history), durable, self.data_dir, self.fence)
             self._history_dirty = False
 
     def _write_record_if_dirty(self, durable: bool = True) -> bool:
@@ -555,7 +558,7 @@ class Device:
             self._write_record_if_dirty()
             spilled = self._weights_changed and self._has_checkpoint_signatures()
             if spilled:
-                with atomic_target(self.spill_path, durable=False, root=self.data_dir) as tmp:
+                with atomic_target(self.spill_path, False, self.data_dir, self.fence) as tmp:
                     self._run_checkpoint(self._interpreter, "save", tmp, self.spill_path)
             self._drop_interpreter()
             return "spilled" if spilled else "dropped"
@@ -572,7 +575,7 @@ class Device:
                 return
             self._write_record_if_dirty()
             if self._interpreter is not None and self._weights_changed and self._has_checkpoint_signatures():
-                with atomic_target(self.handover_path, durable=True, root=self.data_dir) as tmp:
+                with atomic_target(self.handover_path, True, self.data_dir, self.fence) as tmp:
                     self._run_checkpoint(self._interpreter, "save", tmp, self.handover_path)
             self.moved = True
             self._drop_interpreter()
@@ -669,7 +672,7 @@ class Device:
         self.checkpoint_signature("save")
         with self.lock:
             interpreter = self._interpreter_or_activate()
-            with atomic_target(self.checkpoint_path, root=self.data_dir) as tmp:
+            with atomic_target(self.checkpoint_path, True, self.data_dir, self.fence) as tmp:
                 self._run_checkpoint(interpreter, "save", tmp, self.checkpoint_path)
             self._weights_changed = False
             self._problems.pop(CHECKPOINT, None)

@@ -25,6 +25,10 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Device and model IDs: a letter or digit, then letters, digits, ``_``, ``.`` or ``-``; at most 128."""
 
 
+WriteFence = Callable[[], None]
+"""Raises if this process may no longer write a device's files (a stale owner, ``service.cluster``)."""
+
+
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a safe ID (no separators, no ``..``, bounded length); else InvalidId."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value:
@@ -114,13 +118,15 @@ def make_durable(files: Iterable[Path], directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path, durable: bool = True, root: Path | None = None) -> Iterator[Path]:
+def atomic_target(
+    path: Path, durable: bool = True, root: Path | None = None, fence: WriteFence | None = None
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     A crash before the rename leaves the previous file intact; on error the temporary is removed
     (with any file a writer made beside it, such as TensorFlow's ``<tmp>.tempstate<n>``).
     With ``durable``, the data and the rename are flushed to disk first. ``root`` is the data
-    directory, for messages.
+    directory, for messages. ``fence`` runs just before the rename and may refuse it (by raising).
     """
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     done = False
@@ -129,6 +135,8 @@ def atomic_target(path: Path, durable: bool = True, root: Path | None = None) ->
         if durable:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+        if fence is not None:
+            fence()
         os.replace(tmp, path)
         done = True
         if durable:
@@ -142,14 +150,22 @@ def atomic_target(path: Path, durable: bool = True, root: Path | None = None) ->
                     leftover.unlink()
 
 
-def write_atomic(path: Path, data: bytes, durable: bool = True, root: Path | None = None) -> None:
-    with atomic_target(path, durable, root) as tmp:
+def write_atomic(
+    path: Path, data: bytes, durable: bool = True, root: Path | None = None, fence: WriteFence | None = None
+) -> None:
+    with atomic_target(path, durable, root, fence) as tmp:
         tmp.write_bytes(data)
 
 
-def write_json(path: Path, value: object, durable: bool = False, root: Path | None = None) -> None:
+def write_json(
+    path: Path,
+    value: object,
+    durable: bool = False,
+    root: Path | None = None,
+    fence: WriteFence | None = None,
+) -> None:
     """Compact JSON (orjson: a non-finite float becomes null, so the file always reads back)."""
-    write_atomic(path, orjson.dumps(value), durable, root)
+    write_atomic(path, orjson.dumps(value), durable, root, fence)
 
 
 MISSING: Any = object()

@@ -7,6 +7,7 @@ On disk: ``data_dir/devices/<id>/`` per device, ``data_dir/models/`` for added m
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import secrets
@@ -51,6 +52,11 @@ class Ownership(Protocol):
 
     def refusal(self, device_id: str) -> FleetError:
         """The error for a device this fleet does not own (NotOwner, or Unavailable while it moves)."""
+        ...
+
+    def check_write(self, device_id: str) -> None:
+        """Raise unless this process may still write the device's files (from the shared disk's view,
+        not this process's: a stale owner learns it here)."""
         ...
 
 
@@ -165,6 +171,8 @@ class Fleet:
     def _register(self, device: Device, in_order: bool = False) -> None:
         self.residency.attach(device)
         device.stats = self.stats
+        if self.ownership is not None:
+            device.fence = functools.partial(self.ownership.check_write, device.id)
         self._devices[device.id] = device
         if in_order:
             bisect.insort(self._sorted_ids, device.id)

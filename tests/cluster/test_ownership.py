@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from service.cluster.ownership import SlotOwnership
+from service.cluster.state import ClusterState, Membership
 from service.cluster.view import owner_slot
 from service.errors import NotOwner, Unavailable
 from service.fleet import Fleet
@@ -80,3 +81,46 @@ def test_take_over_registers_handed_devices_in_a_running_fleet(tmp_path: Path, t
     assert new.take_over(handed) == 1
     assert new.get(mover).info().train_steps == 1
     assert new.page().devices[0].id == mover
+
+
+def fenced_fleet(data_dir: Path, slot: int, shards: int, epoch: int) -> tuple[Fleet, ClusterState]:
+    disk = ClusterState(data_dir)
+    if disk.membership() is None:
+        disk.write_membership(Membership(epoch, shards))
+    incarnation = disk.next_incarnation(slot)
+    return Fleet(data_dir, ownership=SlotOwnership(slot, shards, epoch, disk, incarnation)), disk
+
+
+def test_a_superseded_incarnation_cannot_overwrite_the_checkpoint(tmp_path: Path, train_batch: Batch) -> None:
+    stale, disk = fenced_fleet(tmp_path, slot=0, shards=1, epoch=1)
+    device = stale.create("phone")
+    device.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    device.save()
+    saved = device.checkpoint_path.read_bytes()
+    # Ray started the slot again elsewhere (the old process was partitioned, not dead): it trains on.
+    fresh = Fleet(tmp_path, ownership=SlotOwnership(0, 1, 1, disk, disk.next_incarnation(0)))
+    fresh.get("phone").run("train", {"x": train_batch[0], "y": train_batch[1]})
+    fresh.get("phone").save()
+    newer = device.checkpoint_path.read_bytes()
+    assert newer != saved
+    device.run("train", {"x": train_batch[0], "y": train_batch[1]})
+    with pytest.raises(Unavailable, match="incarnation 1 is stale"):
+        device.save()
+    assert device.checkpoint_path.read_bytes() == newer
+    assert not list(device.directory.glob(".*.tmp-*"))
+
+
+def test_an_owner_that_missed_a_resize_cannot_write_a_moved_device(tmp_path: Path, train_batch: Batch) -> None:
+    mover = next(i for i in IDS if owner_slot(i, 2) == 1)
+    stayer = next(i for i in IDS if owner_slot(i, 2) == 0)
+    stale, disk = fenced_fleet(tmp_path, slot=0, shards=1, epoch=1)
+    for device_id in (mover, stayer):
+        stale.create(device_id).run("train", {"x": train_batch[0], "y": train_batch[1]})
+    disk.write_membership(Membership(2, 2))  # committed without this process's hand-over
+    with pytest.raises(NotOwner, match="shard 1 in epoch 2"):
+        stale.get(mover).save()
+    assert not stale.get(mover).checkpoint_path.exists()
+    with pytest.raises(NotOwner):
+        stale.get(mover).restart()  # its record is not written either
+    stale.get(stayer).save()  # a device it still owns is written as before
+    assert stale.get(stayer).checkpoint_path.exists()

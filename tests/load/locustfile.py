@@ -14,6 +14,11 @@ Against a service with API keys, set ``FLEET_API_KEY`` (sent as ``Authorization:
 ``devices`` key needs ``FLEET_DEVICE_PREFIX`` set to its prefix (device IDs are PREFIX + random hex;
 default ``locust-``).
 
+Against a sharded fleet (``fleet serve --shards N``), ``FLEET_DIRECT=1`` takes the fast path: each
+phone asks ``GET /v1/fleet/shards`` for its device's owner and sends its calls there, one hop instead
+of two. A shard that no longer owns the device (a resize; 421) or cannot be reached (a restart) sends
+the phone back to the front for that call, and it asks for the view again.
+
 Not collected by pytest (the name does not match ``test_*.py``).
 """
 
@@ -30,6 +35,7 @@ import numpy as np
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpUser
 
+from service.cluster.view import View
 from service.model.dataset import load_fashion_mnist, one_hot
 from service.personalization.partition import PartitionSpec, partition
 
@@ -42,6 +48,7 @@ AUTH_HEADERS = (
     {"authorization": f"Bearer {os.environ['FLEET_API_KEY']}"} if os.environ.get("FLEET_API_KEY") else {}
 )
 DEVICE_PREFIX = os.environ.get("FLEET_DEVICE_PREFIX", "locust-")
+DIRECT = os.environ.get("FLEET_DIRECT", "").lower() in ("1", "true", "yes")
 NPZ_HEADERS = {"content-type": NPZ, "accept": NPZ, **AUTH_HEADERS}
 
 
@@ -92,6 +99,7 @@ class Phone(FastHttpUser):
         self.profile = PROFILE_DATA[next(_next_profile) % len(PROFILE_DATA)]
         self.batches = itertools.cycle(self.profile.train_bodies)
         self.client.post("/v1/devices", json={"id": self.device_id}, name="/v1/devices", headers=AUTH_HEADERS)
+        self.owner = self.find_owner()
         self.train()
         self.save()  # so that restore always has a checkpoint
 
@@ -101,8 +109,24 @@ class Phone(FastHttpUser):
     def path(self, route: str) -> str:
         return f"/v1/devices/{self.device_id}{route}"
 
+    def find_owner(self) -> str:
+        """The owning shard's address on the fast path; "" for the front."""
+        if not DIRECT:
+            return ""
+        reply = self.client.get("/v1/fleet/shards", name="/v1/fleet/shards", headers=AUTH_HEADERS)
+        view = reply.json() if reply.status_code == 200 else {}
+        return (View.parse(view).owner(self.device_id).address or "") if view.get("sharded") else ""
+
     def post(self, route: str, headers: dict[str, str] = AUTH_HEADERS, **kwargs: Any) -> None:
-        self.client.post(self.path(route), name=f"/v1/devices/[id]{route}", headers=headers, **kwargs)
+        name = f"/v1/devices/[id]{route}"
+        if self.owner:
+            url = self.owner + self.path(route)
+            with self.client.post(url, name=name, headers=headers, catch_response=True, **kwargs) as reply:
+                if reply.status_code not in (0, 421):
+                    return
+                reply.success()  # not the owner any more, or restarting: nothing done; via the front
+            self.owner = self.find_owner()
+        self.client.post(self.path(route), name=name, headers=headers, **kwargs)
 
     @task(10)
     def infer(self) -> None:

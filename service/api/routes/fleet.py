@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, Field, model_validator
 
-from service.api.deps import AdminDep, FleetDep, in_thread
+from service.api.deps import AdminDep, FleetDep, PrincipalDep, in_thread
 from service.api.errors import documented
 from service.config import Settings
-from service.errors import LimitExceeded
+from service.errors import LimitExceeded, NotSharded
 from service.fleet import Fleet
 from service.fleet.fleet import process_rss_bytes
 
@@ -34,6 +34,19 @@ class FleetStatus(BaseModel):
     evictions: int
     spills: int = Field(description="evictions that wrote unsaved weights to a spill file")
     process_rss_bytes: int
+
+
+class ShardsView(BaseModel):
+    epoch: int = Field(description="rises with every resize; 0 for a single process")
+    sharded: bool = Field(description="whether devices are sharded over processes (fleet serve --shards)")
+    shards: list[dict[str, Any]] = Field(
+        description="per shard: slot, address, node, pid, incarnation, epoch, devices, resident, state"
+    )
+    coordinator: dict[str, Any] | None = Field(None, description="the process keeping the view")
+
+
+class Resize(BaseModel):
+    count: Annotated[int, Field(ge=1, description="the new number of shards")]
 
 
 class BulkCreate(BaseModel):
@@ -89,6 +102,29 @@ def _status(fleet: Fleet, settings: Settings) -> FleetStatus:
         spills=stats.spills,
         process_rss_bytes=process_rss_bytes(),
     )
+
+
+@router.get(
+    "/v1/fleet/shards",
+    summary="The member view of a sharded fleet: its epoch and each shard's process",
+    responses=documented(e401="needs an API key"),
+)
+async def shard_view(principal: PrincipalDep) -> ShardsView:
+    """A single process has no shards: ``sharded`` is false and the list empty. Under
+    ``fleet serve --shards N`` each shard's ``address`` takes device calls directly (the fast path:
+    ``FleetClient(direct=True)``); a shard that does not own a device answers 421 with ``Fleet-Epoch``."""
+    return ShardsView(epoch=0, sharded=False, shards=[])
+
+
+@router.post(
+    "/v1/fleet/shards",
+    summary="Resize a sharded fleet while traffic flows",
+    responses=documented(e403="needs an admin key", e409="the fleet is not sharded"),
+)
+async def resize(body: Resize, admin: AdminDep) -> ShardsView:
+    """Devices that move keep their unsaved weights; calls to them wait (or get 503 with
+    ``Retry-After``) for the moment they move. A single process answers 409."""
+    raise NotSharded("this fleet runs in one process; start it with 'fleet serve --shards N' to resize")
 
 
 @router.post(
