@@ -22,10 +22,13 @@ from service.fleet.fleet import Ownership
 from service.runtime.quiet import tensorflow_start_up_quiet
 
 
-def create_app(settings: Settings | None = None, ownership: Ownership | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, ownership: Ownership | None = None, front_token: bytes | None = None
+) -> FastAPI:
     """The service's app; a bad keys file fails here (InvalidRequest), before the fleet is opened.
 
-    With ``ownership`` it serves one shard of a sharded fleet (``service.cluster``).
+    With ``ownership`` it serves one shard of a sharded fleet (``service.cluster``), and takes
+    requests bearing ``front_token`` as its front's.
     """
     settings = settings or Settings()
     keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None, ownership: Ownership | None = N
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
     )
-    app.add_middleware(Authenticate, keys=keys)  # before any body is read
+    app.add_middleware(Authenticate, keys=keys, front_token=front_token)  # before any body is read
     app.state.metrics = Metrics(lambda: app.state.fleet)
     sinks: list[RequestSink] = [app.state.metrics.requests.observe]
     if settings.log_json:

@@ -53,6 +53,8 @@ class Principal:
 
 
 LOOPBACK_ADMIN = Principal("admin")
+FRONT_HEADER = b"fleet-front"
+"""Carries a sharded fleet's front token from the front to its shards (never from clients)."""
 
 
 @dataclass(frozen=True)
@@ -154,14 +156,17 @@ class Authenticate:
     anything. What each route lets a principal do is checked by the routes' dependencies.
     """
 
-    def __init__(self, app: ASGIApp, keys: KeyRing | None) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing | None, front_token: bytes | None = None) -> None:
+        """``front_token``: a shard's secret shared with its front (``service.cluster``); in protected
+        mode a request bearing it counts as local, since the front answers local clients only."""
         self.app = app
         self.keys = keys
+        self.front_token = None if front_token is None else _digest(front_token)
 
     def principal(self, scope: Scope) -> Principal:
         if self.keys is None:
             client = scope.get("client")
-            if is_loopback(client[0] if client else None):
+            if is_loopback(client[0] if client else None) or self._from_front(scope):
                 return LOOPBACK_ADMIN
             raise Forbidden(PROTECTED_MODE)
         header = dict(scope["headers"]).get(b"authorization", b"")
@@ -172,6 +177,12 @@ class Authenticate:
         if principal is None:
             raise NotAuthenticated("the API key is not valid")
         return principal
+
+    def _from_front(self, scope: Scope) -> bool:
+        if self.front_token is None:
+            return False
+        token = dict(scope["headers"]).get(FRONT_HEADER)
+        return token is not None and hmac.compare_digest(_digest(token), self.front_token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):

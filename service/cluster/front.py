@@ -25,10 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.api.auth import Authenticate, KeyRing, Principal
+from service.api.auth import FRONT_HEADER, Authenticate, KeyRing, Principal
 from service.api.errors import error_headers, error_response, status_of
 from service.api.limits import BodyLimit
 from service.cluster import merge
+from service.cluster.state import ClusterState
 from service.cluster.view import View
 from service.config import Settings
 from service.errors import FleetError, InvalidRequest, LimitExceeded, Unavailable
@@ -54,6 +55,7 @@ HOP_HEADERS = frozenset(
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        FRONT_HEADER,
     }
 )
 ViewSource = Callable[[int | None], Awaitable[dict[str, Any]]]
@@ -68,8 +70,9 @@ def fixed(slot: int) -> SlotPicker:
 class Shards:
     """The cached view and the HTTP connections to each shard."""
 
-    def __init__(self, fetch: ViewSource) -> None:
+    def __init__(self, fetch: ViewSource, token: bytes) -> None:
         self._fetch = fetch
+        self.token = token
         self.view: View | None = None
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0),
@@ -107,7 +110,7 @@ class Shards:
                     request.method,
                     shard.address + request.url.path,
                     params=request.url.query or None,
-                    headers=_forwarded_headers(request),
+                    headers=_forwarded_headers(request, self.token),
                     content=body,
                 )
             except httpx.ConnectError:  # nothing was sent: safe to try again once the slot has a process
@@ -192,8 +195,9 @@ def _code(upstream: httpx.Response) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-def _forwarded_headers(request: Request) -> list[tuple[bytes, bytes]]:
+def _forwarded_headers(request: Request, token: bytes) -> list[tuple[bytes, bytes]]:
     headers = [(k, v) for k, v in request.scope["headers"] if k not in HOP_HEADERS]
+    headers.append((FRONT_HEADER, token))
     client = request.scope.get("client")
     if client:
         headers.append((b"x-forwarded-for", client[0].encode()))
@@ -237,7 +241,7 @@ def create_front(
                 f"the coordinator does not answer ({type(exc).__name__})", retry_after=2
             ) from exc
 
-    shards = Shards(fetch)
+    shards = Shards(fetch, ClusterState(settings.data_dir).front_token())
 
     async def body_of(request: Request) -> bytes:
         return await request.body()

@@ -76,13 +76,17 @@ class _Families(Collector):
         return iter(self._families)
 
 
+def _is_time(sample_name: str) -> bool:
+    return sample_name.endswith("_created") or sample_name == "process_start_time_seconds"
+
+
 def merge_metrics(texts: Sequence[str]) -> str:
     """One Prometheus text exposition (0.0.4) whose samples are the shards' samples summed.
 
-    Samples match by name and label set, so a series only some shards have passes through. Every value
-    is summed, including the few that do not add up (``process_start_time_seconds``, ``*_created``);
-    each family keeps its first shard's HELP and TYPE, families and samples stay in first-seen order,
-    and timestamps are dropped (a sum has no one time).
+    Samples match by name and label set, so a series only some shards have passes through. Values are
+    summed, but for times (``*_created``, ``process_start_time_seconds``): the earliest. Each family
+    keeps its first shard's HELP and TYPE, families and samples stay in first-seen order, and
+    timestamps are dropped (a sum has no one time).
     """
     families: dict[str, Metric] = {}
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
@@ -98,7 +102,8 @@ def merge_metrics(texts: Sequence[str]) -> str:
                 if seen is None:
                     samples[key] = Sample(sample.name, dict(sample.labels), sample.value)
                 else:
-                    samples[key] = seen._replace(value=seen.value + sample.value)
+                    both = (seen.value, sample.value)
+                    samples[key] = seen._replace(value=min(both) if _is_time(sample.name) else sum(both))
     for name, family in families.items():
         family.samples = list(sums[name].values())
     # ALLOWUTF8: names pass through as parsed (quoted if they need it) instead of being rewritten.

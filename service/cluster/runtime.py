@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from service.cluster.shard import START_TIMEOUT, ShardServer
 from service.cluster.state import ClusterState, Membership
@@ -85,7 +86,7 @@ class Coordinator:
             "max_restarts": -1,
             "max_task_retries": 0,
             "num_cpus": 0,
-            "scheduling_strategy": "SPREAD",
+            "scheduling_strategy": _placement(slot),
             "runtime_env": {"env_vars": WORKER_ENV},
         }
         if self.detached:
@@ -197,6 +198,15 @@ class Coordinator:
             sum(handed),
             sum(taken),
         )
+
+
+def _placement(slot: int) -> NodeAffinitySchedulingStrategy:
+    """Slot i on the i-th live node (by node ID), round-robin: shards spread over the nodes as evenly
+    as they can, and the same slot lands on the same node again. Soft: if that node is gone, Ray
+    places the shard elsewhere. (Ray's "SPREAD" is best-effort, and put both shards of a
+    three-node test cluster on one node.)"""
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    return NodeAffinitySchedulingStrategy(node_id=nodes[slot % len(nodes)], soft=True)
 
 
 def _check_count(shards: int) -> None:

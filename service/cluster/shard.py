@@ -74,7 +74,7 @@ class ShardServer:
         )
         if membership.pending is not None:
             self.ownership.fence(membership.pending)
-        self.app = create_app(self.settings, ownership=self.ownership)
+        self.app = create_app(self.settings, ownership=self.ownership, front_token=self.state.front_token())
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0))

@@ -8,6 +8,8 @@ incarnations: each process taking the slot gets the next number.
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +47,20 @@ class ClusterState:
 
     def write_membership(self, membership: Membership) -> None:
         write_json(self.directory / "view.json", asdict(membership), durable=True, root=self.data_dir)
+
+    def front_token(self) -> bytes:
+        """The secret the front shows its shards (made on first use, readable by this user only)."""
+        path = self.directory / "front-token"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        token = secrets.token_hex(32).encode()
+        with os.fdopen(fd, "wb") as f:
+            f.write(token)
+            f.flush()
+            os.fsync(f.fileno())
+        return token
 
     def incarnation(self, slot: int) -> int:
         """The newest incarnation that took ``slot`` (0: none yet)."""

@@ -92,6 +92,16 @@ def test_protected_mode_answers_loopback_and_refuses_others_with_how_to_configur
             assert remote.get(probe).status_code == 200, probe
 
 
+def test_in_protected_mode_a_shard_takes_its_fronts_token_and_nothing_else(tmp_path: Path) -> None:
+    token = b"f" * 64
+    app = create_app(Settings(data_dir=tmp_path / "data"), front_token=token)
+    with TestClient(app, client=REMOTE) as remote:
+        assert remote.get("/v1/devices", headers={"fleet-front": token.decode()}).status_code == 200
+        for wrong in ("f" * 63, "g" * 64, ""):
+            assert remote.get("/v1/devices", headers={"fleet-front": wrong}).status_code == 403, wrong
+        assert remote.get("/v1/devices").status_code == 403
+
+
 def test_a_stranger_cannot_make_the_service_read_a_body(tmp_path: Path) -> None:
     """Refused before the body is read: a stranger's 60 MB upload gets 403 at once, not 413."""
     with TestClient(

@@ -30,9 +30,8 @@ class RayCluster:
         self.log_dir = Path(self.temp_dir)
         self.nodes: list[subprocess.Popen[bytes]] = []
         common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-        self._start(
-            "head",
-            [
+        try:
+            head = [
                 "--head",
                 "--port",
                 str(self.port),
@@ -40,18 +39,18 @@ class RayCluster:
                 self.temp_dir,
                 "--include-dashboard",
                 "false",
-                "--resources",
-                '{"head": 1}',
-                *common,
-            ],
-        )
-        self._wait_nodes(1)
-        for i in range(workers):
-            self._start(
-                f"worker-{i}",
-                ["--address", self.address, "--resources", json.dumps({f"worker_{i}": 1}), *common],
-            )
-        self._wait_nodes(1 + workers)
+            ]
+            self._start("head", [*head, "--resources", '{"head": 1}', *common])
+            self._wait_nodes(1)
+            for i in range(workers):  # one at a time: nodes starting together time out on 2 cores
+                self._start(
+                    f"worker-{i}",
+                    ["--address", self.address, "--resources", json.dumps({f"worker_{i}": 1}), *common],
+                )
+                self._wait_nodes(2 + i)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self, name: str, args: list[str]) -> None:
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -106,7 +105,9 @@ def ray_cluster() -> Iterator[RayCluster]:
         cluster.stop()
 
 
-def sharded_server(data_dir: Path, cluster: RayCluster, shards: int, *args: str) -> ServerProcess:
+def sharded_server(
+    data_dir: Path, cluster: RayCluster, shards: int, *args: str, env: dict[str, str] | None = None
+) -> ServerProcess:
     return ServerProcess(
-        data_dir, "--ray-address", cluster.address, "--shards", str(shards), *args, timeout=240
+        data_dir, "--ray-address", cluster.address, "--shards", str(shards), *args, timeout=240, env=env
     )

@@ -334,3 +334,13 @@ def test_values_parse_back_exactly() -> None:
 
 def test_no_texts_merge_to_nothing() -> None:
     assert merge_metrics([]) == ""
+
+
+def test_times_take_the_earliest_shards_not_their_sum() -> None:
+    texts = [shard_exposition(s) for s in range(3)]
+    created = [samples(t)[series("fleet_http_requests_created", method="GET", status="200")] for t in texts]
+    out = samples(merge_metrics(texts))
+    assert out[series("fleet_http_requests_created", method="GET", status="200")] == min(created)
+    assert out[series("fleet_http_requests_total", method="GET", status="200")] == sum(
+        samples(t)[series("fleet_http_requests_total", method="GET", status="200")] for t in texts
+    )

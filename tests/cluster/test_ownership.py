@@ -110,7 +110,9 @@ def test_a_superseded_incarnation_cannot_overwrite_the_checkpoint(tmp_path: Path
     assert not list(device.directory.glob(".*.tmp-*"))
 
 
-def test_an_owner_that_missed_a_resize_cannot_write_a_moved_device(tmp_path: Path, train_batch: Batch) -> None:
+def test_an_owner_that_missed_a_resize_cannot_write_a_moved_device(
+    tmp_path: Path, train_batch: Batch
+) -> None:
     mover = next(i for i in IDS if owner_slot(i, 2) == 1)
     stayer = next(i for i in IDS if owner_slot(i, 2) == 0)
     stale, disk = fenced_fleet(tmp_path, slot=0, shards=1, epoch=1)
