@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from service.api.auth import FRONT_HEADER, Authenticate, KeyRing, Principal
 from service.api.errors import error_headers, error_response, status_of
 from service.api.limits import BodyLimit
 from service.cluster import merge
+from service.cluster.forward import Answer, Broken, NotSent, Pool
 from service.cluster.state import ClusterState
 from service.cluster.view import View
 from service.config import Settings
@@ -68,16 +68,13 @@ def fixed(slot: int) -> SlotPicker:
 
 
 class Shards:
-    """The cached view and the HTTP connections to each shard."""
+    """The cached view and the connections to each shard."""
 
     def __init__(self, fetch: ViewSource, token: bytes) -> None:
         self._fetch = fetch
         self.token = token
         self.view: View | None = None
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self.pool = Pool(timeout=CALL_TIMEOUT)
         self._refreshing: asyncio.Lock | None = None
 
     async def current(self) -> View:
@@ -96,52 +93,51 @@ class Shards:
             self.view = View.parse(await self._fetch(slot))
             return self.view
 
-    async def send(self, slot_of: SlotPicker, request: Request, body: bytes) -> Response:
-        """Forward the request to the slot ``slot_of`` picks from the current view, retrying what is safe."""
+    async def call(self, slot_of: SlotPicker, request: Request, body: bytes) -> Answer:
+        """The request's answer from the slot ``slot_of`` picks in the current view, retrying what is
+        safe: a call that could not be sent, one refused as not the owner's, one of a moving device."""
         deadline = time.monotonic() + ROUTE_DEADLINE
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = _forwarded_headers(request, self.token)
         while True:
             view = await self.current()
             shard = view.shards[slot_of(view)]
             retry_after = 0.2
             try:
                 if shard.address is None:
-                    raise httpx.ConnectError("no address yet")
-                upstream = await self.client.request(
-                    request.method,
-                    shard.address + request.url.path,
-                    params=request.url.query or None,
-                    headers=_forwarded_headers(request, self.token),
-                    content=body,
-                )
-            except httpx.ConnectError:  # nothing was sent: safe to try again once the slot has a process
+                    raise NotSent("no address yet")
+                answer = await self.pool.request(shard.address, request.method, target, headers, body)
+            except NotSent:  # safe to try again once the slot has a process
                 with contextlib.suppress(FleetError):
                     await self.refresh(shard.slot, view)
-            except httpx.HTTPError as exc:
-                log.warning(
-                    "shard %d failed during %s %s: %r", shard.slot, request.method, request.url.path, exc
-                )
+            except Broken as exc:
+                log.warning("shard %d failed during %s %s: %s", shard.slot, request.method, target, exc)
                 asyncio.get_running_loop().create_task(self._quiet_refresh(shard.slot, view))
                 raise Unavailable(
-                    f"shard {shard.slot} failed during the call ({type(exc).__name__}); it may or may not "
-                    "have been applied: check the device, then retry",
+                    f"shard {shard.slot} failed during the call; it may or may not have been applied: "
+                    "check the device, then retry",
                     retry_after=2,
                 ) from exc
             else:
-                if upstream.status_code == 421:
+                if answer.status == 421:
                     await self.refresh(None, view)
-                elif (
-                    upstream.status_code == 503
-                    and _code(upstream) == "unavailable"
-                    and "moving" in upstream.text
-                ):
-                    retry_after = min(float(upstream.headers.get("retry-after", "1")), 1.0)
+                elif answer.status == 503 and b"moving between shards" in answer.body:
+                    retry_after = min(float(answer.header(b"retry-after") or b"1"), 1.0)
                 else:
-                    return _relay(upstream)
+                    return answer
             if time.monotonic() + retry_after > deadline:
                 raise Unavailable(
                     "no shard could take the call in time (restarting or resizing)", retry_after=2
                 )
             await asyncio.sleep(retry_after)
+
+    async def send(self, slot_of: SlotPicker, request: Request, body: bytes) -> Response:
+        """``call``, relayed as the front's answer."""
+        answer = await self.call(slot_of, request, body)
+        headers = [(k, v) for k, v in answer.headers if k not in HOP_HEADERS]
+        response = Response(answer.body, status_code=answer.status)
+        response.raw_headers = [*headers, (b"content-length", str(len(answer.body)).encode())]
+        return response
 
     async def _quiet_refresh(self, slot: int, seen: View) -> None:
         try:
@@ -149,50 +145,19 @@ class Shards:
         except Exception:
             log.exception("could not refresh the view of shard %d", slot)
 
-    async def each(
-        self, request: Request, path: str | None = None, body: bytes = b""
-    ) -> list[httpx.Response]:
-        """The same request to every shard at once; the first error answer is raised as a response."""
+    async def each(self, request: Request, body: bytes = b"") -> list[Answer]:
+        """The same request to every shard at once; the first error answer is relayed as it is."""
         view = await self.current()
-        replies = await asyncio.gather(
-            *(self.send(fixed(s.slot), _with_path(request, path), body) for s in view.shards)
-        )
-        return [_Upstream.unwrap(r) for r in replies]
-
-
-class _Upstream(Response):
-    """A relayed answer that keeps the upstream reply for fan-out merging."""
-
-    upstream: httpx.Response
-
-    @staticmethod
-    def unwrap(response: Response) -> httpx.Response:
-        assert isinstance(response, _Upstream)
-        if response.upstream.status_code >= 400:
-            raise _Relayed(response)
-        return response.upstream
+        answers = await asyncio.gather(*(self.call(fixed(s.slot), request, body) for s in view.shards))
+        for answer in answers:
+            if answer.status >= 400:
+                raise _Relayed(answer)
+        return answers
 
 
 class _Relayed(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
-def _relay(upstream: httpx.Response) -> Response:
-    headers = {
-        k: v for k, v in upstream.headers.items() if k.encode() not in HOP_HEADERS and k != "content-encoding"
-    }
-    response = _Upstream(upstream.content, status_code=upstream.status_code, headers=headers)
-    response.upstream = upstream
-    return response
-
-
-def _code(upstream: httpx.Response) -> str | None:
-    try:
-        error = upstream.json().get("error")
-    except ValueError:
-        return None
-    return error.get("code") if isinstance(error, dict) else None
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
 
 
 def _forwarded_headers(request: Request, token: bytes) -> list[tuple[bytes, bytes]]:
@@ -209,6 +174,12 @@ def _with_path(request: Request, path: str | None) -> Request:
         return request
     scope = dict(request.scope)
     scope["path"], scope["raw_path"] = path, path.encode()
+    return Request(scope, request.receive)
+
+
+def _with_query(request: Request, query: str) -> Request:
+    scope = dict(request.scope)
+    scope["query_string"] = query.encode()
     return Request(scope, request.receive)
 
 
@@ -255,7 +226,7 @@ def create_front(
 
     async def devices(request: Request) -> Response:
         if request.method == "GET":
-            pages = [r.json() for r in await shards.each(request)]  # the shards check the query
+            pages = [orjson.loads(a.body) for a in await shards.each(request)]  # the shards check the query
             return _json(merge.merge_pages(pages, int(request.query_params.get("limit", "100"))))
         body = await body_of(request)
         wanted = orjson.loads(body) if body.strip() else {}
@@ -314,12 +285,30 @@ def create_front(
                     return reply
         return _json({"count": sum(len(p) for p in parts.values()), "ids": ids})
 
+    async def model(request: Request) -> Response:
+        """Models live in the shared directory: any shard stores one; a deletion must find no user
+        on any shard first, then every shard forgets the model."""
+        if request.method != "DELETE":
+            return await to_first(request)
+        _principal(request).require_admin(f"DELETE {request.url.path}")
+        if request.query_params.get("dry_run", "false").lower() in ("1", "true"):
+            await shards.each(request)
+            return Response(status_code=204)
+        view = await shards.current()
+        await shards.each(_with_query(request, "dry_run=true"))
+        done = await shards.send(fixed(0), request, b"")
+        if done.status_code >= 300:
+            return done
+        for shard in view.shards[1:]:
+            await shards.send(fixed(shard.slot), request, b"")  # each forgets it (its 404 is expected)
+        return done
+
     async def fleet_status(request: Request) -> Response:
-        statuses = [r.json() for r in await shards.each(request)]
+        statuses = [orjson.loads(a.body) for a in await shards.each(request)]
         return _json(merge.merge_fleet_status(statuses, process_rss_bytes()))
 
     async def metrics(request: Request) -> Response:
-        texts = [r.text for r in await shards.each(request)]
+        texts = [a.body.decode() for a in await shards.each(request)]
         return Response(merge.merge_metrics(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def shard_list(request: Request) -> Response:
@@ -362,6 +351,7 @@ def create_front(
         Route("/v1/devices/{device_id}/{rest:path}", to_owner, methods=ALL_METHODS),
         Route("/v2/models/{device_id}", to_owner, methods=ALL_METHODS),
         Route("/v2/models/{device_id}/{rest:path}", to_owner, methods=ALL_METHODS),
+        Route("/v1/models/{model}", model, methods=ALL_METHODS),
         Route("/{rest:path}", to_first, methods=ALL_METHODS),
     ]
 
@@ -370,7 +360,7 @@ def create_front(
         try:
             yield
         finally:
-            await shards.client.aclose()
+            await shards.pool.close()
             if on_shutdown is not None:
                 await on_shutdown()
 
@@ -398,7 +388,10 @@ async def _fleet_error(request: Request, exc: Exception) -> Response:
 
 async def _relayed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _Relayed)
-    return exc.response
+    response = Response(exc.answer.body, status_code=exc.answer.status)
+    response.raw_headers = [(k, v) for k, v in exc.answer.headers if k not in HOP_HEADERS]
+    response.raw_headers.append((b"content-length", str(len(exc.answer.body)).encode()))
+    return response
 
 
 def _random_id(prefix: str) -> str:

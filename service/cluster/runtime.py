@@ -201,11 +201,13 @@ class Coordinator:
 
 
 def _placement(slot: int) -> NodeAffinitySchedulingStrategy:
-    """Slot i on the i-th live node (by node ID), round-robin: shards spread over the nodes as evenly
-    as they can, and the same slot lands on the same node again. Soft: if that node is gone, Ray
+    """Slot i on the i-th live node with CPUs (by node ID), round-robin: shards spread over the nodes
+    as evenly as they can, and the same slot lands on the same node again. Soft: if that node is gone, Ray
     places the shard elsewhere. (Ray's "SPREAD" is best-effort, and put both shards of a
     three-node test cluster on one node.)"""
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    working = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0] or alive  # not the 0-CPU ones
+    nodes = sorted(n["NodeID"] for n in working)
     return NodeAffinitySchedulingStrategy(node_id=nodes[slot % len(nodes)], soft=True)
 
 

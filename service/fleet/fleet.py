@@ -370,8 +370,8 @@ class Fleet:
                 del self._devices[device.id]
                 del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
 
-    def delete_model(self, name: str) -> None:
-        """Delete an added model; ModelInUse while any device uses it.
+    def delete_model(self, name: str, dry_run: bool = False) -> None:
+        """Delete an added model; ModelInUse while any device uses it (``dry_run``: only check).
 
         Holds the fleet's lock so that no device is created with the model meanwhile; reads the record
         of every device not read yet (seconds for 100,000 devices: an admin's rare operation).
@@ -390,7 +390,7 @@ class Fleet:
                 raise ModelInUse(
                     f"model '{name}' is used by {len(users)} device(s): {shown}; delete them first"
                 )
-            self.models.delete(name)
+            self.models.delete(name, dry_run)
 
     def reset(self, device: Device) -> None:
         """The baseline model again; a running job is stopped first, as it would train on.

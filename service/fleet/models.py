@@ -85,14 +85,21 @@ class ModelStore:
                 f"{self.max_bytes} bytes allowed (FLEET_MAX_MODEL_BYTES); delete one first"
             )
 
-    def delete(self, name: str) -> None:
-        """Forget an added model and remove its file; the caller makes sure no device uses it."""
+    def delete(self, name: str, dry_run: bool = False) -> None:
+        """Forget an added model and remove its file; the caller makes sure no device uses it.
+
+        A model whose file another process sharing the directory removed is forgotten here too
+        (ModelNotFound all the same). ``dry_run``: only the checks.
+        """
         if name == DEFAULT_MODEL:
             raise ModelInUse(f"model '{name}' is the embedded default; it cannot be deleted")
         path = self._path(name)
         with self._lock:
             if not path.is_file():
+                self._loaded.pop(name, None)
                 raise ModelNotFound(f"no model '{name}'; known: {self.names()}")
+            if dry_run:
+                return
             try:
                 path.unlink()
             except OSError as exc:

@@ -48,7 +48,7 @@ def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("sharded")
     keys = root / "keys.txt"
     keys.write_text(f"{ADMIN_KEY} admin\n")
-    env = {"FLEET_API_KEYS_FILE": str(keys)}
+    env = {"FLEET_API_KEYS_FILE": str(keys), "FLEET_ALLOW_MODEL_UPLOAD": "true"}
     with sharded_server(root / "data", ray_cluster, 2, env=env) as running:
         yield running
 
@@ -210,6 +210,28 @@ def test_fast_path_goes_straight_to_the_owner_and_survives_a_stale_view(
         client.train("fast", x=x, y=y)
         assert sent[-1] == f"{owner.address}/v1/devices/fast/train", "the view was fetched again"
         client.delete_device("fast")
+
+
+def test_a_model_is_added_once_and_deleted_only_when_no_shard_uses_it(
+    http: httpx.Client, regressor_model: bytes
+) -> None:
+    assert http.put("/v1/models/reg", content=regressor_model).status_code == 201
+    ids = [f"reg-{i}" for i in range(8)]
+    assert http.post("/v1/devices/bulk-create", json={"ids": ids, "model": "reg"}).status_code == 201
+    owners = {View.parse(shards(http)).owner(i).slot for i in ids}
+    assert owners == {0, 1}, "the model's devices are on both shards"
+    last = next(i for i in ids if View.parse(shards(http)).owner(i).slot == 1)
+    assert (
+        http.post("/v1/devices/bulk-delete", json={"ids": [i for i in ids if i != last]}).status_code == 200
+    )
+    refused = http.delete("/v1/models/reg")  # shard 0 has no user left; shard 1 has one
+    assert refused.status_code == 409 and last in refused.json()["error"]["message"]
+    assert http.get("/v1/models/reg").status_code == 200
+    assert http.delete(f"/v1/devices/{last}").status_code == 204
+    assert http.delete("/v1/models/reg").status_code == 204
+    assert http.get("/v1/models/reg").status_code == 404
+    made = http.post("/v1/devices/bulk-create", json={"ids": ids, "model": "reg"})
+    assert made.status_code == 404, "no shard still knows the deleted model"
 
 
 def test_fleet_wide_answers_equal_a_single_process(http: httpx.Client, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from service.api.deps import AdminDep, FleetDep, ModelName, PrincipalDep, in_thread
 from service.api.errors import documented
@@ -70,6 +72,12 @@ async def put_model(
         e409="devices use it, or it is the embedded default",
     ),
 )
-async def delete_model(model: ModelName, fleet: FleetDep, admin: AdminDep, request: Request) -> Response:
-    await in_thread(request, fleet.delete_model, model)
+async def delete_model(
+    model: ModelName,
+    fleet: FleetDep,
+    admin: AdminDep,
+    request: Request,
+    dry_run: Annotated[bool, Query(description="only check that it could be deleted now")] = False,
+) -> Response:
+    await in_thread(request, fleet.delete_model, model, dry_run)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
