@@ -247,8 +247,9 @@ def main() -> None:
                         f"{ms(percentile(middle, 50))} ms"
                     )
 
+    load = f"{args.devices} devices, {args.concurrency} concurrent, {args.seconds:.0f} s"
     table(
-        f"train, batch 100, npz, {args.devices} devices, {args.concurrency} concurrent, {args.seconds:.0f} s ({machine()})",
+        f"train, batch 100, npz, {load} ({machine()})",
         ["path", "steps/s", "vs one process", "service CPU ms / step"],
         rows,
     )

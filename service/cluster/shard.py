@@ -6,6 +6,7 @@ tensor bodies reach it in one hop (from the front, or straight from a client on 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -19,6 +20,8 @@ from service.cluster.state import ClusterState
 from service.config import Settings
 from service.errors import FleetError, Unavailable
 from service.fleet.memory import configure_allocator
+
+log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0
 """Seconds a shard may take to open its fleet (TensorFlow's import, scanning the devices)."""
@@ -55,6 +58,7 @@ class ShardServer:
     """Serves ``slot`` on ``host`` (an ephemeral port) until ``stop``."""
 
     def __init__(self, settings: dict[str, Any], slot: int, host: str = "127.0.0.1") -> None:
+        started = time.monotonic()
         configure_allocator()  # Ray's threads exist already; the mmap threshold still holds
         import uvicorn
 
@@ -96,6 +100,11 @@ class ShardServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise Unavailable(f"shard {slot} could not start its HTTP server", retry_after=5)
             time.sleep(0.02)
+        log.warning(
+            "shard %d incarnation %d serving %d devices at %s (epoch %d), %.2f s after it started",
+            slot, self.incarnation, len(self.app.state.fleet), self.address, self.ownership.epoch,
+            time.monotonic() - started,
+        )  # fmt: skip
 
     @property
     def address(self) -> str:
