@@ -16,9 +16,10 @@ STOP_TIMEOUT = 30.0
 
 
 def sharded_app(settings: Settings, shards: int | None, address: str | None) -> Starlette:
-    """The front's app, once every shard serves. Local (no ``address``): the shards are this
-    process's and stop with it, their fleets closed first; in a cluster they are detached and
-    outlive it (a new front finds them)."""
+    """The front's app, once every shard serves. The actors are detached: a shard outlives a
+    crashed coordinator, and in a cluster both outlive the front (a new front finds them). Local (no
+    ``address``): the Ray runtime is this process's, and its shards stop with it, their fleets
+    closed first."""
     keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
     paths = {"data_dir": settings.data_dir.resolve()}  # shards may run in another working directory
     if settings.api_keys_file is not None:
@@ -26,7 +27,7 @@ def sharded_app(settings: Settings, shards: int | None, address: str | None) -> 
     settings = settings.model_copy(update=paths)
     local = address is None
     connect(settings, address, shards or 1)
-    coord = coordinator(settings, shard_host="127.0.0.1" if local else None, detached=not local)
+    coord = coordinator(settings, shard_host="127.0.0.1" if local else None)
     ray.get(coord.start.remote(shards))
 
     async def stop() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from service.cluster.shard import START_TIMEOUT, ShardServer
@@ -63,10 +63,9 @@ def shard_name(slot: int) -> str:
 class Coordinator:
     """Keeps the member view: starts the shards, answers who serves each slot, resizes in two phases."""
 
-    def __init__(self, settings: dict[str, Any], shard_host: str | None, detached: bool) -> None:
+    def __init__(self, settings: dict[str, Any], shard_host: str | None) -> None:
         self.settings = settings
         self.shard_host = shard_host
-        self.detached = detached
         self.state = ClusterState(Settings(**settings).data_dir)
         self.namespace = namespace(self.state.data_dir)
         self.infos: dict[int, ShardInfo] = {}
@@ -86,16 +85,20 @@ class Coordinator:
             "max_restarts": -1,
             "max_task_retries": 0,
             "num_cpus": 0,
+            "lifetime": "detached",  # not the coordinator's: shards outlive a coordinator that crashed
             "scheduling_strategy": _placement(slot),
             "runtime_env": {"env_vars": WORKER_ENV},
         }
-        if self.detached:
-            options["lifetime"] = "detached"
         return RemoteShard.options(**options).remote(self.settings, slot, self.shard_host)
 
     def _info(self, slot: int, timeout: float = START_TIMEOUT) -> ShardInfo:
         try:
-            value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
+            try:
+                value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
+            except ActorDiedError:  # its node is gone, and it was pinned there: start it on another
+                log.warning("shard %d died for good; starting it again", slot)
+                self.handles.pop(slot, None)
+                value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
         except (GetTimeoutError, RayActorError) as exc:
             raise Unavailable(f"shard {slot} does not answer: {type(exc).__name__}", retry_after=2) from exc
         info = ShardInfo.parse(value)
@@ -202,13 +205,13 @@ class Coordinator:
 
 def _placement(slot: int) -> NodeAffinitySchedulingStrategy:
     """Slot i on the i-th live node with CPUs (by node ID), round-robin: shards spread over the nodes
-    as evenly as they can, and the same slot lands on the same node again. Soft: if that node is gone, Ray
-    places the shard elsewhere. (Ray's "SPREAD" is best-effort, and put both shards of a
-    three-node test cluster on one node.)"""
+    as evenly as they can. Pinned (Ray's soft affinity and "SPREAD" both put two shards of a
+    three-node test cluster on one node): Ray restarts a crashed shard on its node, and one whose
+    node is gone is started again by the coordinator, placed among the nodes then alive."""
     alive = [n for n in ray.nodes() if n.get("Alive")]
     working = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0] or alive  # not the 0-CPU ones
     nodes = sorted(n["NodeID"] for n in working)
-    return NodeAffinitySchedulingStrategy(node_id=nodes[slot % len(nodes)], soft=True)
+    return NodeAffinitySchedulingStrategy(node_id=nodes[slot % len(nodes)], soft=False)
 
 
 def _check_count(shards: int) -> None:
@@ -233,10 +236,10 @@ def connect(settings: Settings, address: str | None, shards: int) -> None:
     }
     if address is None:
         kwargs.update(include_dashboard=False, num_cpus=max(2, shards), runtime_env={"env_vars": WORKER_ENV})
-    ray.init(address=address, **kwargs)
+    ray.init(address=address or "local", **kwargs)  # "local": a new runtime, never one found running
 
 
-def coordinator(settings: Settings, shard_host: str | None, detached: bool) -> Any:
+def coordinator(settings: Settings, shard_host: str | None) -> Any:
     """The coordinator actor, made if it does not exist (a restarted front finds the running one)."""
     options: dict[str, Any] = {
         "name": COORDINATOR,
@@ -245,12 +248,11 @@ def coordinator(settings: Settings, shard_host: str | None, detached: bool) -> A
         "max_restarts": -1,
         "max_task_retries": -1,
         "num_cpus": 0,
+        "lifetime": "detached",  # a new front on the same data directory finds it
         "runtime_env": {"env_vars": WORKER_ENV},
     }
-    if detached:
-        options["lifetime"] = "detached"
     return (
         ray.remote(Coordinator)
         .options(**options)
-        .remote(settings.model_dump(mode="json"), shard_host, detached)
+        .remote(settings.model_dump(mode="json"), shard_host)
     )

@@ -395,3 +395,63 @@ def test_killed_coordinator_recovers_one_view(server: ServerProcess, http: httpx
     assert grown.status_code == 200 and grown.json()["epoch"] == before["epoch"] + 1
     shrunk = http.post("/v1/fleet/shards", json={"count": 2})
     assert shrunk.status_code == 200 and shrunk.json()["epoch"] == before["epoch"] + 2
+
+
+def test_a_resize_interrupted_by_a_killed_coordinator_ends_in_one_view(http: httpx.Client) -> None:
+    ids = [f"halfway-{i:02d}" for i in range(30)]
+    assert http.post("/v1/devices/bulk-create", json={"ids": ids}).status_code == 201
+    before = shards(http)
+    answers: list[httpx.Response] = []
+    resize = threading.Thread(
+        target=lambda: answers.append(http.post("/v1/fleet/shards", json={"count": 3}, timeout=180))
+    )
+    resize.start()
+    time.sleep(1.5)  # the new shard is starting (seconds: TensorFlow's import); view.json says "resizing"
+    os.kill(before["coordinator"]["pid"], signal.SIGKILL)
+    resize.join(timeout=180)
+    assert not resize.is_alive()
+    assert answers[0].status_code in (200, 503), answers[0].text  # Ray retried it, or it said to retry
+    wait_until(lambda: http.get("/v1/fleet/shards").status_code == 200, 60, "the coordinator answers")
+    after = shards(http)
+    assert after["coordinator"]["pid"] != before["coordinator"]["pid"]
+    assert len(after["shards"]) == 3 and after["epoch"] == before["epoch"] + 1, after
+    assert all(s["epoch"] == after["epoch"] for s in after["shards"]), "every shard committed the view"
+    total = http.get("/v1/devices", params={"limit": 1}).json()["total"]
+    assert sum(s["devices"] for s in after["shards"]) == total, "each device registered on one shard"
+    view = View.parse(after)
+    for device in ids:
+        reply = http.get(f"/v1/devices/{device}")
+        assert reply.status_code == 200
+        assert reply.headers["fleet-shard"].split("/")[0] == str(view.owner(device).slot)
+    assert http.post("/v1/fleet/shards", json={"count": 2}).status_code == 200
+
+
+def test_a_shard_whose_node_is_lost_starts_again_on_another(
+    ray_cluster: RayCluster, http: httpx.Client, fashion_mnist: FashionMNIST
+) -> None:
+    """Last in the module: it takes a node away from the cluster."""
+    x, y = batch_of(fashion_mnist, 3)
+    view = shards(http)
+    nodes_by_session = {node.pid: node for node in ray_cluster.nodes[1:]}  # the workers, not the head
+    victim = next(s for s in view["shards"] if os.getsid(s["pid"]) in nodes_by_session)
+    owned = next(
+        i for i in (f"lost-{n}" for n in range(100)) if View.parse(view).owner(i).slot == victim["slot"]
+    )
+    assert http.post("/v1/devices", json={"id": owned}).status_code == 201
+    assert (
+        http.post(
+            f"/v1/devices/{owned}/train", content=npz(x=x, y=y), headers={"content-type": NPZ}
+        ).status_code
+        == 200
+    )
+    assert http.post(f"/v1/devices/{owned}/save").status_code == 200
+    os.killpg(os.getsid(victim["pid"]), signal.SIGKILL)  # the node: its raylet, its workers, the shard
+
+    def back() -> bool:
+        return http.get(f"/v1/devices/{owned}").status_code == 200
+
+    took = wait_until(back, 120, "the lost node's shard serves again elsewhere")
+    after = next(s for s in shards(http)["shards"] if s["slot"] == victim["slot"])
+    assert after["node_id"] != victim["node_id"] and after["pid"] != victim["pid"]
+    assert http.get(f"/v1/devices/{owned}").json()["has_checkpoint"]
+    assert took < 120
