@@ -251,8 +251,4 @@ def coordinator(settings: Settings, shard_host: str | None) -> Any:
         "lifetime": "detached",  # a new front on the same data directory finds it
         "runtime_env": {"env_vars": WORKER_ENV},
     }
-    return (
-        ray.remote(Coordinator)
-        .options(**options)
-        .remote(settings.model_dump(mode="json"), shard_host)
-    )
+    return ray.remote(Coordinator).options(**options).remote(settings.model_dump(mode="json"), shard_host)

@@ -1,6 +1,7 @@
 """One simulated device: its interpreter, its lock and its files, behind one object.
 
-Everything durable about a device lives in its own directory, ``data_dir/devices/<id>/``:
+Everything durable about a device lives in its own directory, ``data_dir/devices/<id>/`` (names and
+shapes in ``service.fleet.record``):
 
     device.json        the record (model, created, train steps, last loss)
     history.json       loss per training step (bounded)
@@ -37,7 +38,6 @@ always work:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -45,7 +45,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -75,19 +75,28 @@ from service.fleet.files import (
     write_json,
 )
 from service.fleet.models import DEFAULT_MODEL
+from service.fleet.record import (
+    CHECKPOINT,
+    HANDOVER,
+    HISTORY,
+    HISTORY_LIMIT,
+    RECORD,
+    SPILL,
+    TRASH,
+    DeviceInfo,
+    DeviceRecord,
+    HistoryEntry,
+    HistorySource,
+    is_history_entry,
+    scalar_loss,
+    utc_now,
+)
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES, SampleStats, SampleStore
 from service.fleet.stats import FleetStats
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
 log = logging.getLogger(__name__)
 
-RECORD = "device.json"
-HISTORY = "history.json"
-CHECKPOINT = "checkpoint.ckpt"
-SPILL = "spill.ckpt"
-HANDOVER = "handover.ckpt"
-TRASH = "trash"
-"""``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
 CHECKPOINT_SIGNATURES = ("save", "restore")
 REMEDY = "reset or delete the device"
 FULL_TEXTS = ("No space left", "File too large", "Disk quota exceeded", "Quota exceeded")
@@ -96,101 +105,6 @@ _TFLITE_NOISE = re.compile(
     r"^signature '[^']*' of model '[^']*' failed: |\s*Node number \d+ \(\w+\) failed to invoke\.?"
 )
 """What the runtime and TFLite wrap around TensorFlow's own error text."""
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@dataclass
-class DeviceRecord:
-    id: str
-    model: str
-    created_at: str
-    train_steps: int = 0
-    last_loss: float | None = None
-
-    @classmethod
-    def parse(cls, device_id: str, value: object, name: str) -> DeviceRecord:
-        """The record in ``value`` (``device.json``'s JSON; ``name`` for messages), else CorruptState.
-
-        The directory names the device: an ``id`` that differs (a copied directory) is overridden.
-        Fields this version does not know (a newer one wrote them) are ignored.
-        """
-        if not isinstance(value, dict):
-            raise CorruptState(f"{name} is not a device record: it holds a {type(value).__name__}")
-        try:
-            record = cls(**{key: item for key, item in value.items() if key in cls.__dataclass_fields__})
-        except TypeError as exc:  # missing fields
-            raise CorruptState(f"{name} is not a device record: {exc}") from exc
-        wrong = [
-            field
-            for field, ok in (
-                ("model", isinstance(record.model, str) and record.model != ""),
-                ("created_at", isinstance(record.created_at, str)),
-                ("train_steps", isinstance(record.train_steps, int) and _is_number(record.train_steps)),
-                ("last_loss", record.last_loss is None or _is_number(record.last_loss)),
-            )
-            if not ok
-        ]
-        if wrong or record.train_steps < 0:
-            raise CorruptState(f"{name} is not a device record: bad {', '.join(wrong or ['train_steps'])}")
-        record.id = device_id
-        return record
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    id: str
-    model: str | None
-    """None, like ``created_at`` and ``train_steps``, when the record cannot be read (see ``problem``)."""
-    created_at: str | None
-    resident: bool
-    train_steps: int | None
-    last_loss: float | None
-    has_checkpoint: bool
-    checkpoint_saved_at: str | None
-    checkpoint_bytes: int | None
-    has_spill: bool
-    problem: str | None = None
-    """What is wrong with the device's files and the way out; None when nothing is known to be."""
-
-
-HISTORY_LIMIT = 10_000
-"""Loss history entries kept per device."""
-HistorySource = Literal["train", "job"]
-HistoryEntry = dict[str, object]
-
-
-def _is_history_entry(entry: object) -> bool:
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("step"), int)
-        and _is_number(entry.get("loss"))
-        and isinstance(entry.get("source"), str)
-        and _is_number(entry.get("at"))
-        and 0 <= entry["at"] < LATEST_TIME
-    )
-
-
-LATEST_TIME = 253402300800.0
-"""The start of the year 10000 in Unix seconds: any later "at" is no time a step ran at."""
-
-
-def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
-    """The step's loss: the ``loss`` output, else the only output when it is a scalar; None if
-    there is none or it is not finite (a diverged step has no loss worth recording)."""
-    value = outputs.get("loss")
-    if value is None and len(outputs) == 1:
-        value = next(iter(outputs.values()))
-    if value is None or np.size(value) != 1:
-        return None
-    loss = float(np.asarray(value).reshape(()))
-    return loss if math.isfinite(loss) else None
 
 
 ActivationHook = Callable[["Device"], None]
@@ -390,7 +304,7 @@ class Device:
         path = self.directory / HISTORY
         try:
             entries = read_json(path, [], root=self.data_dir)
-            if not isinstance(entries, list) or not all(_is_history_entry(e) for e in entries):
+            if not isinstance(entries, list) or not all(is_history_entry(e) for e in entries):
                 raise CorruptState(f"{self._shown(path)} is not a loss history")
         except CorruptState as exc:
             message = f"{exc.message}; {REMEDY}"

@@ -27,10 +27,11 @@ from service.errors import (
     LimitExceeded,
     ModelInUse,
 )
-from service.fleet.device import HISTORY, RECORD, TRASH, Device, DeviceRecord, utc_now
+from service.fleet.device import Device
 from service.fleet.files import check_id, child, fsync_dir, make_durable, remove_tree, storage_error
 from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
+from service.fleet.record import HISTORY, RECORD, TRASH, DeviceRecord, utc_now
 from service.fleet.residency import Residency, ResidencyStats
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats

@@ -46,8 +46,9 @@ from service.errors import (
     NoSamples,
     SamplesMismatch,
 )
-from service.fleet.device import Device, scalar_loss, utc_now
+from service.fleet.device import Device
 from service.fleet.files import read_json, write_json
+from service.fleet.record import scalar_loss, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,11 @@ from service.errors import (
     StorageFull,
 )
 from service.fleet import Fleet
-from service.fleet.device import CHECKPOINT, HISTORY, RECORD, Device
+from service.fleet.device import Device
 from service.fleet.files import write_atomic
 from service.fleet.jobs import JOBS_FILE
 from service.fleet.models import embedded_model_path
+from service.fleet.record import CHECKPOINT, HISTORY, RECORD
 
 Batch = tuple[np.ndarray, np.ndarray]
 REPO = Path(__file__).resolve().parents[2]

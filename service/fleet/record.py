@@ -1,0 +1,121 @@
+"""What a device keeps on disk, by file, and the record and history as read back from it.
+
+Everything durable about a device is in its directory (``data_dir/devices/<id>/``), so that any
+process sharing the data directory can take the device over: these are the names and shapes of
+those files. ``service.fleet.device`` holds the live part (interpreter, lock, residency).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+
+from service.errors import CorruptState
+
+RECORD = "device.json"
+HISTORY = "history.json"
+CHECKPOINT = "checkpoint.ckpt"
+SPILL = "spill.ckpt"
+HANDOVER = "handover.ckpt"
+TRASH = "trash"
+"""``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass
+class DeviceRecord:
+    id: str
+    model: str
+    created_at: str
+    train_steps: int = 0
+    last_loss: float | None = None
+
+    @classmethod
+    def parse(cls, device_id: str, value: object, name: str) -> DeviceRecord:
+        """The record in ``value`` (``device.json``'s JSON; ``name`` for messages), else CorruptState.
+
+        The directory names the device: an ``id`` that differs (a copied directory) is overridden.
+        Fields this version does not know (a newer one wrote them) are ignored.
+        """
+        if not isinstance(value, dict):
+            raise CorruptState(f"{name} is not a device record: it holds a {type(value).__name__}")
+        try:
+            record = cls(**{key: item for key, item in value.items() if key in cls.__dataclass_fields__})
+        except TypeError as exc:  # missing fields
+            raise CorruptState(f"{name} is not a device record: {exc}") from exc
+        wrong = [
+            field
+            for field, ok in (
+                ("model", isinstance(record.model, str) and record.model != ""),
+                ("created_at", isinstance(record.created_at, str)),
+                ("train_steps", isinstance(record.train_steps, int) and is_number(record.train_steps)),
+                ("last_loss", record.last_loss is None or is_number(record.last_loss)),
+            )
+            if not ok
+        ]
+        if wrong or record.train_steps < 0:
+            raise CorruptState(f"{name} is not a device record: bad {', '.join(wrong or ['train_steps'])}")
+        record.id = device_id
+        return record
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    id: str
+    model: str | None
+    """None, like ``created_at`` and ``train_steps``, when the record cannot be read (see ``problem``)."""
+    created_at: str | None
+    resident: bool
+    train_steps: int | None
+    last_loss: float | None
+    has_checkpoint: bool
+    checkpoint_saved_at: str | None
+    checkpoint_bytes: int | None
+    has_spill: bool
+    problem: str | None = None
+    """What is wrong with the device's files and the way out; None when nothing is known to be."""
+
+
+HISTORY_LIMIT = 10_000
+"""Loss history entries kept per device."""
+HistorySource = Literal["train", "job"]
+HistoryEntry = dict[str, object]
+
+
+def is_history_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("step"), int)
+        and is_number(entry.get("loss"))
+        and isinstance(entry.get("source"), str)
+        and is_number(entry.get("at"))
+        and 0 <= entry["at"] < LATEST_TIME
+    )
+
+
+LATEST_TIME = 253402300800.0
+"""The start of the year 10000 in Unix seconds: any later "at" is no time a step ran at."""
+
+
+def scalar_loss(outputs: Mapping[str, np.ndarray]) -> float | None:
+    """The step's loss: the ``loss`` output, else the only output when it is a scalar; None if
+    there is none or it is not finite (a diverged step has no loss worth recording)."""
+    value = outputs.get("loss")
+    if value is None and len(outputs) == 1:
+        value = next(iter(outputs.values()))
+    if value is None or np.size(value) != 1:
+        return None
+    loss = float(np.asarray(value).reshape(()))
+    return loss if math.isfinite(loss) else None
