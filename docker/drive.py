@@ -5,6 +5,10 @@
     python3 drive.py after     BASE_URL STATE.json   the checkpoint is still there; restore, infer, compare
     python3 drive.py protected BASE_URL              no keys configured: a client off the container's
                                                      loopback is refused with how to configure keys
+    python3 drive.py shards    BASE_URL COUNT        a sharded fleet has COUNT shards, each serving
+    python3 drive.py resize    BASE_URL COUNT        resize a sharded fleet to COUNT shards
+    python3 drive.py owner     BASE_URL              print the host name of the node whose shard owns the device
+    python3 drive.py device    BASE_URL TIMEOUT_S    poll until the device answers (its shard is back)
 
 Requests carry ``Authorization: Bearer $FLEET_API_KEY`` when that variable is set; ``before`` also
 checks that a request without it is refused. Exits non-zero with a message on the first failed check.
@@ -166,6 +170,63 @@ def after(base: str, state_path: str) -> None:
         raise CheckFailed(f"restored logits differ from the saved ones by {diff:g} (> {TOLERANCE:g})")
 
 
+def shards(base: str, count: int) -> list[dict[str, Any]]:
+    view = call(base, "GET", "/v1/fleet/shards")
+    serving = [s for s in view["shards"] if s.get("state") == "serving"]
+    if not view["sharded"] or len(serving) != count:
+        raise CheckFailed(f"expected {count} serving shards: {view}")
+    nodes = sorted({s["node"] for s in serving})
+    print(f"  epoch {view['epoch']}: {count} shards on nodes {', '.join(nodes)}")
+    return serving
+
+
+def resize(base: str, count: int) -> None:
+    before = call(base, "GET", "/v1/fleet/shards")["epoch"]
+    started = time.monotonic()
+    after = call(base, "POST", "/v1/fleet/shards", {"count": count})
+    if after["epoch"] != before + 1 or len(after["shards"]) != count:
+        raise CheckFailed(f"resize to {count}: {after}")
+    print(f"  resized to {count} shards in {time.monotonic() - started:.1f} s (epoch {after['epoch']})")
+    steps = device(base)["train_steps"]
+    if steps != TRAIN_STEPS:
+        raise CheckFailed(f"after the resize the device has {steps} train steps, not {TRAIN_STEPS}")
+
+
+def owner(base: str) -> None:
+    """Prints the node's host name alone (the caller reads it): requests here print nothing."""
+    status, view = request(base, "GET", "/v1/fleet/shards")
+    if status != 200:
+        raise CheckFailed(f"GET /v1/fleet/shards: HTTP {status}")
+    slot = _owner_slot(DEVICE, len(view["shards"]))
+    print(next(s for s in view["shards"] if s["slot"] == slot)["node"])
+
+
+def _owner_slot(device_id: str, shards: int) -> int:
+    """The service's rendezvous hashing (service/cluster/view.py), with the standard library only."""
+    import hashlib
+
+    def score(slot: int) -> int:
+        digest = hashlib.blake2b(f"{slot}\0{device_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    return max(range(shards), key=score)
+
+
+def device_back(base: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            status, body = request(base, "GET", f"/v1/devices/{DEVICE}", timeout=10)
+        except OSError as exc:  # URLError, a timeout: the front itself is busy or restarting
+            status, body = 0, repr(exc)
+        if status == 200:
+            print(f"  the device answers again after {time.monotonic() - started:.1f} s")
+            return
+        time.sleep(1)
+    raise CheckFailed(f"the device did not answer within {timeout:.0f} s (last: HTTP {status} {body})")
+
+
 def main(argv: list[str]) -> int:
     try:
         if len(argv) >= 2 and argv[0] == "wait":
@@ -174,6 +235,14 @@ def main(argv: list[str]) -> int:
             (before if argv[0] == "before" else after)(argv[1].rstrip("/"), argv[2])
         elif len(argv) == 2 and argv[0] == "protected":
             protected(argv[1].rstrip("/"))
+        elif len(argv) == 3 and argv[0] == "shards":
+            shards(argv[1].rstrip("/"), int(argv[2]))
+        elif len(argv) == 3 and argv[0] == "resize":
+            resize(argv[1].rstrip("/"), int(argv[2]))
+        elif len(argv) == 2 and argv[0] == "owner":
+            owner(argv[1].rstrip("/"))
+        elif len(argv) == 3 and argv[0] == "device":
+            device_back(argv[1].rstrip("/"), float(argv[2]))
         else:
             print(__doc__, file=sys.stderr)
             return 2

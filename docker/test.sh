@@ -5,6 +5,10 @@
 # checkpoint survived the restart; then remove the containers, volume and image it made.
 #
 #   bash docker/test.sh
+#   bash docker/test.sh --cluster   the sharded fleet instead: the image built with EXTRAS=cluster (Ray),
+#                                   a Ray head, two worker containers and the API on one network and one
+#                                   volume (as docker/compose.cluster.yaml); train and save, resize
+#                                   2 -> 3 -> 2, restart the worker whose shard owns the device, restore
 #
 # Where no Docker engine answers (as on CI's machines) it needs root: it installs Debian's
 # docker.io with apt-get and starts its own dockerd, with its state in a temporary directory,
@@ -17,6 +21,15 @@
 #   PIP_CERT / SSL_CERT_FILE  the CA bundle handed to pip in the build as the secret "pipcert"
 #                           (default: /etc/ssl/certs/ca-certificates.crt where it exists).
 set -Eeuo pipefail
+CLUSTER=""
+case "${1:-}" in
+"") ;;
+--cluster) CLUSTER=1 ;;
+*)
+    echo "usage: bash docker/test.sh [--cluster]" >&2
+    exit 2
+    ;;
+esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -30,6 +43,7 @@ PY=$(command -v python3 || true)
 DOCKER=""
 DOCKERD_PID=""
 MADE_CONTAINER="" MADE_VOLUME="" MADE_IMAGE="" MADE_BASE="" PROTECTED_CONTAINER=""
+NETWORK="$RUN_ID-net" MADE_NETWORK="" NODES=()
 APT_UPDATED="" HAD_DOCKER0="" IP_FORWARD=""
 STARTED=$SECONDS
 
@@ -108,6 +122,15 @@ cleanup() {
         fi
         docker rm -f "$CONTAINER" >/dev/null && info "removed container $CONTAINER"
     fi
+    local node
+    for node in "${NODES[@]}"; do
+        if [ "$rc" -ne 0 ]; then
+            echo "--- $node's last log lines"
+            docker logs --tail 15 "$node" 2>&1 | sed 's/^/    /'
+        fi
+        docker rm -f "$node" >/dev/null && info "removed container $node"
+    done
+    [ -n "$MADE_NETWORK" ] && docker network rm "$NETWORK" >/dev/null && info "removed network $NETWORK"
     [ -n "$PROTECTED_CONTAINER" ] && docker rm -f "$PROTECTED_CONTAINER" >/dev/null && info "removed $PROTECTED_CONTAINER"
     [ -n "$MADE_VOLUME" ] && docker volume rm "$VOLUME" >/dev/null && info "removed volume $VOLUME"
     [ -n "$MADE_IMAGE" ] && docker image rm "$IMAGE" >/dev/null 2>&1 && info "removed image $IMAGE"
@@ -229,6 +252,7 @@ ensure_base_image() {
 build_image() {
     step "building $IMAGE (docker/Dockerfile, context $ROOT)"
     local args=(build --progress=plain -f "$HERE/Dockerfile" -t "$IMAGE" --label "tflite-fleet-test=$RUN_ID")
+    [ -z "$CLUSTER" ] || args+=(--build-arg EXTRAS=cluster)
     # The host's trust store (which holds an intercepting proxy's CA where there is one), for pip in the build.
     local cert=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
     if [ -n "$cert" ] && [ -s "$cert" ]; then
@@ -309,6 +333,63 @@ wait_healthy() {
     info "healthcheck status: healthy"
 }
 
+# The sharded fleet, as docker/compose.cluster.yaml lays it out, with plain docker commands (CI's
+# engine has no compose): a Ray head and two workers, then the API (a Ray node without CPUs, and the
+# front), all on one network, one volume and one keys file.
+run_cluster() {
+    step "running a Ray head, two workers and the API on network $NETWORK (volume $VOLUME at /data)"
+    MADE_NETWORK=1
+    docker network create "$NETWORK" >/dev/null
+    MADE_VOLUME=1
+    docker volume create "$VOLUME" >/dev/null
+    local common=(--network "$NETWORK" --shm-size 1g -v "$VOLUME:/data" --no-healthcheck
+        -v "$WORK/api-keys.txt:/run/secrets/fleet-api-keys:ro" -e FLEET_API_KEYS_FILE=/run/secrets/fleet-api-keys
+        -e RAY_USAGE_STATS_ENABLED=0)
+    NODES+=("$RUN_ID-head")
+    docker run -d --name "$RUN_ID-head" --hostname ray-head --network-alias ray-head "${common[@]}" "$IMAGE" \
+        ray start --head --block --port 6379 --num-cpus 0 --include-dashboard false --disable-usage-stats >/dev/null
+    local i
+    for i in 1 2; do
+        NODES+=("$RUN_ID-worker-$i")
+        docker run -d --name "$RUN_ID-worker-$i" --hostname "worker-$i" "${common[@]}" "$IMAGE" \
+            sh -c 'until ray status --address ray-head:6379 >/dev/null 2>&1; do sleep 1; done
+                   exec ray start --block --address ray-head:6379 --num-cpus 1 --disable-usage-stats' >/dev/null
+    done
+    MADE_CONTAINER=1
+    docker run -d --name "$CONTAINER" --hostname api -p "127.0.0.1:$PORT:8000" "${common[@]}" --stop-timeout 20 "$IMAGE" \
+        sh -c 'for _ in $(seq 1 120); do
+                   [ "$(ray status --address ray-head:6379 2>/dev/null | grep -c " node_")" -ge 3 ] && break; sleep 1
+               done
+               ray start --address ray-head:6379 --num-cpus 0 --disable-usage-stats >/dev/null &&
+               exec fleet serve --ray-address ray-head:6379 --shards 2' >/dev/null
+}
+
+cluster_flow() {
+    run_cluster
+    step "waiting for /healthz and /readyz (Ray's nodes, then two shards importing TensorFlow)"
+    wait_ready 300
+    "$PY" "$HERE/drive.py" shards "$BASE_URL" 2 || fail "the two shards"
+
+    step "create a device, train it, save its checkpoint, record its logits"
+    "$PY" "$HERE/drive.py" before "$BASE_URL" "$WORK/state.json" || fail "driving the sharded service"
+
+    step "resize 2 -> 3 -> 2 while the device keeps its counters"
+    "$PY" "$HERE/drive.py" resize "$BASE_URL" 3 || fail "resize to 3"
+    "$PY" "$HERE/drive.py" shards "$BASE_URL" 3 || fail "three shards"
+    "$PY" "$HERE/drive.py" resize "$BASE_URL" 2 || fail "resize to 2"
+
+    local node
+    node=$("$PY" "$HERE/drive.py" owner "$BASE_URL") || fail "finding the device's node"
+    step "restarting the worker container of the device's shard ($node)"
+    [ "${node#worker-}" != "$node" ] || fail "the device's shard runs on '$node', not on a worker"
+    docker restart -t 10 "$RUN_ID-$node" >/dev/null
+    "$PY" "$HERE/drive.py" device "$BASE_URL" 180 || fail "the device's shard did not come back"
+    "$PY" "$HERE/drive.py" shards "$BASE_URL" 2 || fail "two shards after the restart"
+
+    step "the checkpoint survived: restore it, infer, compare with the logits recorded after save"
+    "$PY" "$HERE/drive.py" after "$BASE_URL" "$WORK/state.json" || fail "driving the service after the restart"
+}
+
 # --- the run ---------------------------------------------------------------------------------------
 
 [ -n "$PY" ] || fail "python3 is needed to drive the service"
@@ -319,7 +400,7 @@ ensure_base_image
 build_image
 check_image_config
 
-check_protected_mode
+[ -n "$CLUSTER" ] || check_protected_mode
 
 # An admin key for this run, in a file the container's user (uid 10001) can read.
 FLEET_API_KEY=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
@@ -328,6 +409,10 @@ printf '# docker/test.sh, run %s\n%s admin\n' "$RUN_ID" "$FLEET_API_KEY" >"$WORK
 chmod 0444 "$WORK/api-keys.txt"
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE_URL="http://127.0.0.1:$PORT"
+if [ -n "$CLUSTER" ]; then
+    cluster_flow
+    exit 0
+fi
 run_container
 step "waiting for /healthz and /readyz"
 wait_ready 180

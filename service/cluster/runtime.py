@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnschedulableError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from service.cluster.shard import START_TIMEOUT, ShardServer
@@ -95,9 +95,13 @@ class Coordinator:
         try:
             try:
                 value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
-            except ActorDiedError:  # its node is gone, and it was pinned there: start it on another
-                log.warning("shard %d died for good; starting it again", slot)
-                self.handles.pop(slot, None)
+            except (ActorDiedError, ActorUnschedulableError) as exc:
+                # Its node is gone, and it was pinned there: start it on a live one. The old actor is
+                # killed first, or its name would keep the broken one.
+                log.warning(
+                    "shard %d cannot come back where it was (%s); starting it again", slot, type(exc).__name__
+                )
+                ray.kill(self.handles.pop(slot), no_restart=True)
                 value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
         except (GetTimeoutError, RayActorError) as exc:
             raise Unavailable(f"shard {slot} does not answer: {type(exc).__name__}", retry_after=2) from exc
