@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import platform
@@ -61,3 +62,14 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     for row in rows:
         t.add_row(*(str(c) for c in row))
     console.print(t)
+
+
+def load_parser(description: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line with the load options every throughput benchmark takes."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--devices", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8)
+    return parser

@@ -12,7 +12,6 @@ over 100,000 devices, bulk creation of 10,000, and the memory of Ray's processes
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 
 from benchmarks import _loadgen as loadgen
-from benchmarks._common import batch, console, machine, ms, npz, percentile, table
+from benchmarks._common import batch, console, load_parser, machine, ms, npz, percentile, table
 from benchmarks._loadgen import request_head
 from service.cluster.view import View
 from service.server_process import ServerProcess
@@ -192,12 +191,7 @@ def listing(url: str, repeat: int = 50) -> tuple[list[float], list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--devices", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser = load_parser(__doc__)
     parser.add_argument("--list-devices", type=int, default=100_000)
     parser.add_argument("--only", default="one,1,2", help="which services: one (process), 1 or 2 (shards)")
     args = parser.parse_args()

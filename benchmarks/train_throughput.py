@@ -9,7 +9,6 @@ with one thread and with as many threads as the server has cores.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import threading
@@ -20,7 +19,7 @@ import httpx
 import orjson
 
 from benchmarks import _loadgen as loadgen
-from benchmarks._common import batch, machine, npz, table
+from benchmarks._common import batch, load_parser, machine, npz, table
 from benchmarks._loadgen import request_head
 from service.fleet.models import embedded_model_path
 from service.runtime import CompiledModel
@@ -66,12 +65,7 @@ def http_steps_per_s(url: str, ids: list[str], binary: bool, seconds: float, con
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--devices", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser = load_parser(__doc__)
     parser.add_argument("--threads", type=int, default=2, help="in-process reference threads (cores)")
     args = parser.parse_args()
 

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.api import errors
 from service.api.auth import FRONT_HEADER, Authenticate, KeyRing, Principal
-from service.api.errors import error_headers, error_response, status_of
 from service.api.limits import BodyLimit
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
@@ -364,9 +364,8 @@ def create_front(
             if on_shutdown is not None:
                 await on_shutdown()
 
-    app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={FleetError: _fleet_error, _Relayed: _relayed}
-    )
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={_Relayed: _relayed})
+    errors.install(app)  # FleetError as the service answers it
     app.state.shards = shards
     app.state.keys = keys
     app.add_middleware(
@@ -377,13 +376,6 @@ def create_front(
 
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-
-
-async def _fleet_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FleetError)
-    return error_response(
-        status_of(exc), exc.code, exc.message, path=request.url.path, headers=error_headers(exc)
-    )
 
 
 async def _relayed(request: Request, exc: Exception) -> Response:
