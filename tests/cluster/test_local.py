@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,3 +46,25 @@ def test_local_shards_survive_their_coordinator_and_stop_cleanly(
         record = json.loads((data / "devices" / device / "device.json").read_text())
         assert record["train_steps"] == 2, record
     assert np.isfinite(record["last_loss"])
+
+
+def test_the_single_process_service_never_imports_ray(tmp_path: Path) -> None:
+    """Without --shards or --ray-address: the app opened and serving, the client's fast path, the CLI."""
+    probe = f"""
+import sys
+from fastapi.testclient import TestClient
+import service.cli
+from service.api import create_app
+from service.client import FleetClient
+from service.config import Settings
+app = create_app(Settings(data_dir={str(tmp_path / "data")!r}))
+with TestClient(app, client=("127.0.0.1", 5000)) as client:
+    assert client.post("/v1/devices", json={{"id": "solo"}}).status_code == 201
+    assert client.get("/v1/fleet/shards").json()["sharded"] is False
+FleetClient("http://127.0.0.1:9", direct=True).close()
+loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+print(loaded)
+sys.exit(1 if loaded else 0)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
