@@ -133,11 +133,7 @@ class Shards:
 
     async def send(self, slot_of: SlotPicker, request: Request, body: bytes) -> Response:
         """``call``, relayed as the front's answer."""
-        answer = await self.call(slot_of, request, body)
-        headers = [(k, v) for k, v in answer.headers if k not in HOP_HEADERS]
-        response = Response(answer.body, status_code=answer.status)
-        response.raw_headers = [*headers, (b"content-length", str(len(answer.body)).encode())]
-        return response
+        return _relay(await self.call(slot_of, request, body))
 
     async def _quiet_refresh(self, slot: int, seen: View) -> None:
         try:
@@ -378,12 +374,17 @@ def create_front(
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
+def _relay(answer: Answer) -> Response:
+    """A shard's answer as the front's: its status, body and headers, less the hop's own."""
+    response = Response(answer.body, status_code=answer.status)
+    response.raw_headers = [(k, v) for k, v in answer.headers if k not in HOP_HEADERS]
+    response.raw_headers.append((b"content-length", str(len(answer.body)).encode()))
+    return response
+
+
 async def _relayed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _Relayed)
-    response = Response(exc.answer.body, status_code=exc.answer.status)
-    response.raw_headers = [(k, v) for k, v in exc.answer.headers if k not in HOP_HEADERS]
-    response.raw_headers.append((b"content-length", str(len(exc.answer.body)).encode()))
-    return response
+    return _relay(exc.answer)
 
 
 def _random_id(prefix: str) -> str:

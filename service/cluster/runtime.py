@@ -39,8 +39,8 @@ class ShardActor(ShardServer):
     def __init__(self, settings: dict[str, Any], slot: int, host: str | None) -> None:
         super().__init__(settings, slot, host or node_address())
 
-    def node_id(self) -> str:
-        return str(ray.get_runtime_context().get_node_id())
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "node_id": str(ray.get_runtime_context().get_node_id())}
 
 
 RemoteShard = ray.remote(ShardActor)
@@ -161,7 +161,6 @@ class Coordinator:
         for slot in range(membership.shards):
             try:
                 value = ray.get(self._handle(slot).info.remote(), timeout=10)
-                value["node_id"] = ray.get(self._handle(slot).node_id.remote(), timeout=10)
                 value["state"] = "serving"
             except (GetTimeoutError, RayActorError) as exc:
                 value = {"slot": slot, "state": f"unavailable ({type(exc).__name__})"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,12 @@ def test_view_round_trips_through_json_and_rejects_gaps() -> None:
     broken["shards"] = broken["shards"][1:]
     with pytest.raises(ValueError, match="slots"):
         View.parse(broken)
+
+
+def test_the_docker_drivers_copy_of_the_hashing_agrees() -> None:
+    """docker/drive.py runs on the standard library alone, so it carries its own copy."""
+    spec = importlib.util.spec_from_file_location("drive", Path(__file__).parents[2] / "docker" / "drive.py")
+    assert spec is not None and spec.loader is not None
+    drive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drive)
+    assert all(drive._owner_slot(i, n) == owner_slot(i, n) for i in IDS[:500] for n in (1, 2, 3, 7))
