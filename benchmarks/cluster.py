@@ -120,6 +120,7 @@ def throughput(
             )
         )
 
+    os.sync()  # an earlier phase's files written back now, not during this one
     cpu = sum(cpu_seconds(p) for p in svc.pids)
     start = time.perf_counter()
     done = sum(len(latencies) for latencies in asyncio.run(run()))

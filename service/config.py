@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     job_workers: int = Field(2, description="background training jobs running at once (fleet-wide)")
     max_job_steps: int = Field(1_000_000, description="training steps one job may take (epochs x batches)")
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
+    spare_shards: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="sharded: warm processes (TensorFlow imported) to replace a dead shard or grow the fleet",
+    )
     log_json: bool = Field(
         False, description="log one JSON line per request to stdout, instead of uvicorn's access log"
     )

@@ -321,7 +321,7 @@ def create_front(
         details, whoami = await asyncio.gather(
             coordinator.shard_details.remote(), coordinator.whoami.remote()
         )
-        return _json({"epoch": view.epoch, "sharded": True, "coordinator": whoami, "shards": details})
+        return _json({"epoch": view.epoch, "sharded": True, "coordinator": whoami, **details})
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})

@@ -1,10 +1,13 @@
 """Ray: the shard actors, the coordinator actor that keeps the member view, and joining a cluster.
 
 Only this module and ``service.cluster.front`` import Ray; the single-process service never does.
-Shards are named actors (``fleet-shard-<slot>``) that Ray restarts after a crash
-(``max_restarts=-1``) without retrying the calls they had in flight (``max_task_retries=0``: a train
-step is applied at most once). The coordinator (``fleet-coordinator``) is restarted too, and its
-calls retried: each of them is idempotent, and a resize resumes from ``cluster/view.json``.
+Shards are named actors (``fleet-shard-<random>``; ``cluster/shard-<slot>.json`` names the one that
+took each slot) that are not restarted in place: the calls they had in flight are not retried (a
+train step is applied at most once), and the coordinator replaces a dead one with a warm spare, a
+process that has imported TensorFlow already (most of a new process's start-up), or with a new
+process when no spare is left; it then starts a new spare. The coordinator (``fleet-coordinator``)
+is restarted by Ray, and its calls retried: each of them is idempotent, and a resize resumes from
+``cluster/view.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,20 +28,21 @@ from service.cluster.shard import START_TIMEOUT, ShardServer
 from service.cluster.state import ClusterState, Membership
 from service.cluster.view import ShardInfo, View
 from service.config import Settings
-from service.errors import InvalidRequest, Unavailable
+from service.errors import FleetError, InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
 COORDINATOR = "fleet-coordinator"
+SHARD_PREFIX = "fleet-shard-"
 MAX_SHARDS = 64
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
 
 
 class ShardActor(ShardServer):
-    """A shard on whichever node Ray placed it, listening on that node's address."""
+    """A shard (or a spare) on whichever node Ray placed it, listening on that node's address."""
 
-    def __init__(self, settings: dict[str, Any], slot: int, host: str | None) -> None:
-        super().__init__(settings, slot, host or node_address())
+    def __init__(self, settings: dict[str, Any], host: str | None, name: str) -> None:
+        super().__init__(settings, host or node_address(), name)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "node_id": str(ray.get_runtime_context().get_node_id())}
@@ -56,53 +61,110 @@ def node_address() -> str:
     return str(ray.util.get_node_ip_address())
 
 
-def shard_name(slot: int) -> str:
-    return f"fleet-shard-{slot}"
-
-
 class Coordinator:
-    """Keeps the member view: starts the shards, answers who serves each slot, resizes in two phases."""
+    """Keeps the member view: starts the shards, answers who serves each slot, resizes in two phases,
+    replaces dead shards (with spares kept warm)."""
 
     def __init__(self, settings: dict[str, Any], shard_host: str | None) -> None:
         self.settings = settings
         self.shard_host = shard_host
+        self.spare_count = Settings(**settings).spare_shards
         self.state = ClusterState(Settings(**settings).data_dir)
         self.namespace = namespace(self.state.data_dir)
         self.infos: dict[int, ShardInfo] = {}
         self.handles: dict[int, Any] = {}
+        self.spares: list[tuple[str, Any]] | None = None
+        """Warm processes serving no slot yet (None: not yet looked for)."""
 
-    def _handle(self, slot: int) -> Any:
+    def _handle(self, slot: int, replace: bool = False) -> Any:
+        """The slot's process: the one its record names if it lives (unless ``replace``), else a
+        spare or a new one, told to serve it."""
         handle = self.handles.get(slot)
+        if handle is None and not replace:
+            handle = self._holder(slot)
         if handle is None:
-            handle = self.handles[slot] = self._make(slot)
+            handle = self._assign(slot)
+            self._keep_spares()
+        self.handles[slot] = handle
         return handle
 
-    def _make(self, slot: int) -> Any:
+    def _holder(self, slot: int) -> Any | None:
+        name = self.state.holder(slot)
+        if name is None:
+            return None
+        try:
+            return ray.get_actor(name, namespace=self.namespace)
+        except ValueError:  # gone: it died, or it was killed
+            return None
+
+    def _assign(self, slot: int) -> Any:
+        """Give ``slot`` to a spare (one still importing is waited for), else to a new process.
+
+        The slot's next incarnation is recorded for the process before it is told to serve, and it
+        serves only if the record still names it: a process that a crashed coordinator had told to
+        serve the slot is refused once another took it.
+        """
+        if self.spares is None:
+            self._keep_spares()
+        assert self.spares is not None
+        while True:
+            spare = bool(self.spares)
+            name, handle = self.spares.pop(0) if spare else self._make(slot)
+            incarnation = self.state.next_incarnation(slot, name)
+            try:
+                ray.get(handle.serve.remote(slot, incarnation), timeout=START_TIMEOUT)
+                return handle
+            except (RayActorError, GetTimeoutError, FleetError) as exc:
+                log.warning("process %s could not take shard %d (%s)", name, slot, type(exc).__name__)
+                ray.kill(handle, no_restart=True)
+                if not spare:
+                    raise
+
+    def _make(self, node: int) -> tuple[str, Any]:
+        """A new process (a spare until told to serve) on the ``node``-th node, round-robin."""
+        name = f"{SHARD_PREFIX}{secrets.token_hex(6)}"
         options: dict[str, Any] = {
-            "name": shard_name(slot),
+            "name": name,
             "namespace": self.namespace,
-            "get_if_exists": True,
-            "max_restarts": -1,
+            "max_restarts": 0,  # replaced by the coordinator, not restarted in place
             "max_task_retries": 0,
             "num_cpus": 0,
             "lifetime": "detached",  # not the coordinator's: shards outlive a coordinator that crashed
-            "scheduling_strategy": _placement(slot),
+            "scheduling_strategy": _placement(node),
             "runtime_env": {"env_vars": WORKER_ENV},
         }
-        return RemoteShard.options(**options).remote(self.settings, slot, self.shard_host)
+        return name, RemoteShard.options(**options).remote(self.settings, self.shard_host, name)
+
+    def _keep_spares(self) -> None:
+        """Start spares up to the count set (not waited for: each imports TensorFlow on its own)."""
+        if self.spares is None:  # first: adopt the spares a coordinator before this one started
+            holders = {self.state.holder(slot) for slot in range(self._slots())}
+            names = [n for n in ray.util.list_named_actors() if n.startswith(SHARD_PREFIX)]
+            self.spares = [(n, ray.get_actor(n, namespace=self.namespace)) for n in names if n not in holders]
+        while len(self.spares) > self.spare_count:
+            ray.kill(self.spares.pop()[1], no_restart=True)
+        while len(self.spares) < self.spare_count:
+            self.spares.append(self._make(self._next_node()))
+
+    def _next_node(self) -> int:
+        """Where a new spare goes: after the shards and the other spares, round-robin."""
+        return len(self.handles) + len(self.spares or ())
+
+    def _slots(self) -> int:
+        """Slots that may have a process: the committed ones and those of a resize in progress."""
+        membership = self._membership()
+        return max(membership.shards, membership.pending or 0)
 
     def _info(self, slot: int, timeout: float = START_TIMEOUT) -> ShardInfo:
         try:
             try:
                 value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
             except (ActorDiedError, ActorUnschedulableError) as exc:
-                # Its node is gone, and it was pinned there: start it on a live one. The old actor is
-                # killed first, or its name would keep the broken one.
-                log.warning(
-                    "shard %d cannot come back where it was (%s); starting it again", slot, type(exc).__name__
-                )
+                # Dead (or pinned to a node that is gone): a spare or a new process takes the slot.
+                # The old actor is killed first, or it would keep its name.
+                log.warning("shard %d is gone (%s); replacing it", slot, type(exc).__name__)
                 ray.kill(self.handles.pop(slot), no_restart=True)
-                value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
+                value = ray.get(self._handle(slot, replace=True).info.remote(), timeout=timeout)
         except (GetTimeoutError, RayActorError) as exc:
             raise Unavailable(f"shard {slot} does not answer: {type(exc).__name__}", retry_after=2) from exc
         info = ShardInfo.parse(value)
@@ -128,12 +190,14 @@ class Coordinator:
             self._resize(membership, membership.pending)
         if shards is not None and self._membership().shards != shards:
             self._resize(self._membership(), shards)
-        return self.view()
+        view = self.view()
+        self._keep_spares()
+        return view
 
     def stop(self) -> None:
         """Stop every shard's server (each closes its fleet: counters written), for a local shutdown."""
-        membership = self._membership()
-        ray.get([self._handle(slot).stop.remote() for slot in range(membership.shards)])
+        running = (self.handles.get(slot) or self._holder(slot) for slot in range(self._slots()))
+        ray.get([handle.stop.remote() for handle in running if handle is not None])
 
     def view(self) -> dict[str, Any]:
         membership = self._membership()
@@ -155,17 +219,26 @@ class Coordinator:
             "node_id": ray.get_runtime_context().get_node_id(),
         }
 
-    def shard_details(self) -> list[dict[str, Any]]:
+    def shard_details(self) -> dict[str, list[dict[str, Any]]]:
+        """Each shard's own account, and each spare's (one still importing is "starting")."""
         membership = self._membership()
-        out = []
+        shards = []
         for slot in range(membership.shards):
             try:
                 value = ray.get(self._handle(slot).info.remote(), timeout=10)
                 value["state"] = "serving"
             except (GetTimeoutError, RayActorError) as exc:
                 value = {"slot": slot, "state": f"unavailable ({type(exc).__name__})"}
-            out.append(value)
-        return out
+            shards.append(value)
+        spares = []
+        for _, spare in self.spares or ():
+            try:
+                spares.append({**ray.get(spare.info.remote(), timeout=0.5), "state": "ready"})
+            except GetTimeoutError:
+                spares.append({"state": "starting"})
+            except RayActorError as exc:
+                spares.append({"state": f"unavailable ({type(exc).__name__})"})
+        return {"shards": shards, "spares": spares}
 
     def resize(self, shards: int) -> dict[str, Any]:
         _check_count(shards)
@@ -193,9 +266,10 @@ class Coordinator:
         self.state.write_membership(Membership(epoch, shards))
         taken = ray.get([self._handle(slot).commit.remote(epoch, shards) for slot in range(shards)])
         for slot in range(shards, old):
-            ray.kill(self._handle(slot), no_restart=True)
+            handle = self.handles.pop(slot, None) or self._holder(slot)
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
             self.infos.pop(slot, None)
-            self.handles.pop(slot, None)
         log.info(
             "resized %d -> %d shards (epoch %d): %d handed over, %d taken over",
             old,
@@ -209,8 +283,8 @@ class Coordinator:
 def _placement(slot: int) -> NodeAffinitySchedulingStrategy:
     """Slot i on the i-th live node with CPUs (by node ID), round-robin: shards spread over the nodes
     as evenly as they can. Pinned (Ray's soft affinity and "SPREAD" both put two shards of a
-    three-node test cluster on one node): Ray restarts a crashed shard on its node, and one whose
-    node is gone is started again by the coordinator, placed among the nodes then alive."""
+    three-node test cluster on one node); a dead shard's replacement runs where its spare was, or
+    on the nodes alive then."""
     alive = [n for n in ray.nodes() if n.get("Alive")]
     working = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0] or alive  # not the 0-CPU ones
     nodes = sorted(n["NodeID"] for n in working)

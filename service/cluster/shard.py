@@ -55,34 +55,58 @@ class ShardHeaders:
 
 
 class ShardServer:
-    """Serves ``slot`` on ``host`` (an ephemeral port) until ``stop``."""
+    """A process that serves one slot on ``host`` (an ephemeral port) until ``stop``.
 
-    def __init__(self, settings: dict[str, Any], slot: int, host: str = "127.0.0.1") -> None:
-        started = time.monotonic()
+    Made, it is a warm spare: TensorFlow and the service are imported (most of a new process's
+    start-up), and it serves nothing until ``serve`` gives it a slot. ``name`` is how the slot's
+    record on disk names it (its Ray actor's name).
+    """
+
+    def __init__(self, settings: dict[str, Any], host: str = "127.0.0.1", name: str | None = None) -> None:
+        self.born = time.monotonic()
         configure_allocator()  # Ray's threads exist already; the mmap threshold still holds
+        import tensorflow  # noqa: F401  (the import is the seconds a spare saves)
+        import uvicorn  # noqa: F401
+
+        from service import api  # noqa: F401
+
+        self.settings = Settings(**settings)
+        self.host = host
+        self.name = name
+        self.slot: int | None = None
+        self.incarnation = 0
+        self.state = ClusterState(self.settings.data_dir)
+
+    def serve(self, slot: int, incarnation: int) -> dict[str, Any]:
+        """Serve ``slot`` as its ``incarnation``, if the slot's record on disk gives it to this process;
+        returns ``info``. Idempotent."""
+        if self.slot is not None:
+            if (self.slot, self.incarnation) != (slot, incarnation):
+                raise FleetError(f"this process serves slot {self.slot} already")
+            return self.info()
+        if (self.state.holder(slot), self.state.incarnation(slot)) != (self.name, incarnation):
+            raise FleetError(f"slot {slot} incarnation {incarnation} was given to another process since")
         import uvicorn
 
         from service.api import create_app
 
-        self.settings = Settings(**settings)
-        self.slot = slot
-        self.state = ClusterState(self.settings.data_dir)
+        started = time.monotonic()
         membership = self.state.membership()
         if membership is None:
             raise FleetError(
                 "no member view in the data directory: the coordinator writes it before any shard"
             )
-        self.incarnation = self.state.next_incarnation(slot)
+        self.incarnation = incarnation
         self.ownership = SlotOwnership(
             slot, membership.shards, membership.epoch, self.state, self.incarnation
         )
         if membership.pending is not None:
             self.ownership.fence(membership.pending)
         self.app = create_app(self.settings, ownership=self.ownership, front_token=self.state.front_token())
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
-        self.host, self.port = host, sock.getsockname()[1]
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             ShardHeaders(self.app, self),
             log_level="warning",
@@ -100,11 +124,13 @@ class ShardServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise Unavailable(f"shard {slot} could not start its HTTP server", retry_after=5)
             time.sleep(0.02)
+        self.slot = slot
         log.warning(
-            "shard %d incarnation %d serving %d devices at %s (epoch %d), %.2f s after it started",
+            "shard %d incarnation %d serving %d devices at %s (epoch %d) in %.2f s, %.2f s after its process",
             slot, self.incarnation, len(self.app.state.fleet), self.address, self.ownership.epoch,
-            time.monotonic() - started,
+            time.monotonic() - started, time.monotonic() - self.born,
         )  # fmt: skip
+        return self.info()
 
     @property
     def address(self) -> str:
@@ -112,18 +138,24 @@ class ShardServer:
         return f"http://{host}:{self.port}"
 
     def _fleet(self) -> Any:
+        if self.slot is None:
+            raise FleetError("a spare process serves no slot")
         fleet = self.app.state.fleet
         if fleet is None:
             raise Unavailable(f"shard {self.slot} is starting", retry_after=1)
         return fleet
 
     def info(self) -> dict[str, Any]:
+        """Who this process is; a spare's has ``slot`` None."""
+        if self.slot is None:
+            return {"slot": None, "node": socket.gethostname(), "pid": os.getpid(), "name": self.name}
         fleet = self.app.state.fleet
         return {
             "slot": self.slot,
             "address": self.address,
             "node": socket.gethostname(),
             "pid": os.getpid(),
+            "name": self.name,
             "incarnation": self.incarnation,
             "epoch": self.ownership.epoch,
             "devices": len(fleet) if fleet is not None else 0,
@@ -132,16 +164,19 @@ class ShardServer:
 
     def fence(self, new_shards: int) -> int:
         """Stop serving the devices a resize to ``new_shards`` moves away, and hand them over."""
-        self.ownership.fence(new_shards)
         fleet = self._fleet()
+        self.ownership.fence(new_shards)
         moving = [d.id for d in fleet.page(limit=len(fleet) + 1).devices if self.ownership.moving(d.id)]
         return len(fleet.hand_over(moving))
 
     def commit(self, epoch: int, shards: int) -> int:
         """Adopt the committed view and take over the devices it now owns; returns how many."""
+        fleet = self._fleet()
         self.ownership.commit(epoch, shards)
-        return self._fleet().take_over(None)
+        return int(fleet.take_over(None))
 
     def stop(self) -> None:
+        if self.slot is None:
+            return
         self.server.should_exit = True
         self._thread.join(timeout=15)

@@ -3,7 +3,8 @@
 ``view.json`` holds the committed epoch and slot count, and the slot count of a resize in progress
 (``pending``): whoever starts (a shard Ray restarted, a restarted coordinator) reads the truth here,
 never from arguments given before the last resize. ``shard-<slot>.json`` counts that slot's
-incarnations: each process taking the slot gets the next number.
+incarnations (each process taking the slot gets the next number) and names the Ray actor that took it
+last, so that a restarted coordinator finds the slot's process.
 """
 
 from __future__ import annotations
@@ -62,16 +63,26 @@ class ClusterState:
             os.fsync(f.fileno())
         return token
 
-    def incarnation(self, slot: int) -> int:
-        """The newest incarnation that took ``slot`` (0: none yet)."""
+    def _slot(self, slot: int) -> tuple[int, str | None]:
         value = read_json(self.directory / f"shard-{slot}.json", {}, root=self.data_dir)
         try:
-            return int(value.get("incarnation", 0)) if isinstance(value, dict) else 0
-        except (TypeError, ValueError) as exc:
+            holder = value.get("holder")
+            return int(value.get("incarnation", 0)), None if holder is None else str(holder)
+        except (AttributeError, TypeError, ValueError) as exc:
             raise CorruptState(f"{CLUSTER_DIR}/shard-{slot}.json is not an incarnation count") from exc
 
-    def next_incarnation(self, slot: int) -> int:
+    def incarnation(self, slot: int) -> int:
+        """The newest incarnation that took ``slot`` (0: none yet)."""
+        return self._slot(slot)[0]
+
+    def holder(self, slot: int) -> str | None:
+        """The name of the process that took ``slot`` last (None: none yet, or not named)."""
+        return self._slot(slot)[1]
+
+    def next_incarnation(self, slot: int, holder: str | None = None) -> int:
+        """Take ``slot`` for the process named ``holder``: the slot's next incarnation."""
         incarnation = self.incarnation(slot) + 1
         path = self.directory / f"shard-{slot}.json"
-        write_json(path, {"incarnation": incarnation}, durable=True, root=self.data_dir)
+        value = {"incarnation": incarnation, "holder": holder}
+        write_json(path, value, durable=True, root=self.data_dir)
         return incarnation

@@ -43,6 +43,9 @@ class ShardsView(BaseModel):
         description="per shard: slot, address, node, pid, incarnation, epoch, devices, resident, state"
     )
     coordinator: dict[str, Any] | None = Field(None, description="the process keeping the view")
+    spares: list[dict[str, Any]] = Field(
+        [], description="warm processes ready to replace a dead shard or to grow the fleet: node, pid, state"
+    )
 
 
 class Resize(BaseModel):
