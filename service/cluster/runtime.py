@@ -17,8 +17,9 @@ import logging
 import os
 import secrets
 import socket
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnschedulableError, GetTimeoutError, RayActorError
@@ -61,6 +62,13 @@ def node_address() -> str:
     return str(ray.util.get_node_ip_address())
 
 
+class Process(NamedTuple):
+    """A shard process (or a spare): its actor's name and handle."""
+
+    name: str
+    handle: Any
+
+
 class Coordinator:
     """Keeps the member view: starts the shards, answers who serves each slot, resizes in two phases,
     replaces dead shards (with spares kept warm)."""
@@ -72,57 +80,57 @@ class Coordinator:
         self.state = ClusterState(Settings(**settings).data_dir)
         self.namespace = namespace(self.state.data_dir)
         self.infos: dict[int, ShardInfo] = {}
-        self.handles: dict[int, Any] = {}
-        self.spares: list[tuple[str, Any]] | None = None
-        """Warm processes serving no slot yet (None: not yet looked for)."""
+        self.handles: dict[int, Process] = {}
+        self.node_of: dict[str, str] = {}
+        """The node each process this coordinator made runs on, by name."""
+        self.spares = self._adopt_spares()
+        """Warm processes serving no slot yet: (name, handle)."""
+        self._keep_spares()
 
     def _handle(self, slot: int, replace: bool = False) -> Any:
         """The slot's process: the one its record names if it lives (unless ``replace``), else a
         spare or a new one, told to serve it."""
-        handle = self.handles.get(slot)
-        if handle is None and not replace:
-            handle = self._holder(slot)
-        if handle is None:
-            handle = self._assign(slot)
+        process = self.handles.get(slot) or (None if replace else self._holder(slot))
+        if process is None:
+            process = self.handles[slot] = self._assign(slot)
             self._keep_spares()
-        self.handles[slot] = handle
-        return handle
+        self.handles[slot] = process
+        return process.handle
 
-    def _holder(self, slot: int) -> Any | None:
+    def _holder(self, slot: int) -> Process | None:
         name = self.state.holder(slot)
         if name is None:
             return None
         try:
-            return ray.get_actor(name, namespace=self.namespace)
+            return Process(name, ray.get_actor(name, namespace=self.namespace))
         except ValueError:  # gone: it died, or it was killed
             return None
 
-    def _assign(self, slot: int) -> Any:
+    def _assign(self, slot: int) -> Process:
         """Give ``slot`` to a spare (one still importing is waited for), else to a new process.
 
         The slot's next incarnation is recorded for the process before it is told to serve, and it
         serves only if the record still names it: a process that a crashed coordinator had told to
         serve the slot is refused once another took it.
         """
-        if self.spares is None:
-            self._keep_spares()
-        assert self.spares is not None
         while True:
             spare = bool(self.spares)
-            name, handle = self.spares.pop(0) if spare else self._make(slot)
-            incarnation = self.state.next_incarnation(slot, name)
+            process = self.spares.pop(0) if spare else self._make()
+            incarnation = self.state.next_incarnation(slot, process.name)
             try:
-                ray.get(handle.serve.remote(slot, incarnation), timeout=START_TIMEOUT)
-                return handle
+                ray.get(process.handle.serve.remote(slot, incarnation), timeout=START_TIMEOUT)
+                return process
             except (RayActorError, GetTimeoutError, FleetError) as exc:
-                log.warning("process %s could not take shard %d (%s)", name, slot, type(exc).__name__)
-                ray.kill(handle, no_restart=True)
+                log.warning("process %s could not take shard %d (%s)", process.name, slot, type(exc).__name__)
+                ray.kill(process.handle, no_restart=True)
                 if not spare:
                     raise
 
-    def _make(self, node: int) -> tuple[str, Any]:
-        """A new process (a spare until told to serve) on the ``node``-th node, round-robin."""
+    def _make(self) -> Process:
+        """A new process (a spare until told to serve) on the live node that runs fewest of them."""
         name = f"{SHARD_PREFIX}{secrets.token_hex(6)}"
+        used = Counter(self.node_of.get(p.name) for p in [*self.handles.values(), *self.spares])
+        node = self.node_of[name] = min(_working_nodes(), key=lambda node: (used[node], node))
         options: dict[str, Any] = {
             "name": name,
             "namespace": self.namespace,
@@ -130,46 +138,56 @@ class Coordinator:
             "max_task_retries": 0,
             "num_cpus": 0,
             "lifetime": "detached",  # not the coordinator's: shards outlive a coordinator that crashed
-            "scheduling_strategy": _placement(node),
+            # Pinned: Ray's soft affinity and "SPREAD" both put two shards of a three-node test
+            # cluster on one node. A process whose node is lost is replaced on a live one.
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False),
             "runtime_env": {"env_vars": WORKER_ENV},
         }
-        return name, RemoteShard.options(**options).remote(self.settings, self.shard_host, name)
+        return Process(name, RemoteShard.options(**options).remote(self.settings, self.shard_host, name))
+
+    def _adopt_spares(self) -> list[Process]:
+        """The spares a coordinator before this one started: the processes no slot's record names."""
+        holders = {self.state.holder(slot) for slot in range(self._slots())}
+        names = [n for n in ray.util.list_named_actors() if n.startswith(SHARD_PREFIX) and n not in holders]
+        return [Process(n, ray.get_actor(n, namespace=self.namespace)) for n in names]
 
     def _keep_spares(self) -> None:
         """Start spares up to the count set (not waited for: each imports TensorFlow on its own)."""
-        if self.spares is None:  # first: adopt the spares a coordinator before this one started
-            holders = {self.state.holder(slot) for slot in range(self._slots())}
-            names = [n for n in ray.util.list_named_actors() if n.startswith(SHARD_PREFIX)]
-            self.spares = [(n, ray.get_actor(n, namespace=self.namespace)) for n in names if n not in holders]
         while len(self.spares) > self.spare_count:
-            ray.kill(self.spares.pop()[1], no_restart=True)
+            ray.kill(self.spares.pop().handle, no_restart=True)
         while len(self.spares) < self.spare_count:
-            self.spares.append(self._make(self._next_node()))
-
-    def _next_node(self) -> int:
-        """Where a new spare goes: after the shards and the other spares, round-robin."""
-        return len(self.handles) + len(self.spares or ())
+            self.spares.append(self._make())
 
     def _slots(self) -> int:
         """Slots that may have a process: the committed ones and those of a resize in progress."""
-        membership = self._membership()
-        return max(membership.shards, membership.pending or 0)
+        membership = self.state.membership()
+        return 0 if membership is None else max(membership.shards, membership.pending or 0)
 
     def _info(self, slot: int, timeout: float = START_TIMEOUT) -> ShardInfo:
         try:
             try:
-                value = ray.get(self._handle(slot).info.remote(), timeout=timeout)
+                value = self._ask(slot, timeout)
             except (ActorDiedError, ActorUnschedulableError) as exc:
                 # Dead (or pinned to a node that is gone): a spare or a new process takes the slot.
                 # The old actor is killed first, or it would keep its name.
                 log.warning("shard %d is gone (%s); replacing it", slot, type(exc).__name__)
-                ray.kill(self.handles.pop(slot), no_restart=True)
-                value = ray.get(self._handle(slot, replace=True).info.remote(), timeout=timeout)
-        except (GetTimeoutError, RayActorError) as exc:
+                ray.kill(self.handles.pop(slot).handle, no_restart=True)
+                self._handle(slot, replace=True)
+                value = self._ask(slot, timeout)
+        except (GetTimeoutError, RayActorError, FleetError) as exc:
             raise Unavailable(f"shard {slot} does not answer: {type(exc).__name__}", retry_after=2) from exc
         info = ShardInfo.parse(value)
         self.infos[slot] = info
         return info
+
+    def _ask(self, slot: int, timeout: float) -> dict[str, Any]:
+        """The slot's process's own account, once it serves: a process the slot's record names but a
+        crashed coordinator did not get to tell to serve is told now."""
+        handle = self._handle(slot)
+        value: dict[str, Any] = ray.get(handle.info.remote(), timeout=timeout)
+        if value["slot"] is None:
+            value = ray.get(handle.serve.remote(slot, self.state.incarnation(slot)), timeout=timeout)
+        return value
 
     def _membership(self) -> Membership:
         membership = self.state.membership()
@@ -197,7 +215,7 @@ class Coordinator:
     def stop(self) -> None:
         """Stop every shard's server (each closes its fleet: counters written), for a local shutdown."""
         running = (self.handles.get(slot) or self._holder(slot) for slot in range(self._slots()))
-        ray.get([handle.stop.remote() for handle in running if handle is not None])
+        ray.get([process.handle.stop.remote() for process in running if process is not None])
 
     def view(self) -> dict[str, Any]:
         membership = self._membership()
@@ -231,9 +249,9 @@ class Coordinator:
                 value = {"slot": slot, "state": f"unavailable ({type(exc).__name__})"}
             shards.append(value)
         spares = []
-        for _, spare in self.spares or ():
+        for spare in self.spares:
             try:
-                spares.append({**ray.get(spare.info.remote(), timeout=0.5), "state": "ready"})
+                spares.append({**ray.get(spare.handle.info.remote(), timeout=0.5), "state": "ready"})
             except GetTimeoutError:
                 spares.append({"state": "starting"})
             except RayActorError as exc:
@@ -266,9 +284,9 @@ class Coordinator:
         self.state.write_membership(Membership(epoch, shards))
         taken = ray.get([self._handle(slot).commit.remote(epoch, shards) for slot in range(shards)])
         for slot in range(shards, old):
-            handle = self.handles.pop(slot, None) or self._holder(slot)
-            if handle is not None:
-                ray.kill(handle, no_restart=True)
+            process = self.handles.pop(slot, None) or self._holder(slot)
+            if process is not None:
+                ray.kill(process.handle, no_restart=True)
             self.infos.pop(slot, None)
         log.info(
             "resized %d -> %d shards (epoch %d): %d handed over, %d taken over",
@@ -280,15 +298,11 @@ class Coordinator:
         )
 
 
-def _placement(slot: int) -> NodeAffinitySchedulingStrategy:
-    """Slot i on the i-th live node with CPUs (by node ID), round-robin: shards spread over the nodes
-    as evenly as they can. Pinned (Ray's soft affinity and "SPREAD" both put two shards of a
-    three-node test cluster on one node); a dead shard's replacement runs where its spare was, or
-    on the nodes alive then."""
+def _working_nodes() -> list[str]:
+    """The live nodes with CPUs (not a 0-CPU head), by node ID."""
     alive = [n for n in ray.nodes() if n.get("Alive")]
-    working = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0] or alive  # not the 0-CPU ones
-    nodes = sorted(n["NodeID"] for n in working)
-    return NodeAffinitySchedulingStrategy(node_id=nodes[slot % len(nodes)], soft=False)
+    working = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0] or alive
+    return sorted(n["NodeID"] for n in working)
 
 
 def _check_count(shards: int) -> None:

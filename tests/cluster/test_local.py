@@ -30,6 +30,11 @@ def test_local_shards_survive_their_coordinator_and_stop_cleanly(
         ids = client.create_devices(count=6, prefix="local-")
         for device in ids:
             client.train(device, x=x, y=y)
+        deadline = time.monotonic() + 120
+        while not all(s["state"] == "ready" for s in client.shards()["spares"]):
+            assert time.monotonic() < deadline, "the spare imported TensorFlow"
+            time.sleep(0.2)
+        spares = [s["pid"] for s in client.shards()["spares"]]
         os.kill(view["coordinator"]["pid"], signal.SIGKILL)
         for device in ids:  # the shards are not the coordinator's: they and their weights stay
             client.train(device, x=x, y=y)
@@ -39,6 +44,7 @@ def test_local_shards_survive_their_coordinator_and_stop_cleanly(
             time.sleep(0.2)
         after = client.shards()
         assert [s["pid"] for s in after["shards"]] == [s["pid"] for s in view["shards"]]
+        assert [s["pid"] for s in after["spares"]] == spares, "the new coordinator adopted the spare"
         assert all(client.device(d)["train_steps"] == 2 for d in ids)
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import threading
@@ -129,6 +130,17 @@ def twin_logits(data: FashionMNIST, index: int, trains: int, probe: np.ndarray) 
     for _ in range(trains):
         interpreter.run("train", {"x": x, "y": y})
     return interpreter.run("infer", {"x": probe})["logits"]
+
+
+def ready_spares(http: httpx.Client, timeout: float = 120) -> list[dict[str, Any]]:
+    """The spares once each has imported TensorFlow (they start in the background)."""
+
+    def ready() -> bool:
+        spares = shards(http)["spares"]
+        return bool(spares) and all(s["state"] == "ready" for s in spares)
+
+    wait_until(ready, timeout, "the spares are ready")
+    return list(shards(http)["spares"])
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> float:
@@ -339,6 +351,7 @@ def test_killed_shard_comes_back_from_checkpoints_and_others_do_not_notice(
             http.post(f"/v1/devices/{device}/infer", content=probe_body, headers=headers)
         )["logits"]
         http.post(f"/v1/devices/{device}/train", content=body, headers=headers)  # unsaved: lost in the crash
+    spare = ready_spares(http)[0]
     victim = shards(http)["shards"][0]
     survivors = [d for d in ids if owner[d] != str(victim["slot"])]
     load = TrainLoad(server.url, survivors, fashion_mnist, threads=2)
@@ -364,7 +377,9 @@ def test_killed_shard_comes_back_from_checkpoints_and_others_do_not_notice(
     assert set(statuses) <= {200, 503}, statuses
     assert set(load.statuses) == {200}, f"the other shard's devices noticed: {dict(load.statuses)}"
     after = shards(http)["shards"][0]
-    assert after["pid"] != victim["pid"] and after["incarnation"] == victim["incarnation"] + 1
+    assert after["pid"] == spare["pid"] != victim["pid"], "the warm spare took the dead shard's slot"
+    assert after["incarnation"] == victim["incarnation"] + 1
+    assert ready_spares(http)[0]["pid"] not in (spare["pid"], victim["pid"]), "a new spare replaced it"
     for device in moved:
         info = http.get(f"/v1/devices/{device}").json()
         assert info["has_checkpoint"] and info["train_steps"] >= 1
@@ -377,6 +392,7 @@ def test_killed_shard_comes_back_from_checkpoints_and_others_do_not_notice(
 
 
 def test_killed_coordinator_recovers_one_view(server: ServerProcess, http: httpx.Client) -> None:
+    spares = ready_spares(http)
     before = shards(http)
     os.kill(before["coordinator"]["pid"], signal.SIGKILL)
     assert (
@@ -391,23 +407,34 @@ def test_killed_coordinator_recovers_one_view(server: ServerProcess, http: httpx
     assert after["coordinator"]["pid"] != before["coordinator"]["pid"]
     assert after["epoch"] == before["epoch"]
     assert [s["address"] for s in after["shards"]] == [s["address"] for s in before["shards"]]
+    assert [s["pid"] for s in ready_spares(http)] == [s["pid"] for s in spares], "the spares adopted"
     grown = http.post("/v1/fleet/shards", json={"count": 3})
     assert grown.status_code == 200 and grown.json()["epoch"] == before["epoch"] + 1
     shrunk = http.post("/v1/fleet/shards", json={"count": 2})
     assert shrunk.status_code == 200 and shrunk.json()["epoch"] == before["epoch"] + 2
 
 
-def test_a_resize_interrupted_by_a_killed_coordinator_ends_in_one_view(http: httpx.Client) -> None:
+def test_a_resize_interrupted_by_a_killed_coordinator_ends_in_one_view(
+    server: ServerProcess, http: httpx.Client
+) -> None:
     ids = [f"halfway-{i:02d}" for i in range(30)]
     assert http.post("/v1/devices/bulk-create", json={"ids": ids}).status_code == 201
+    for spare in ready_spares(http):  # the third shard then needs a new process: seconds to start
+        os.kill(spare["pid"], signal.SIGKILL)
     before = shards(http)
     answers: list[httpx.Response] = []
     resize = threading.Thread(
         target=lambda: answers.append(http.post("/v1/fleet/shards", json={"count": 3}, timeout=180))
     )
+    view_file = server.data_dir / "cluster" / "view.json"
+
+    def resizing() -> bool:
+        return json.loads(view_file.read_text()).get("pending") == 3
+
     resize.start()
-    time.sleep(1.5)  # the new shard is starting (seconds: TensorFlow's import); view.json says "resizing"
+    wait_until(resizing, 30, "the coordinator records the resize")
     os.kill(before["coordinator"]["pid"], signal.SIGKILL)
+    assert resizing(), "the coordinator was killed halfway: the resize is not committed"
     resize.join(timeout=180)
     assert not resize.is_alive()
     assert answers[0].status_code in (200, 503), answers[0].text  # Ray retried it, or it said to retry
