@@ -4,7 +4,8 @@ Starts, one after the other, ``fleet serve`` (one process), ``fleet serve --shar
 ``fleet serve --shards 2`` (a local Ray runtime each), and measures on each: train throughput (batch
 100, npz) through the one address and, when sharded, through the fast path (straight to each
 device's owner); the CPU each request costs the service's processes; then on two shards the pause a
-resize 2 -> 3 -> 2 causes under load, the time a killed shard takes to serve again, listing latency
+resize 2 -> 3 -> 2 causes under load, the time a killed shard takes to serve again (with a spare
+ready, and killed again at once, while the new spare still imports TensorFlow), listing latency
 over 100,000 devices, bulk creation of 10,000, and the memory of Ray's processes and of each shard.
 
     .venv/bin/python -m benchmarks.cluster [--seconds 10] [--devices 32] [--concurrency 8]
@@ -159,15 +160,22 @@ def resize_pause(svc: Service, ids: list[str], concurrency: int) -> tuple[float,
     return durations[0], durations[1], max(latencies)
 
 
+def spares_ready(client: httpx.Client, timeout: float = 120) -> list[dict[str, Any]]:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        spares = client.get("/v1/fleet/shards").json()["spares"]
+        if all(s["state"] == "ready" for s in spares):
+            return list(spares)
+        time.sleep(0.2)
+    raise RuntimeError(f"the spares were not ready in {timeout} s")
+
+
 def restart_time(svc: Service, device_id: str) -> float:
     """Seconds from kill -9 of the device's shard to the device answering again."""
     with httpx.Client(base_url=svc.url, timeout=30) as client:
-        view = View.parse(client.get("/v1/fleet/shards").json())
-        victim = next(
-            s
-            for s in client.get("/v1/fleet/shards").json()["shards"]
-            if s["slot"] == view.owner(device_id).slot
-        )
+        answer = client.get("/v1/fleet/shards").json()
+        slot = View.parse(answer).owner(device_id).slot
+        victim = next(s for s in answer["shards"] if s["slot"] == slot)
         os.kill(victim["pid"], signal.SIGKILL)
         start = time.perf_counter()
         deadline = start + 120
@@ -220,10 +228,13 @@ def main() -> None:
                     grow, shrink, longest = resize_pause(svc, ids, args.concurrency)
                     facts["resize 2->3 / 3->2 under load (the call)"] = f"{grow:.2f} / {shrink:.2f} s"
                     facts["longest train request during the resizes"] = f"{longest:.2f} s"
-                    facts["killed shard serving again"] = f"{restart_time(svc, ids[0]):.2f} s"
+                    with httpx.Client(base_url=svc.url, timeout=30) as client:
+                        spares = {s["pid"] for s in spares_ready(client)}
                     processes = ray_processes()
-                    facts["RSS per shard process"] = (
-                        ", ".join(f"{rss_mb(p):.0f}" for p in processes["shard"]) + " MB"
+                    shard_rss = [rss_mb(p) for p in processes["shard"] if p not in spares]
+                    facts["RSS per shard process"] = ", ".join(f"{mb:.0f}" for mb in shard_rss) + " MB"
+                    facts["RSS per spare (TensorFlow imported, no devices)"] = (
+                        ", ".join(f"{rss_mb(p):.0f}" for p in spares) + " MB"
                     )
                     facts["RSS of the coordinator"] = (
                         f"{sum(rss_mb(p) for p in processes['coordinator']):.0f} MB"
@@ -232,6 +243,10 @@ def main() -> None:
                         f"{sum(rss_mb(p) for p in processes['ray']):.0f} MB"
                     )
                     facts["RSS of the front"] = f"{rss_mb(svc.server.pid):.0f} MB"
+                    facts["killed shard serving again (a spare ready)"] = f"{restart_time(svc, ids[0]):.2f} s"
+                    facts["killed again at once (the new spare still starting)"] = (
+                        f"{restart_time(svc, ids[0]):.2f} s"
+                    )
                 if shards in (None, 2):
                     make_devices(svc.url, args.list_devices - 10_000 - args.devices, "list-")
                     first, middle = listing(svc.url)
