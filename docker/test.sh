@@ -6,13 +6,14 @@
 #
 #   bash docker/test.sh
 #   bash docker/test.sh --cluster   the sharded fleet instead: the image built with EXTRAS=cluster (Ray),
-#                                   a Ray head, two worker containers and the API on one network and one
-#                                   volume (as docker/compose.cluster.yaml); train and save, resize
+#                                   then docker/compose.cluster.yaml run by Compose (a Ray head, two
+#                                   worker containers and the API on one volume); train and save, resize
 #                                   2 -> 3 -> 2, restart the worker whose shard owns the device, restore
 #
 # Where no Docker engine answers (as on CI's machines) it needs root: it installs Debian's
 # docker.io with apt-get and starts its own dockerd, with its state in a temporary directory,
-# and stops it again at the end. Where the base image cannot be pulled (no registry), it makes
+# and stops it again at the end; for --cluster, Debian's docker-compose too where the engine has no
+# compose plugin. Where the base image cannot be pulled (no registry), it makes
 # a stand-in python:3.11-slim with debootstrap, so that the Dockerfile builds unchanged.
 #
 # Environment:
@@ -43,7 +44,7 @@ PY=$(command -v python3 || true)
 DOCKER=""
 DOCKERD_PID=""
 MADE_CONTAINER="" MADE_VOLUME="" MADE_IMAGE="" MADE_BASE="" PROTECTED_CONTAINER=""
-NETWORK="$RUN_ID-net" MADE_NETWORK="" NODES=()
+COMPOSE=() MADE_COMPOSE=""
 APT_UPDATED="" HAD_DOCKER0="" IP_FORWARD=""
 STARTED=$SECONDS
 
@@ -122,15 +123,10 @@ cleanup() {
         fi
         docker rm -f "$CONTAINER" >/dev/null && info "removed container $CONTAINER"
     fi
-    local node
-    for node in "${NODES[@]}"; do
-        if [ "$rc" -ne 0 ]; then
-            echo "--- $node's last log lines"
-            docker logs --tail 15 "$node" 2>&1 | sed 's/^/    /'
-        fi
-        docker rm -f "$node" >/dev/null && info "removed container $node"
-    done
-    [ -n "$MADE_NETWORK" ] && docker network rm "$NETWORK" >/dev/null && info "removed network $NETWORK"
+    if [ -n "$MADE_COMPOSE" ]; then
+        [ "$rc" -eq 0 ] || { echo "--- the cluster's last log lines"; compose logs --tail=15 2>&1 | sed 's/^/    /'; }
+        compose down -v --remove-orphans >/dev/null 2>&1 && info "compose down: removed $RUN_ID's containers and volume"
+    fi
     [ -n "$PROTECTED_CONTAINER" ] && docker rm -f "$PROTECTED_CONTAINER" >/dev/null && info "removed $PROTECTED_CONTAINER"
     [ -n "$MADE_VOLUME" ] && docker volume rm "$VOLUME" >/dev/null && info "removed volume $VOLUME"
     [ -n "$MADE_IMAGE" ] && docker image rm "$IMAGE" >/dev/null 2>&1 && info "removed image $IMAGE"
@@ -333,35 +329,29 @@ wait_healthy() {
     info "healthcheck status: healthy"
 }
 
-# The sharded fleet, as docker/compose.cluster.yaml lays it out, with plain docker commands (CI's
-# engine has no compose): a Ray head and two workers, then the API (a Ray node without CPUs, and the
-# front), all on one network, one volume and one keys file.
+# The sharded fleet: docker/compose.cluster.yaml itself, run by Compose (the engine's plugin, or
+# Debian's docker-compose, installed where neither is there), with this run's image, keys and port.
+find_compose() {
+    if "$DOCKER" compose version >/dev/null 2>&1; then
+        COMPOSE=("$DOCKER" compose)
+    else
+        command -v docker-compose >/dev/null || apt_install docker-compose
+        COMPOSE=(docker-compose)
+    fi
+    info "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
+}
+compose() {
+    FLEET_IMAGE="$IMAGE" FLEET_PUBLISH="127.0.0.1:$PORT" FLEET_API_KEYS="$WORK/api-keys.txt" \
+        "${COMPOSE[@]}" --project-name "$RUN_ID" -f "$HERE/compose.cluster.yaml" "$@"
+}
+
 run_cluster() {
-    step "running a Ray head, two workers and the API on network $NETWORK (volume $VOLUME at /data)"
-    MADE_NETWORK=1
-    docker network create "$NETWORK" >/dev/null
-    MADE_VOLUME=1
-    docker volume create "$VOLUME" >/dev/null
-    local common=(--network "$NETWORK" --shm-size 1g -v "$VOLUME:/data" --no-healthcheck
-        -v "$WORK/api-keys.txt:/run/secrets/fleet-api-keys:ro" -e FLEET_API_KEYS_FILE=/run/secrets/fleet-api-keys
-        -e RAY_USAGE_STATS_ENABLED=0)
-    NODES+=("$RUN_ID-head")
-    docker run -d --name "$RUN_ID-head" --hostname ray-head --network-alias ray-head "${common[@]}" "$IMAGE" \
-        ray start --head --block --port 6379 --num-cpus 0 --include-dashboard false --disable-usage-stats >/dev/null
-    local i
-    for i in 1 2; do
-        NODES+=("$RUN_ID-worker-$i")
-        docker run -d --name "$RUN_ID-worker-$i" --hostname "worker-$i" "${common[@]}" "$IMAGE" \
-            sh -c 'until ray status --address ray-head:6379 >/dev/null 2>&1; do sleep 1; done
-                   exec ray start --block --address ray-head:6379 --num-cpus 1 --disable-usage-stats' >/dev/null
-    done
-    MADE_CONTAINER=1
-    docker run -d --name "$CONTAINER" --hostname api -p "127.0.0.1:$PORT:8000" "${common[@]}" --stop-timeout 20 "$IMAGE" \
-        sh -c 'for _ in $(seq 1 120); do
-                   [ "$(ray status --address ray-head:6379 2>/dev/null | grep -c " node_")" -ge 3 ] && break; sleep 1
-               done
-               ray start --address ray-head:6379 --num-cpus 0 --disable-usage-stats >/dev/null &&
-               exec fleet serve --ray-address ray-head:6379 --shards 2' >/dev/null
+    find_compose
+    step "compose up: a Ray head, two workers and the API (docker/compose.cluster.yaml, project $RUN_ID)"
+    MADE_COMPOSE=1
+    compose up -d --no-build 2>&1 | sed 's/^/    /'
+    CONTAINER=$(compose ps -q api)
+    [ -n "$CONTAINER" ] || fail "compose started no api container"
 }
 
 cluster_flow() {
@@ -382,7 +372,7 @@ cluster_flow() {
     node=$("$PY" "$HERE/drive.py" owner "$BASE_URL") || fail "finding the device's node"
     step "restarting the worker container of the device's shard ($node)"
     [ "${node#worker-}" != "$node" ] || fail "the device's shard runs on '$node', not on a worker"
-    docker restart -t 10 "$RUN_ID-$node" >/dev/null
+    compose restart -t 10 "$node" 2>&1 | sed 's/^/    /'
     "$PY" "$HERE/drive.py" device "$BASE_URL" 180 || fail "the device's shard did not come back"
     "$PY" "$HERE/drive.py" shards "$BASE_URL" 2 || fail "two shards after the restart"
 

@@ -93,7 +93,8 @@ class Coordinator:
         process = self.handles.get(slot) or (None if replace else self._holder(slot))
         if process is None:
             process = self.handles[slot] = self._assign(slot)
-            self._keep_spares()
+            if self._membership().pending is None:  # in a resize: once it is done, not in its way
+                self._keep_spares()
         self.handles[slot] = process
         return process.handle
 
@@ -288,6 +289,7 @@ class Coordinator:
             if process is not None:
                 ray.kill(process.handle, no_restart=True)
             self.infos.pop(slot, None)
+        self._keep_spares()
         log.info(
             "resized %d -> %d shards (epoch %d): %d handed over, %d taken over",
             old,
