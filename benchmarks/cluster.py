@@ -8,7 +8,7 @@ resize 2 -> 3 -> 2 causes under load, the time a killed shard takes to serve aga
 ready, and killed again at once, while the new spare still imports TensorFlow), listing latency
 over 100,000 devices, bulk creation of 10,000, and the memory of Ray's processes and of each shard.
 
-    .venv/bin/python -m benchmarks.cluster [--seconds 10] [--devices 32] [--concurrency 8]
+    .venv/bin/python -m benchmarks.cluster [--seconds 10] [--repeat 3] [--devices 32] [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -202,6 +202,7 @@ def listing(url: str, repeat: int = 50) -> tuple[list[float], list[float]]:
 def main() -> None:
     parser = load_parser(__doc__)
     parser.add_argument("--list-devices", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs per path (median shown)")
     parser.add_argument("--only", default="one,1,2", help="which services: one (process), 1 or 2 (shards)")
     args = parser.parse_args()
     wanted = [None if part == "one" else int(part) for part in args.only.split(",")]
@@ -218,9 +219,14 @@ def main() -> None:
                 throughput(svc, ids, 2, args.concurrency, direct=False)  # warm up: every interpreter made
                 paths = [("one address", False)] + ([("fast path", True)] if shards else [])
                 for label, direct in paths:
-                    steps, cpu = throughput(svc, ids, args.seconds, args.concurrency, direct)
+                    load = args.seconds, args.concurrency, direct
+                    runs = sorted(throughput(svc, ids, *load) for _ in range(args.repeat))
+                    steps, cpu = runs[len(runs) // 2]  # the median run
                     base = base or steps
-                    rows.append((f"{name}, {label}", f"{steps:.0f}", f"{steps / base:.2f}", f"{cpu:.2f}"))
+                    spread = f"{runs[0][0]:.0f}-{runs[-1][0]:.0f}"
+                    rows.append(
+                        (f"{name}, {label}", f"{steps:.0f}", spread, f"{steps / base:.2f}", f"{cpu:.2f}")
+                    )
                     console.print(f"{rows[-1]}")
                 _, created = make_devices(svc.url, 10_000, "bulk-")
                 facts[f"bulk creation of 10,000 ({name})"] = f"{created:.2f} s"
@@ -257,10 +263,10 @@ def main() -> None:
                         f"{ms(percentile(middle, 50))} ms"
                     )
 
-    load = f"{args.devices} devices, {args.concurrency} concurrent, {args.seconds:.0f} s"
+    load = f"{args.devices} devices, {args.concurrency} concurrent, {args.seconds:.0f} s a run"
     table(
         f"train, batch 100, npz, {load} ({machine()})",
-        ["path", "steps/s", "vs one process", "service CPU ms / step"],
+        ["path", "steps/s (median)", f"{args.repeat} runs", "vs one process", "service CPU ms / step"],
         rows,
     )
     table("sharded fleet: pauses, start-up, listing, memory", ["what", "figure"], list(facts.items()))

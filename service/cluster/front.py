@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 ROUTE_DEADLINE = 10.0
 """Seconds the front keeps retrying a call no shard could take yet (a restart, a resize)."""
 CALL_TIMEOUT = 120.0
+MOVE_POLL = 0.05
+"""Seconds between the front's tries of a call to a device moving between shards (a resize)."""
 HOP_HEADERS = frozenset(
     {
         b"host",
@@ -122,7 +124,7 @@ class Shards:
                 if answer.status == 421:
                     await self.refresh(None, view)
                 elif answer.status == 503 and b"moving between shards" in answer.body:
-                    retry_after = min(float(answer.header(b"retry-after") or b"1"), 1.0)
+                    retry_after = MOVE_POLL  # the commit ends it: look again soon
                 else:
                     return answer
             if time.monotonic() + retry_after > deadline:

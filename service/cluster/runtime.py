@@ -42,8 +42,8 @@ WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUN
 class ShardActor(ShardServer):
     """A shard (or a spare) on whichever node Ray placed it, listening on that node's address."""
 
-    def __init__(self, settings: dict[str, Any], host: str | None, name: str) -> None:
-        super().__init__(settings, host or node_address(), name)
+    def __init__(self, settings: dict[str, Any], host: str | None, name: str, background: bool) -> None:
+        super().__init__(settings, host or node_address(), name, background)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "node_id": str(ray.get_runtime_context().get_node_id())}
@@ -116,7 +116,7 @@ class Coordinator:
         """
         while True:
             spare = bool(self.spares)
-            process = self.spares.pop(0) if spare else self._make()
+            process = self.spares.pop(0) if spare else self._make(background=False)
             incarnation = self.state.next_incarnation(slot, process.name)
             try:
                 ray.get(process.handle.serve.remote(slot, incarnation), timeout=START_TIMEOUT)
@@ -127,8 +127,9 @@ class Coordinator:
                 if not spare:
                     raise
 
-    def _make(self) -> Process:
-        """A new process (a spare until told to serve) on the live node that runs fewest of them."""
+    def _make(self, background: bool = True) -> Process:
+        """A new process (a spare until told to serve) on the live node that runs fewest of them;
+        ``background``: it warms up at a low CPU priority (it is not waited for)."""
         name = f"{SHARD_PREFIX}{secrets.token_hex(6)}"
         used = Counter(self.node_of.get(p.name) for p in [*self.handles.values(), *self.spares])
         node = self.node_of[name] = min(_working_nodes(), key=lambda node: (used[node], node))
@@ -144,7 +145,8 @@ class Coordinator:
             "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False),
             "runtime_env": {"env_vars": WORKER_ENV},
         }
-        return Process(name, RemoteShard.options(**options).remote(self.settings, self.shard_host, name))
+        handle = RemoteShard.options(**options).remote(self.settings, self.shard_host, name, background)
+        return Process(name, handle)
 
     def _adopt_spares(self) -> list[Process]:
         """The spares a coordinator before this one started: the processes no slot's record names."""

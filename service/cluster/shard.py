@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0
 """Seconds a shard may take to open its fleet (TensorFlow's import, scanning the devices)."""
+BACKGROUND_NICE = 10
+"""Added to a spare's nice value while it imports TensorFlow (never lowered: that needs privilege)."""
 SHARD_HEADER = b"fleet-shard"
 """On every answer of a shard: ``<slot>/<incarnation>``, so that callers can tell who answered."""
 
@@ -54,22 +56,41 @@ class ShardHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _import_service(nice: int = 0) -> None:
+    """Import what serving needs (TensorFlow's import is most of it), at ``nice`` added to this thread's
+    nice value."""
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    import tensorflow  # noqa: F401
+    import uvicorn  # noqa: F401
+
+    from service import api  # noqa: F401
+
+
 class ShardServer:
     """A process that serves one slot on ``host`` (an ephemeral port) until ``stop``.
 
     Made, it is a warm spare: TensorFlow and the service are imported (most of a new process's
     start-up), and it serves nothing until ``serve`` gives it a slot. ``name`` is how the slot's
-    record on disk names it (its Ray actor's name).
+    record on disk names it (its Ray actor's name). With ``background``, the imports run at a low
+    CPU priority: a spare warming up beside serving shards takes only the CPU they leave.
     """
 
-    def __init__(self, settings: dict[str, Any], host: str = "127.0.0.1", name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        host: str = "127.0.0.1",
+        name: str | None = None,
+        background: bool = False,
+    ) -> None:
         self.born = time.monotonic()
         configure_allocator()  # Ray's threads exist already; the mmap threshold still holds
-        import tensorflow  # noqa: F401  (the import is the seconds a spare saves)
-        import uvicorn  # noqa: F401
-
-        from service import api  # noqa: F401
-
+        if background:  # in a thread of its own: on Linux a nice value is a thread's, not the process's
+            importer = threading.Thread(target=_import_service, args=(BACKGROUND_NICE,), name="spare-import")
+            importer.start()
+            importer.join()
+        else:
+            _import_service()
         self.settings = Settings(**settings)
         self.host = host
         self.name = name

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -57,11 +56,7 @@ from service.errors import (
     DeviceNotFound,
     FleetError,
     InvalidTensor,
-    InvocationFailed,
     NoCheckpoint,
-    SignatureNotFound,
-    StorageError,
-    StorageFull,
     Unavailable,
 )
 from service.fleet.files import (
@@ -93,18 +88,17 @@ from service.fleet.record import (
 )
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES, SampleStats, SampleStore
 from service.fleet.stats import FleetStats
+from service.fleet.weights import (
+    CHECKPOINT_SIGNATURES,
+    checkpoint_signature,
+    has_checkpoint_signatures,
+    run_checkpoint,
+)
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SIGNATURES = ("save", "restore")
 REMEDY = "reset or delete the device"
-FULL_TEXTS = ("No space left", "File too large", "Disk quota exceeded", "Quota exceeded")
-"""What TensorFlow's file errors say when the disk, a quota or the file size limit is full."""
-_TFLITE_NOISE = re.compile(
-    r"^signature '[^']*' of model '[^']*' failed: |\s*Node number \d+ \(\w+\) failed to invoke\.?"
-)
-"""What the runtime and TFLite wrap around TensorFlow's own error text."""
 
 
 ActivationHook = Callable[["Device"], None]
@@ -182,12 +176,6 @@ class Device:
 
     def _shown(self, path: Path) -> str:
         return shown(path, self.data_dir)
-
-    def _without_paths(self, text: str) -> str:
-        """An error text (TensorFlow's) with the data directory taken out of the paths it names."""
-        for root in dict.fromkeys((str(self.data_dir), os.path.realpath(self.data_dir))):
-            text = text.replace(root + os.sep, "").replace(root, "<data dir>")
-        return _TFLITE_NOISE.sub("", text).strip()
 
     def _unlink(self, path: Path) -> None:
         try:
@@ -367,33 +355,12 @@ class Device:
     # -- the interpreter ---------------------------------------------------------------------
 
     def checkpoint_signature(self, name: str) -> SignatureSpec:
-        model = self.load()
-        spec = model.signature(name)
-        if len(spec.inputs) != 1 or not spec.inputs[0].is_string:
-            raise SignatureNotFound(
-                f"model '{model.name}': signature '{name}' must take one string (the checkpoint path) "
-                f"to be used for checkpoints; it takes {[s.describe() for s in spec.inputs]}"
-            )
-        return spec
+        return checkpoint_signature(self.load(), name)
 
     def _run_checkpoint(self, interpreter: ModelInterpreter, name: str, path: Path, target: Path) -> None:
-        """Run the model's ``save`` or ``restore`` on ``path`` (``target`` names the file in messages).
-
-        TensorFlow's errors come back as ours: a failed save is the disk's (StorageFull when its text
-        says the disk, a quota or the file size limit is full, or no block is free; else StorageError);
-        a failed restore of a file is CorruptState, worded further by the caller.
-        """
-        spec = self.checkpoint_signature(name)
+        """``weights.run_checkpoint`` on this device's model, timed in the fleet's counters."""
         started = time.perf_counter()
-        try:
-            interpreter.run(name, {spec.inputs[0].name: np.array(os.fsencode(path), spec.inputs[0].dtype)})
-        except InvocationFailed as exc:
-            text = self._without_paths(exc.message)
-            if name == "restore":
-                raise CorruptState(text) from exc
-            full = any(marker in text for marker in FULL_TEXTS) or _no_free_blocks(target.parent)
-            error = StorageFull if full else StorageError
-            raise error(f"could not write {self._shown(target)}: {text}") from exc
+        run_checkpoint(interpreter, self.load(), name, path, target, self.data_dir)
         if self.stats is not None:
             self.stats.observe_checkpoint(name, time.perf_counter() - started)
 
@@ -495,7 +462,7 @@ class Device:
             self._drop_interpreter()
 
     def _has_checkpoint_signatures(self) -> bool:
-        return all(name in self.load().signatures for name in CHECKPOINT_SIGNATURES)
+        return has_checkpoint_signatures(self.load())
 
     # -- the operations ----------------------------------------------------------------------
 
@@ -697,11 +664,3 @@ class Device:
             self._drop_interpreter()
         if target is not None:
             remove_tree(target, self.data_dir)
-
-
-def _no_free_blocks(directory: Path) -> bool:
-    """Whether the filesystem holding ``directory`` has no block left for unprivileged writers."""
-    try:
-        return os.statvfs(directory).f_bavail == 0
-    except OSError:
-        return False
