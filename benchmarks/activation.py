@@ -36,7 +36,9 @@ def main() -> None:
             device.restart()
 
         bare = timed(model.interpreter, args.devices)
-        activations, evicting, restores = [], [], []
+        activations: list[float] = []
+        evicting: list[float] = []
+        restores: list[float] = []
         for device in devices:  # the first half fills the budget; the second half evicts (spills) to fit
             before = fleet.residency_stats().evictions
             start = time.perf_counter()

@@ -219,8 +219,8 @@ def main() -> None:
                 throughput(svc, ids, 2, args.concurrency, direct=False)  # warm up: every interpreter made
                 paths = [("one address", False)] + ([("fast path", True)] if shards else [])
                 for label, direct in paths:
-                    load = args.seconds, args.concurrency, direct
-                    runs = sorted(throughput(svc, ids, *load) for _ in range(args.repeat))
+                    options = args.seconds, args.concurrency, direct
+                    runs = sorted(throughput(svc, ids, *options) for _ in range(args.repeat))
                     steps, cpu = runs[len(runs) // 2]  # the median run
                     base = base or steps
                     spread = f"{runs[0][0]:.0f}-{runs[-1][0]:.0f}"
