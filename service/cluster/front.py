@@ -103,7 +103,10 @@ class Shards:
         headers = _forwarded_headers(request, self.token)
         while True:
             view = await self.current()
-            shard = view.shards[slot_of(view)]
+            slot = slot_of(view)
+            if slot >= len(view.shards):  # a fleet-wide call to each shard, and a resize took one away
+                raise Unavailable("the fleet was resized during the call; retry", retry_after=1)
+            shard = view.shards[slot]
             retry_after = 0.2
             try:
                 if shard.address is None:
@@ -113,6 +116,10 @@ class Shards:
                 with contextlib.suppress(FleetError):
                     await self.refresh(shard.slot, view)
             except Broken as exc:
+                with contextlib.suppress(FleetError):
+                    if shard.slot >= len((await self.refresh(None, view)).shards):
+                        # A slot a resize took away owns nothing: the call was refused there, not applied.
+                        continue
                 log.warning("shard %d failed during %s %s: %s", shard.slot, request.method, target, exc)
                 asyncio.get_running_loop().create_task(self._quiet_refresh(shard.slot, view))
                 raise Unavailable(

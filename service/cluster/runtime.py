@@ -12,6 +12,7 @@ is restarted by Ray, and its calls retried: each of them is idempotent, and a re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 COORDINATOR = "fleet-coordinator"
 SHARD_PREFIX = "fleet-shard-"
 MAX_SHARDS = 64
+STOP_TIMEOUT = 20.0
+"""Seconds a shard a resize takes away has to finish its calls before it is killed."""
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
 
 
@@ -84,18 +87,19 @@ class Coordinator:
         self.node_of: dict[str, str] = {}
         """The node each process this coordinator made runs on, by name."""
         self.spares = self._adopt_spares()
-        """Warm processes serving no slot yet: (name, handle)."""
+        """Warm processes serving no slot yet, the oldest first."""
         self._keep_spares()
 
     def _handle(self, slot: int, replace: bool = False) -> Any:
         """The slot's process: the one its record names if it lives (unless ``replace``), else a
         spare or a new one, told to serve it."""
         process = self.handles.get(slot) or (None if replace else self._holder(slot))
-        if process is None:
-            process = self.handles[slot] = self._assign(slot)
-            if self._membership().pending is None:  # in a resize: once it is done, not in its way
-                self._keep_spares()
-        self.handles[slot] = process
+        if process is not None:
+            self.handles[slot] = process
+            return process.handle
+        process = self.handles[slot] = self._assign(slot)
+        if self._membership().pending is None:  # in a resize: once it is done, not in its way
+            self._keep_spares()
         return process.handle
 
     def _holder(self, slot: int) -> Process | None:
@@ -131,7 +135,9 @@ class Coordinator:
         """A new process (a spare until told to serve) on the live node that runs fewest of them;
         ``background``: it warms up at a low CPU priority (it is not waited for)."""
         name = f"{SHARD_PREFIX}{secrets.token_hex(6)}"
-        used = Counter(self.node_of.get(p.name) for p in [*self.handles.values(), *self.spares])
+        live = {p.name for p in [*self.handles.values(), *self.spares]}
+        self.node_of = {n: node for n, node in self.node_of.items() if n in live}  # the dead ones go
+        used = Counter(self.node_of.values())
         node = self.node_of[name] = min(_working_nodes(), key=lambda node: (used[node], node))
         options: dict[str, Any] = {
             "name": name,
@@ -228,9 +234,11 @@ class Coordinator:
         return view
 
     def refresh(self, slot: int, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-        """Ask the slot's process who it is now (after a restart it has a new address)."""
-        self.infos.pop(slot, None)
-        self._info(slot, timeout)
+        """Ask the slot's process who it is now (after a restart it has a new address); a slot a
+        resize took away is not asked (nor started again)."""
+        if slot < self._membership().shards:
+            self.infos.pop(slot, None)
+            self._info(slot, timeout)
         return self.view()
 
     def whoami(self) -> dict[str, Any]:
@@ -286,9 +294,11 @@ class Coordinator:
         epoch = membership.epoch + 1
         self.state.write_membership(Membership(epoch, shards))
         taken = ray.get([self._handle(slot).commit.remote(epoch, shards) for slot in range(shards)])
-        for slot in range(shards, old):
+        for slot in range(shards, old):  # each owns nothing now: it finishes its calls (refusals), then goes
             process = self.handles.pop(slot, None) or self._holder(slot)
             if process is not None:
+                with contextlib.suppress(RayActorError, GetTimeoutError):
+                    ray.get(process.handle.stop.remote(), timeout=STOP_TIMEOUT)
                 ray.kill(process.handle, no_restart=True)
             self.infos.pop(slot, None)
         self._keep_spares()

@@ -314,8 +314,9 @@ def test_resize_under_load_loses_no_update(
         load.stop()
     assert shards(http)["epoch"] == epoch + 2
     assert load.statuses[200] > 0
-    assert set(load.statuses) <= {200, 503}, dict(load.statuses)  # a fenced device: 503, never a 500
-    assert load.retry_after_missing == 0
+    # A moving device's calls wait at the front, and a slot taken away refuses what reaches it late:
+    # the resizes cost the clients time, never an error.
+    assert set(load.statuses) == {200}, dict(load.statuses)
     many = {key: who for key, who in load.answered_by.items() if len(who) > 1}
     assert not many, f"devices answered by two shards in one epoch: {many}"
     probe = fashion_mnist.test_images[:8]
