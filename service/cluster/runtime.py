@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -294,13 +295,11 @@ class Coordinator:
         epoch = membership.epoch + 1
         self.state.write_membership(Membership(epoch, shards))
         taken = ray.get([self._handle(slot).commit.remote(epoch, shards) for slot in range(shards)])
-        for slot in range(shards, old):  # each owns nothing now: it finishes its calls (refusals), then goes
-            process = self.handles.pop(slot, None) or self._holder(slot)
-            if process is not None:
-                with contextlib.suppress(RayActorError, GetTimeoutError):
-                    ray.get(process.handle.stop.remote(), timeout=STOP_TIMEOUT)
-                ray.kill(process.handle, no_restart=True)
+        removed = [self.handles.pop(slot, None) or self._holder(slot) for slot in range(shards, old)]
+        for slot in range(shards, old):
             self.infos.pop(slot, None)
+        # Not waited for: the view is answered meanwhile (fronts ask for it as the shards' 421s come).
+        threading.Thread(target=_retire, args=([p for p in removed if p],), daemon=True).start()
         self._keep_spares()
         log.info(
             "resized %d -> %d shards (epoch %d): %d handed over, %d taken over",
@@ -310,6 +309,16 @@ class Coordinator:
             sum(handed),
             sum(taken),
         )
+
+
+def _retire(processes: list[Process]) -> None:
+    """Let each process finish its calls (it owns nothing any more: each is refused), then kill it.
+    A coordinator that dies meanwhile leaves it to the next one, which finds it among the spares
+    and kills it when it refuses to serve another slot."""
+    for process in processes:
+        with contextlib.suppress(RayActorError, GetTimeoutError):
+            ray.get(process.handle.stop.remote(), timeout=STOP_TIMEOUT)
+        ray.kill(process.handle, no_restart=True)
 
 
 def _working_nodes() -> list[str]:

@@ -349,16 +349,19 @@ class Fleet:
     def take_over(self, device_ids: Iterable[str] | None = None) -> int:
         """Register devices another process handed over (their directories are on the shared disk);
         None: every device directory this fleet owns and has not registered. Returns how many."""
-        if device_ids is None:
+        if device_ids is None:  # ID-named directories right here: no path to check (a resize waits on this)
             with os.scandir(self.devices_dir) as entries:
-                device_ids = [e.name for e in entries if _is_id(e.name) and e.is_dir(follow_symlinks=False)]
+                found = [e.name for e in entries if _is_id(e.name) and e.is_dir(follow_symlinks=False)]
+            directories = {i: self.devices_dir / i for i in found if i not in self._devices and self._owns(i)}
+        else:
+            directories = {}
+            for device_id in device_ids:
+                if device_id not in self._devices and self._owns(device_id):
+                    directory = child(self.devices_dir, check_id("device", device_id))
+                    if directory.is_dir():  # not deleted meanwhile
+                        directories[device_id] = directory
         taken = 0
-        for device_id in device_ids:
-            if device_id in self._devices or not self._owns(device_id):
-                continue
-            directory = child(self.devices_dir, check_id("device", device_id))
-            if not directory.is_dir():
-                continue  # deleted meanwhile
+        for device_id, directory in directories.items():
             with self._lock:
                 if device_id not in self._devices:
                     self._register(self._device(device_id, directory), in_order=True)
