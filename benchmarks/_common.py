@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from service.console import make_console
+
+console = make_console()
 
 
 def batch(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import service
+from service.console import make_console
 from service.errors import FleetError, InvalidModel, ModelNotFound
 from service.model.build import accuracy, batches, plot_losses
 from service.model.dataset import load_fashion_mnist, one_hot
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     started = time.monotonic()
     try:
         card = load_card(args.model)

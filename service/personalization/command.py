@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from service.client import FleetClient
+from service.console import make_console
 from service.errors import FleetError
 from service.model.dataset import load_fashion_mnist
 from service.personalization.harness import Simulation, SimulationConfig, SimulationResult
@@ -80,7 +81,7 @@ def run(
     console: Console | None = None,
 ) -> int:
     """Run, print the table and the headline, write report.json, report.csv and the PNGs; exit code."""
-    console = console or Console()
+    console = console or make_console()
     output.mkdir(parents=True, exist_ok=True)
     try:
         plan = Simulation(load_fashion_mnist(dataset_dir), config)
