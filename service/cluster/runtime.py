@@ -218,9 +218,7 @@ class Coordinator:
             self._resize(membership, membership.pending)
         if shards is not None and self._membership().shards != shards:
             self._resize(self._membership(), shards)
-        view = self.view()
-        self._keep_spares()
-        return view
+        return self.view()
 
     def stop(self) -> None:
         """Stop every shard's server (each closes its fleet: counters written), for a local shutdown."""

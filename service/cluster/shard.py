@@ -168,15 +168,13 @@ class ShardServer:
 
     def info(self) -> dict[str, Any]:
         """Who this process is; a spare's has ``slot`` None."""
+        process = {"slot": self.slot, "node": socket.gethostname(), "pid": os.getpid(), "name": self.name}
         if self.slot is None:
-            return {"slot": None, "node": socket.gethostname(), "pid": os.getpid(), "name": self.name}
+            return process
         fleet = self.app.state.fleet
         return {
-            "slot": self.slot,
+            **process,
             "address": self.address,
-            "node": socket.gethostname(),
-            "pid": os.getpid(),
-            "name": self.name,
             "incarnation": self.incarnation,
             "epoch": self.ownership.epoch,
             "devices": len(fleet) if fleet is not None else 0,

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,15 @@ def sharded_server(
     return ServerProcess(
         data_dir, "--ray-address", cluster.address, "--shards", str(shards), *args, timeout=240, env=env
     )
+
+
+def ready_spares(shards: Callable[[], dict[str, Any]], timeout: float = 120) -> list[dict[str, Any]]:
+    """The spares in ``shards()`` (GET /v1/fleet/shards) once there is one and each has imported
+    TensorFlow (they start in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spares = list(shards()["spares"])
+        if spares and all(s["state"] == "ready" for s in spares):
+            return spares
+        time.sleep(0.2)
+    raise AssertionError(f"the spares were not ready within {timeout} s")

@@ -16,6 +16,7 @@ import numpy as np
 from service.client import FleetClient
 from service.model.dataset import FashionMNIST, one_hot
 from service.server_process import ServerProcess
+from tests.cluster.conftest import ready_spares
 
 
 def test_local_shards_survive_their_coordinator_and_stop_cleanly(
@@ -30,11 +31,7 @@ def test_local_shards_survive_their_coordinator_and_stop_cleanly(
         ids = client.create_devices(count=6, prefix="local-")
         for device in ids:
             client.train(device, x=x, y=y)
-        deadline = time.monotonic() + 120
-        while not all(s["state"] == "ready" for s in client.shards()["spares"]):
-            assert time.monotonic() < deadline, "the spare imported TensorFlow"
-            time.sleep(0.2)
-        spares = [s["pid"] for s in client.shards()["spares"]]
+        spares = [s["pid"] for s in ready_spares(client.shards)]
         os.kill(view["coordinator"]["pid"], signal.SIGKILL)
         for device in ids:  # the shards are not the coordinator's: they and their weights stay
             client.train(device, x=x, y=y)

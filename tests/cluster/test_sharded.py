@@ -24,7 +24,7 @@ from service.fleet.models import embedded_model_path
 from service.model.dataset import FashionMNIST, one_hot
 from service.runtime import CompiledModel
 from service.server_process import ServerProcess
-from tests.cluster.conftest import RayCluster, sharded_server
+from tests.cluster.conftest import RayCluster, ready_spares, sharded_server
 
 NPZ = "application/x-npz"
 LOAD_DEVICES = 60
@@ -132,15 +132,8 @@ def twin_logits(data: FashionMNIST, index: int, trains: int, probe: np.ndarray) 
     return interpreter.run("infer", {"x": probe})["logits"]
 
 
-def ready_spares(http: httpx.Client, timeout: float = 120) -> list[dict[str, Any]]:
-    """The spares once each has imported TensorFlow (they start in the background)."""
-
-    def ready() -> bool:
-        spares = shards(http)["spares"]
-        return bool(spares) and all(s["state"] == "ready" for s in spares)
-
-    wait_until(ready, timeout, "the spares are ready")
-    return list(shards(http)["spares"])
+def warm_spares(http: httpx.Client) -> list[dict[str, Any]]:
+    return ready_spares(lambda: shards(http))
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> float:
@@ -352,7 +345,7 @@ def test_killed_shard_comes_back_from_checkpoints_and_others_do_not_notice(
             http.post(f"/v1/devices/{device}/infer", content=probe_body, headers=headers)
         )["logits"]
         http.post(f"/v1/devices/{device}/train", content=body, headers=headers)  # unsaved: lost in the crash
-    spare = ready_spares(http)[0]
+    spare = warm_spares(http)[0]
     victim = shards(http)["shards"][0]
     survivors = [d for d in ids if owner[d] != str(victim["slot"])]
     load = TrainLoad(server.url, survivors, fashion_mnist, threads=2)
@@ -380,7 +373,7 @@ def test_killed_shard_comes_back_from_checkpoints_and_others_do_not_notice(
     after = shards(http)["shards"][0]
     assert after["pid"] == spare["pid"] != victim["pid"], "the warm spare took the dead shard's slot"
     assert after["incarnation"] == victim["incarnation"] + 1
-    assert ready_spares(http)[0]["pid"] not in (spare["pid"], victim["pid"]), "a new spare replaced it"
+    assert warm_spares(http)[0]["pid"] not in (spare["pid"], victim["pid"]), "a new spare replaced it"
     for device in moved:
         info = http.get(f"/v1/devices/{device}").json()
         assert info["has_checkpoint"] and info["train_steps"] >= 1
@@ -393,7 +386,7 @@ def test_killed_shard_comes_back_from_checkpoints_and_others_do_not_notice(
 
 
 def test_killed_coordinator_recovers_one_view(server: ServerProcess, http: httpx.Client) -> None:
-    spares = ready_spares(http)
+    spares = warm_spares(http)
     before = shards(http)
     os.kill(before["coordinator"]["pid"], signal.SIGKILL)
     assert (
@@ -408,7 +401,7 @@ def test_killed_coordinator_recovers_one_view(server: ServerProcess, http: httpx
     assert after["coordinator"]["pid"] != before["coordinator"]["pid"]
     assert after["epoch"] == before["epoch"]
     assert [s["address"] for s in after["shards"]] == [s["address"] for s in before["shards"]]
-    assert [s["pid"] for s in ready_spares(http)] == [s["pid"] for s in spares], "the spares adopted"
+    assert [s["pid"] for s in warm_spares(http)] == [s["pid"] for s in spares], "the spares adopted"
     grown = http.post("/v1/fleet/shards", json={"count": 3})
     assert grown.status_code == 200 and grown.json()["epoch"] == before["epoch"] + 1
     shrunk = http.post("/v1/fleet/shards", json={"count": 2})
@@ -420,7 +413,7 @@ def test_a_resize_interrupted_by_a_killed_coordinator_ends_in_one_view(
 ) -> None:
     ids = [f"halfway-{i:02d}" for i in range(30)]
     assert http.post("/v1/devices/bulk-create", json={"ids": ids}).status_code == 201
-    for spare in ready_spares(http):  # the third shard then needs a new process: seconds to start
+    for spare in warm_spares(http):  # the third shard then needs a new process: seconds to start
         os.kill(spare["pid"], signal.SIGKILL)
     before = shards(http)
     answers: list[httpx.Response] = []
