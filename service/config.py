@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     )
     job_workers: int = Field(2, description="background training jobs running at once (fleet-wide)")
     max_job_steps: int = Field(1_000_000, description="training steps one job may take (epochs x batches)")
+    max_dataset_bytes: int = Field(
+        2 * 1024**3,
+        description="total bytes of added datasets kept in the data directory (built-in ones aside)",
+    )
+    keep_versions: int = Field(
+        20, ge=1, description="global versions kept per model (the oldest go; version 0 stays)"
+    )
+    round_workers: int = Field(2, ge=1, description="participants of a federated round training at once")
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
     spare_shards: int = Field(
         1,

@@ -8,7 +8,10 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── DeviceNotFound
     │   ├── ModelNotFound
     │   ├── SignatureNotFound
-    │   └── JobNotFound
+    │   ├── JobNotFound
+    │   ├── DatasetNotFound
+    │   ├── VersionNotFound
+    │   └── RoundNotFound
     ├── Conflict
     │   ├── DeviceExists
     │   ├── ModelExists
@@ -18,6 +21,9 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── JobEnded
     │   ├── DeviceBusy
     │   ├── ModelInUse
+    │   ├── DatasetExists
+    │   ├── NoAssignment        (a device without data assigned from a dataset)
+    │   ├── RoundEnded
     │   └── NotSharded          (a resize asked of a single process)
     ├── AccessDenied
     │   ├── NotAuthenticated    (no key, or an unknown one)
@@ -72,6 +78,18 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class DatasetNotFound(NotFound):
+    code = "dataset_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class RoundNotFound(NotFound):
+    code = "round_not_found"
+
+
 class Conflict(FleetError):
     code = "conflict"
 
@@ -106,6 +124,18 @@ class DeviceBusy(Conflict):
 
 class ModelInUse(Conflict):
     code = "model_in_use"
+
+
+class DatasetExists(Conflict):
+    code = "dataset_exists"
+
+
+class NoAssignment(Conflict):
+    code = "no_assignment"
+
+
+class RoundEnded(Conflict):
+    code = "round_ended"
 
 
 class NotSharded(Conflict):

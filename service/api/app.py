@@ -15,8 +15,9 @@ from service.api.auth import Authenticate, KeyRing
 from service.api.limits import BodyLimit
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
-from service.api.routes import devices, fleet, health, jobs, metrics, models, v2
+from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, rounds, v2
 from service.config import Settings
+from service.federated.federation import Federation
 from service.fleet import DEFAULT_MODEL, Fleet
 from service.fleet.fleet import Ownership
 from service.runtime.quiet import tensorflow_start_up_quiet
@@ -58,11 +59,18 @@ def create_app(
             return fleet
 
         fleet = await anyio.to_thread.run_sync(open_fleet)
-        app.state.fleet = fleet
+        federation = Federation(
+            fleet,
+            max_dataset_bytes=settings.max_dataset_bytes,
+            keep_versions=settings.keep_versions,
+            round_workers=settings.round_workers,
+        )
+        app.state.fleet, app.state.federation = fleet, federation
         try:
             yield
         finally:
-            app.state.fleet = None
+            app.state.fleet = app.state.federation = None
+            await anyio.to_thread.run_sync(federation.close)
             await anyio.to_thread.run_sync(fleet.close)
 
     app = FastAPI(
@@ -73,10 +81,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keys = keys
-    app.state.fleet = None
+    app.state.fleet = app.state.federation = None
     errors.install(app)
     openapi.install(app)
     for router in (health.router, models.router, fleet.router, devices.router, jobs.router):
+        app.include_router(router)
+    for router in (datasets.router, rounds.devices, rounds.versions, rounds.rounds):
         app.include_router(router)
     for router in (v2.router, metrics.router):
         app.include_router(router)

@@ -10,6 +10,7 @@ from fastapi import Depends, Path, Request
 
 from service.api.auth import Principal
 from service.errors import NotAuthenticated
+from service.federated.federation import Federation
 from service.fleet import Device, Fleet
 from service.fleet.files import ID_PATTERN
 from service.fleet.fleet import absent
@@ -41,7 +42,13 @@ async def get_admin(request: Request, principal: PrincipalDep) -> Principal:
     return principal
 
 
+async def get_federation(request: Request) -> Federation:
+    federation: Federation = request.app.state.federation
+    return federation
+
+
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
+FederationDep = Annotated[Federation, Depends(get_federation)]
 AdminDep = Annotated[Principal, Depends(get_admin)]
 DeviceId = Annotated[str, Path(description=f"device ID, {ID_PATTERN.pattern} without '..'")]
 ModelName = Annotated[str, Path(description=f"model name, {ID_PATTERN.pattern} without '..'")]

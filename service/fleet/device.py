@@ -8,6 +8,8 @@ shapes in ``service.fleet.record``):
     checkpoint.ckpt    the user's checkpoint, written by the model's ``save`` signature
     spill.ckpt         unsaved weights of an evicted interpreter (never a user checkpoint)
     handover.ckpt      unsaved weights handed to the device's next owner (a shard of a sharded fleet)
+    incoming.ckpt      weights it adopts (a model version), for the moment they are restored
+    outgoing.ckpt      its weights written for the server (a federated update), until they are read
     samples/           the device's own labelled samples (``service.fleet.samples``)
     jobs.json          its background training jobs (``service.fleet.jobs``)
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -75,6 +78,8 @@ from service.fleet.record import (
     HANDOVER,
     HISTORY,
     HISTORY_LIMIT,
+    INCOMING,
+    OUTGOING,
     RECORD,
     SPILL,
     TRASH,
@@ -578,6 +583,42 @@ class Device:
             self._weights_changed = False
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 
+    def adopt_weights(self, source: Path, name: str) -> None:
+        """Replace the live weights with those of ``source`` (a model version's file; ``name`` in messages).
+
+        The model's ``restore`` runs on a private copy in the device's directory: a model touches no
+        file but the device's own, so a shared version file stays as it was whatever the model does.
+        The weights are unsaved, as after training; the checkpoint is untouched.
+        """
+        self.checkpoint_signature("restore")
+        with self.lock:
+            interpreter = self._interpreter_or_activate()
+            incoming = self.directory / INCOMING
+            try:
+                shutil.copyfile(source, incoming)
+            except OSError as exc:
+                raise storage_error(f"could not copy {name} into {self._shown(self.directory)}", exc) from exc
+            try:
+                self._run_checkpoint(interpreter, "restore", incoming, incoming)
+            except CorruptState as exc:
+                raise CorruptState(
+                    f"{name} cannot be restored into device '{self.id}': {exc.message}"
+                ) from exc
+            finally:
+                self._unlink(incoming)
+            self._weights_changed = True
+
+    def write_weights(self) -> Path:
+        """Write the live weights to ``outgoing.ckpt`` in the device's directory (for the server to read
+        and remove: a federated update); the checkpoint and the unsaved state are untouched."""
+        self.checkpoint_signature("save")
+        with self.lock:
+            interpreter = self._interpreter_or_activate()
+            outgoing = self.directory / OUTGOING
+            with atomic_target(outgoing, False, self.data_dir, self.fence) as tmp:
+                self._run_checkpoint(interpreter, "save", tmp, outgoing)
+            return outgoing
+
     def reset(self) -> None:
         """Back to the baseline model: delete the checkpoint, spill and history, start a fresh interpreter.
 
@@ -591,7 +632,12 @@ class Device:
                 temporaries = list(self.directory.glob(".*.tmp-*"))  # left by a crash mid-write
             except OSError:
                 temporaries = []
-            unsaved = (self.spill_path, self.handover_path)
+            unsaved = (
+                self.spill_path,
+                self.handover_path,
+                self.directory / INCOMING,
+                self.directory / OUTGOING,
+            )
             for path in (self.checkpoint_path, *unsaved, self.directory / HISTORY, *temporaries):
                 self._unlink(path)
             self._history_dirty = False

@@ -289,6 +289,12 @@ class Fleet:
             more = start + limit < high
         return Page([self._devices[i] for i in ids if i in self._devices], ids[-1] if more and ids else None)
 
+    def ids(self, prefix: str = "") -> list[str]:
+        """The IDs starting with ``prefix``, in order: a copy, so the caller may take its time over it."""
+        with self._lock:
+            low, high = self._span(prefix)
+            return self._sorted_ids[low:high]
+
     def count(self, prefix: str = "") -> int:
         """Devices whose IDs start with ``prefix``."""
         if not prefix:

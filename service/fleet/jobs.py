@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from service.errors import (
     JobEnded,
     JobNotFound,
     LimitExceeded,
+    NoAssignment,
     NoSamples,
     SamplesMismatch,
 )
@@ -67,6 +68,21 @@ RELOAD_FACTOR = 10
 STOP_TIMEOUT = 60.0
 
 
+JobData = Literal["samples", "assigned"]
+
+
+class AssignedData(Protocol):
+    """A device's data assigned from a server-side dataset (``service.federated``)."""
+
+    def count(self, device: Device) -> int:
+        """Train samples assigned to the device (0: none)."""
+        ...
+
+    def load(self, device: Device) -> dict[str, np.ndarray]:
+        """Its train samples, by input of the ``train`` signature."""
+        ...
+
+
 @dataclass(frozen=True)
 class JobSpec:
     epochs: int = 1
@@ -76,6 +92,9 @@ class JobSpec:
     shuffle: bool = True
     seed: int | None = None
     signature: str = "train"
+    data: JobData | None = None
+    """Train over the device's uploaded samples or its assigned data; None: the samples if it has
+    any, else its assignment."""
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -229,6 +248,8 @@ class JobRunner:
         """Notified when a job joins the queue or ends."""
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self.assigned: AssignedData | None = None
+        """Where jobs over assigned data read it (set by ``service.federated``)."""
 
     # -- records -----------------------------------------------------------------------------
 
@@ -286,6 +307,12 @@ class JobRunner:
             raise JobNotFound(f"device '{device.id}' has no job '{job_id}'")
         return job
 
+    def active(self, device: Device) -> Job | None:
+        """The device's queued or running job, if any (reads no file)."""
+        with self._lock:
+            table = self._tables.get(device)
+            return table.run.job if table is not None and table.run is not None else None
+
     def counts_by_state(self) -> dict[str, int]:
         """Active jobs now, and jobs ended since the runner started, by state (for metrics)."""
         with self._lock:
@@ -313,24 +340,45 @@ class JobRunner:
         if spec.signature is not None:
             device.callable_signature(spec.signature)
         stats = device.samples.stats()
-        if stats.count == 0:
-            raise NoSamples(f"device '{device.id}' has no samples to train on; POST some to /samples first")
-        signature = spec.signature or stats.signature or "train"
-        if signature != stats.signature:
-            raise SamplesMismatch(
-                f"the device's samples are inputs of signature '{stats.signature}', not '{signature}'"
-            )
+        data: JobData = spec.data or (
+            "assigned" if stats.count == 0 and self._assigned(device) else "samples"
+        )
+        if data == "assigned":
+            count = self._assigned(device)
+            if count == 0:
+                raise NoAssignment(
+                    f"device '{device.id}' has no data assigned; "
+                    "POST /v1/datasets/{name}/assign gives it some"
+                )
+            signature = spec.signature or "train"
+            if signature != "train":
+                raise SamplesMismatch(f"assigned data are inputs of signature 'train', not '{signature}'")
+        else:
+            count = stats.count
+            if count == 0:
+                raise NoSamples(
+                    f"device '{device.id}' has no samples to train on; POST some to /samples first, "
+                    "or assign it data from a dataset"
+                )
+            signature = spec.signature or stats.signature or "train"
+            if signature != stats.signature:
+                raise SamplesMismatch(
+                    f"the device's samples are inputs of signature '{stats.signature}', not '{signature}'"
+                )
         device.callable_signature(signature)
         if spec.save:
             device.checkpoint_signature("save")
-        batches = math.ceil(stats.count / spec.batch_size)
+        batches = math.ceil(count / spec.batch_size)
         if spec.epochs * batches > self.max_steps:
             raise LimitExceeded(
                 f"the job would take {spec.epochs * batches:,} training steps ({spec.epochs:,} epochs of "
                 f"{batches:,} batches of {spec.batch_size}); one job may take {self.max_steps:,} "
                 "(FLEET_MAX_JOB_STEPS): ask for fewer epochs or a larger batch_size"
             )
-        return replace(spec, signature=signature), stats.count
+        return replace(spec, signature=signature, data=data), count
+
+    def _assigned(self, device: Device) -> int:
+        return self.assigned.count(device) if self.assigned is not None else 0
 
     def start(self, device: Device, spec: JobSpec) -> Job:
         spec, count = self._check(device, spec)
@@ -510,7 +558,10 @@ class JobRunner:
         if samples is not None:
             return samples
         started = time.perf_counter()
-        _, samples = run.device.samples.load()
+        if run.job.spec.data == "assigned" and self.assigned is not None:
+            samples = self.assigned.load(run.device)
+        else:
+            _, samples = run.device.samples.load()
         run.slice_seconds = max(self.slice_seconds, RELOAD_FACTOR * (time.perf_counter() - started))
         count = len(next(iter(samples.values()))) if samples else 0
         if count == 0:

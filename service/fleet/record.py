@@ -22,6 +22,10 @@ HISTORY = "history.json"
 CHECKPOINT = "checkpoint.ckpt"
 SPILL = "spill.ckpt"
 HANDOVER = "handover.ckpt"
+INCOMING = "incoming.ckpt"
+"""A private copy of weights the device adopts (a model version), removed once restored."""
+OUTGOING = "outgoing.ckpt"
+"""The device's weights written for the server to read (a federated update), removed once read."""
 TRASH = "trash"
 """``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
 
@@ -90,7 +94,7 @@ class DeviceInfo:
 
 HISTORY_LIMIT = 10_000
 """Loss history entries kept per device."""
-HistorySource = Literal["train", "job"]
+HistorySource = Literal["train", "job", "round"]
 HistoryEntry = dict[str, object]
 
 

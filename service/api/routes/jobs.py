@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
@@ -37,6 +37,11 @@ class StartJob(BaseModel):
     shuffle: bool = True
     seed: int | None = Field(None, ge=0)
     signature: str | None = Field(None, description="the training signature; default: the samples'")
+    data: Literal["samples", "assigned"] | None = Field(
+        None,
+        description="train over the uploaded samples or the data assigned from a dataset; "
+        "default: the samples if there are any, else the assigned data",
+    )
 
 
 class JobView(BaseModel):
@@ -49,6 +54,7 @@ class JobView(BaseModel):
     shuffle: bool
     seed: int | None
     signature: str
+    data: str | None = Field(None, description="samples or assigned")
     steps_done: int
     steps_total: int
     epoch: int = Field(description="epochs finished")
@@ -67,7 +73,7 @@ class JobList(BaseModel):
 class HistoryEntry(BaseModel):
     step: int
     loss: float
-    source: str = Field(description="train (a call) or job")
+    source: str = Field(description="train (a call), job or round (a federated round)")
     at: str
 
 
@@ -113,11 +119,11 @@ async def clear_samples(device: DeviceDep, request: Request) -> Response:
     responses=documented(
         e400="the job would take more steps than FLEET_MAX_JOB_STEPS",
         e404="unknown device or signature",
-        e409="no samples, or a job is running",
+        e409="no samples (or assigned data), or a job is running",
     ),
 )
 async def start_job(device: DeviceDep, fleet: FleetDep, body: StartJob, request: Request) -> JobView:
-    """Train over the device's samples in the background for E epochs of batch B; poll the job."""
+    """Train over the device's samples (or assigned data) in the background for E epochs of batch B."""
     job = await in_thread(request, fleet.jobs.start, device, JobSpec(**body.model_dump()))
     return job_view(job)
 

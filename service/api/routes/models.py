@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from service.api.deps import AdminDep, FleetDep, ModelName, PrincipalDep, in_thread
+from service.api.deps import AdminDep, FederationDep, FleetDep, ModelName, PrincipalDep, in_thread
 from service.api.errors import documented
 from service.errors import Forbidden
 
@@ -75,9 +75,12 @@ async def put_model(
 async def delete_model(
     model: ModelName,
     fleet: FleetDep,
+    federation: FederationDep,
     admin: AdminDep,
     request: Request,
     dry_run: Annotated[bool, Query(description="only check that it could be deleted now")] = False,
 ) -> Response:
     await in_thread(request, fleet.delete_model, model, dry_run)
+    if not dry_run:
+        await in_thread(request, federation.versions.delete_model, model)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

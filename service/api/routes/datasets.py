@@ -1,0 +1,143 @@
+"""Datasets kept on the server, and assigning devices their local data from one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, Field
+
+from service.api.codecs import NPZ, decode_npz, media_type
+from service.api.deps import AdminDep, FederationDep, PrincipalDep, in_thread
+from service.api.errors import documented
+from service.errors import InvalidRequest, UnsupportedMediaType
+from service.federated.federation import Selection
+from service.personalization.partition import PartitionSpec
+
+router = APIRouter(prefix="/v1/datasets", tags=["federated"])
+ERRORS = documented(e400="invalid dataset name", e404="unknown dataset")
+
+
+class DeviceSelection(BaseModel):
+    """Exactly one of ``ids``, ``prefix`` or ``all``."""
+
+    ids: list[str] | None = Field(None, max_length=100_000, description="these devices")
+    prefix: str | None = Field(None, max_length=128, description="every device whose ID starts with it")
+    all: bool = Field(False, description="every device (the key's own, for a key limited to a prefix)")
+
+    def selection(self) -> Selection:
+        return Selection(tuple(self.ids) if self.ids is not None else None, self.prefix, self.all)
+
+
+class Assign(DeviceSelection):
+    scheme: Literal["iid", "dirichlet", "interest", "shards"] = Field(
+        "iid",
+        description="iid; dirichlet (labels ~ Dirichlet(alpha)); interest (classes_per_device classes "
+        "take interest_share of the data); shards (classes_per_device shards of the label-sorted data)",
+    )
+    train_per_device: int = Field(600, ge=1, le=100_000)
+    test_per_device: int = Field(100, ge=1, le=100_000)
+    alpha: float = Field(0.5, gt=0, le=1e6)
+    classes_per_device: int = Field(2, ge=1, le=10_000)
+    interest_share: float = Field(0.9, ge=0, le=1)
+    replace: bool = Field(False, description="sample with replacement within a device")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+@router.get("", summary="The datasets: the built-in ones and those added")
+async def list_datasets(
+    federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    return {"datasets": await in_thread(request, federation.datasets.describe_all)}
+
+
+@router.get("/{name}", summary="One dataset: its splits, arrays, label and classes", responses=ERRORS)
+async def get_dataset(
+    name: str, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    return (await in_thread(request, federation.datasets.get, name)).describe()
+
+
+@router.put(
+    "/{name}",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a dataset: an npz of arrays named <split>/<input> (or <input> for train) (admin)",
+    responses=documented(
+        e400="invalid name, or arrays that cannot be samples",
+        e403="needs an admin key",
+        e409="the name is taken",
+        e413="body too large",
+        e415="not npz",
+        e422="arrays that do not fit together (sizes, dtypes, shapes) or a bad label array",
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {NPZ: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def put_dataset(
+    name: str,
+    federation: FederationDep,
+    admin: AdminDep,
+    request: Request,
+    label: Annotated[
+        str | None, Query(description="the array holding each sample's class (integer or one-hot)")
+    ] = "y",
+) -> dict[str, object]:
+    if media_type(request.headers.get("content-type")) != NPZ:
+        raise UnsupportedMediaType(f"a dataset is sent as {NPZ} (numpy.savez)")
+    settings = request.app.state.settings
+    body = await request.body()
+    arrays = await in_thread(request, decode_npz, body, settings.max_body_bytes, settings.max_npz_members)
+    if label == "":
+        label = None
+    return (await in_thread(request, federation.datasets.add, name, arrays, label)).describe()
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an added dataset (admin); devices assigned to it then fail naming it",
+    responses=documented(e403="needs an admin key", e404="unknown dataset"),
+)
+async def delete_dataset(name: str, federation: FederationDep, admin: AdminDep, request: Request) -> Response:
+    await in_thread(request, federation.datasets.delete, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{name}/assign",
+    summary="Give devices their own local train and test data from the dataset, by a seeded scheme",
+    responses=documented(
+        e400="a bad scheme parameter, no devices selected, or more samples than a class has",
+        e404="unknown dataset or device",
+        e422="the dataset's arrays do not match the devices' training signature",
+    ),
+)
+async def assign(
+    name: str, body: Assign, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    """Each device's data is an index view into the dataset, kept in its directory; a device's
+    split depends only on the seed and its ID, never on which other devices are assigned with it."""
+
+    def run() -> dict[str, object]:
+        ids = federation.select(body.selection(), principal.may_touch)
+        try:
+            spec = PartitionSpec(
+                kind=body.scheme,
+                devices=max(1, len(ids)),
+                train_per_device=body.train_per_device,
+                test_per_device=body.test_per_device,
+                alpha=body.alpha,
+                classes_per_device=body.classes_per_device,
+                interest_share=body.interest_share,
+                replace=body.replace,
+                seed=body.seed,
+            )
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        return federation.assign(name, ids, spec)
+
+    return await in_thread(request, run)

@@ -1,0 +1,306 @@
+"""Federated rounds, model versions, and what a device does with them: evaluate, adopt, its assignment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, Field
+
+from service.api.codecs import JSON, NPZ, decode_npz, media_type
+from service.api.deps import (
+    DeviceDep,
+    FederationDep,
+    FleetDep,
+    ModelName,
+    PrincipalDep,
+    device_model,
+    in_thread,
+)
+from service.api.errors import documented
+from service.api.routes.datasets import DeviceSelection
+from service.errors import InvalidRequest, InvalidTensor
+from service.federated.aggregation import ServerOptimizer
+from service.federated.local import INFER_SIGNATURE, LocalTraining
+from service.federated.rounds import Evaluation, RoundSpec
+
+devices = APIRouter(prefix="/v1/devices/{device_id}", tags=["federated"])
+versions = APIRouter(prefix="/v1/models/{model}/versions", tags=["federated"])
+rounds = APIRouter(prefix="/v1/rounds", tags=["federated"])
+DEVICE_ERRORS = documented(e400="invalid device ID", e404="unknown device")
+
+
+class EvaluateOn(BaseModel):
+    dataset: str | None = Field(
+        None, description="a dataset's split; default: the device's own assigned data"
+    )
+    split: str = Field("test", description="with a dataset: its split; else the device's train or test data")
+    limit: int | None = Field(None, ge=1, le=10_000_000, description="the first N samples only")
+    version: int | None = Field(
+        None, ge=0, description="evaluate this version of the device's model instead of its current weights"
+    )
+
+
+class Adopt(BaseModel):
+    version: int | None = Field(None, ge=0, description="default: the model's latest version")
+    save: bool = Field(False, description="also save the adopted weights as the device's checkpoint")
+
+
+@devices.post(
+    "/evaluate",
+    summary="Accuracy of the device's weights on its local test data, a dataset split, or a given batch",
+    responses=documented(
+        e400="bad split or limit, or a dataset without labels",
+        e404="unknown device, dataset or version",
+        e409="the device has no assigned data",
+        e422="samples that do not match the infer signature",
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                JSON: {"schema": EvaluateOn.model_json_schema()},
+                NPZ: {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "numpy.savez of the infer inputs and a label array (?label=)",
+                    }
+                },
+            },
+        }
+    },
+)
+async def evaluate(
+    device: DeviceDep,
+    federation: FederationDep,
+    request: Request,
+    label: Annotated[str, Query(description="with a batch in the body: the label array's name")] = "y",
+    version: Annotated[
+        int | None, Query(ge=0, description="with a batch: evaluate this model version")
+    ] = None,
+) -> dict[str, object]:
+    """A JSON body says where (``EvaluateOn``); an npz body is the batch itself: the ``infer``
+    inputs and a label array (integer classes or one-hot rows). Nothing is downloaded."""
+    model = await device_model(request, device)
+    if media_type(request.headers.get("content-type")) == NPZ:
+        arrays = await _batch(request, label)
+        signature = model.signature(INFER_SIGNATURE)
+        samples = {
+            **signature.check({s.name: arrays[s.name] for s in signature.inputs if s.name in arrays}),
+            label: arrays[label],
+        }
+        on: dict[str, object] = {"batch": len(arrays[label])}
+    else:
+        body = EvaluateOn.model_validate(await _json(request))
+        version = body.version
+
+        def gather() -> tuple[Any, str]:
+            return federation.samples_of(device, body.dataset, body.split, body.limit)
+
+        samples, label = await in_thread(request, gather)
+        on = (
+            {"dataset": body.dataset, "split": body.split, "limit": body.limit}
+            if body.dataset
+            else {"assigned": body.split, "limit": body.limit}
+        )
+    result = await in_thread(request, federation.evaluate, device, samples, label, version)
+    return {"device": device.id, "model": model.name, "version": version, "on": on, **result.describe()}
+
+
+async def _json(request: Request) -> dict[str, object]:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return value
+
+
+async def _batch(request: Request, label: str) -> dict[str, np.ndarray]:
+    settings = request.app.state.settings
+    arrays = await in_thread(
+        request, decode_npz, await request.body(), settings.max_body_bytes, settings.max_npz_members
+    )
+    if label not in arrays:
+        raise InvalidTensor(
+            f"the batch has no label array '{label}' (it has {sorted(arrays)}); name it with ?label="
+        )
+    return arrays
+
+
+@devices.post(
+    "/adopt",
+    summary="Replace the device's weights with a version of its model's global weights",
+    responses=documented(
+        e404="unknown device or version", e409="the device runs a job", e507="no space for the checkpoint"
+    ),
+)
+async def adopt(
+    device: DeviceDep, federation: FederationDep, body: Adopt, request: Request
+) -> dict[str, object]:
+    """The weights are unsaved unless ``save``: the device's checkpoint keeps its meaning."""
+    return await in_thread(request, federation.adopt, device, body.version, body.save)
+
+
+@devices.get(
+    "/assignment",
+    summary="The device's assigned data: dataset, scheme, sizes, label mix",
+    responses=DEVICE_ERRORS,
+)
+async def assignment(device: DeviceDep, federation: FederationDep, request: Request) -> dict[str, object]:
+    return {"device": device.id, "assignment": await in_thread(request, federation.assignment, device)}
+
+
+@versions.get("", summary="The model's global weights by version (version 0: its own)")
+async def list_versions(
+    model: ModelName, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    def listing() -> dict[str, object]:
+        federation.fleet.models.get(model)
+        found = federation.versions.list(model)
+        return {"model": model, "latest": found[-1].number, "versions": [v.describe() for v in found]}
+
+    return await in_thread(request, listing)
+
+
+@versions.get(
+    "/{number}",
+    summary="One version of the model's global weights",
+    responses=documented(e404="unknown model or version"),
+)
+async def get_version(
+    model: ModelName, number: int, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    def one() -> dict[str, object]:
+        federation.fleet.models.get(model)
+        return federation.versions.get(model, number).describe()
+
+    return await in_thread(request, one)
+
+
+class EvaluationBody(BaseModel):
+    dataset: str
+    split: str = "test"
+    limit: int | None = Field(None, ge=1, le=10_000_000)
+
+
+class StartRounds(DeviceSelection):
+    model: str | None = Field(None, description="default: the first selected device's model")
+    rounds: int = Field(1, ge=1, le=10_000)
+    participants: int | None = Field(None, ge=1, description="devices picked per round; default: all")
+    epochs: int = Field(1, ge=1, le=10_000, description="local epochs per round")
+    batch_size: int = Field(32, ge=1, le=100_000)
+    aggregation: Literal["fedavg", "fedavgm", "fedadam", "none"] = "fedavg"
+    server_learning_rate: float | None = Field(
+        None, gt=0, description="default: 1.0 (fedavg, fedavgm), 0.01 (fedadam)"
+    )
+    server_momentum: float | None = Field(None, ge=0, lt=1, description="fedavgm; default 0.9")
+    beta1: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.9")
+    beta2: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.99")
+    tau: float | None = Field(None, gt=0, description="fedadam's adaptivity; default 0.001")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    start_version: int | None = Field(None, ge=0, description="default: the model's latest version")
+    evaluate_on: EvaluationBody | None = Field(
+        None,
+        description="where global accuracy is measured; default: the first device's dataset's test split",
+    )
+    local_accuracy: bool = Field(True, description="evaluate each participant on its local test data")
+    device_weights: Literal["trained", "checkpoint", "saved"] = Field(
+        "trained",
+        description="after a participant's update: keep its trained weights unsaved, drop them (back to its "
+        "checkpoint), or save them as its checkpoint",
+    )
+
+
+ROUND_ERRORS = documented(e404="unknown round run")
+
+
+@rounds.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Run federated rounds over a set of devices in the background; poll the run",
+    responses=documented(
+        e400="a bad parameter, or a selection of no devices",
+        e404="unknown device, model, dataset or version",
+    ),
+)
+async def start_rounds(
+    body: StartRounds, federation: FederationDep, fleet: FleetDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    def start() -> dict[str, object]:
+        ids = federation.select(body.selection(), principal.may_touch)
+        if not ids:
+            raise InvalidRequest("the run selects no devices: give IDs, a prefix that matches some, or all")
+        model = body.model or fleet.get(ids[0]).load().name
+        fleet.models.get(model)
+        evaluation = None
+        if body.evaluate_on is not None:
+            evaluation = Evaluation(body.evaluate_on.dataset, body.evaluate_on.split, body.evaluate_on.limit)
+            federation.datasets.get(evaluation.dataset).split(evaluation.split)
+        else:
+            found = federation.assignment(fleet.get(ids[0]))
+            if found is not None and "test" in federation.datasets.get(str(found["dataset"])).splits:
+                evaluation = Evaluation(str(found["dataset"]))
+        server = None
+        if body.aggregation != "none":
+            server = ServerOptimizer.defaults(body.aggregation)
+            given: dict[str, Any] = {
+                "learning_rate": body.server_learning_rate,
+                "momentum": body.server_momentum,
+                "beta1": body.beta1,
+                "beta2": body.beta2,
+                "tau": body.tau,
+            }
+            server = replace(server, **{k: v for k, v in given.items() if v is not None})
+        spec = RoundSpec(
+            model=model,
+            devices=tuple(ids),
+            rounds=body.rounds,
+            participants=body.participants,
+            training=LocalTraining(body.epochs, body.batch_size),
+            aggregation=body.aggregation,
+            server=server,
+            seed=body.seed,
+            start_version=body.start_version,
+            evaluation=evaluation,
+            local_accuracy=body.local_accuracy,
+            device_weights=body.device_weights,
+        )
+        if spec.aggregation != "none":
+            federation.resolve_version(model, spec.start_version)
+        return federation.rounds.start(spec)
+
+    return await in_thread(request, start)
+
+
+@rounds.get("", summary="Round runs, newest last (without their per-round metrics)")
+async def list_rounds(
+    federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    return {"runs": await in_thread(request, federation.rounds.list)}
+
+
+@rounds.get("/{run_id}", summary="A run: its state, progress and per-round metrics", responses=ROUND_ERRORS)
+async def get_round(
+    run_id: str, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    return await in_thread(request, federation.rounds.get, run_id)
+
+
+@rounds.post(
+    "/{run_id}/cancel",
+    summary="Stop the run before its next training step; the round in progress makes no version",
+    responses=documented(e404="unknown round run", e409="it already ended"),
+)
+async def cancel_round(
+    run_id: str, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    return await in_thread(request, federation.rounds.cancel, run_id)

@@ -1,0 +1,1 @@
+"""Federated rounds on server-side data: datasets, assignments, model versions, aggregation."""

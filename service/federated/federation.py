@@ -1,0 +1,289 @@
+"""The federated side of one fleet: its datasets, its devices' assignments, model versions and rounds.
+
+Knows nothing of HTTP. In one process it is also where rounds' participants train (``Participants``):
+on the fleet's own devices, through their own interpreters and locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.errors import DeviceBusy, InvalidRequest
+from service.federated import local
+from service.federated.assignment import assign_many, read_assignment
+from service.federated.checkpoints import Weights, read_weights
+from service.federated.datasets import DatasetStore
+from service.federated.local import INFER_SIGNATURE, Evaluation, LocalTraining, accuracy, device_data
+from service.federated.rounds import Evaluation as EvaluationSpec
+from service.federated.rounds import RoundRunner, RoundSpec, Update
+from service.federated.versions import KEEP_VERSIONS, VersionStore
+from service.fleet.device import Device
+from service.fleet.files import atomic_target
+from service.fleet.fleet import Fleet, absent
+from service.fleet.weights import run_checkpoint
+from service.personalization.partition import ClassPools, PartitionSpec
+from service.runtime import ModelInterpreter
+
+SCRATCH_DIR = "rounds"
+"""Where a scratch interpreter's copy of a version is put while it is restored (``data_dir/rounds/``)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which devices an operation covers: IDs, a prefix, or all (the fleet's own, in one process)."""
+
+    ids: tuple[str, ...] | None = None
+    prefix: str | None = None
+    all: bool = False
+
+    def check(self) -> None:
+        given = sum((self.ids is not None, self.prefix is not None, self.all))
+        if given != 1:
+            raise InvalidRequest("select devices with exactly one of: ids, prefix, all")
+
+
+class Federation:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        max_dataset_bytes: int = 2 * 1024**3,
+        keep_versions: int = KEEP_VERSIONS,
+        round_workers: int = 2,
+        datasets: DatasetStore | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.data_dir = fleet.data_dir
+        self.datasets = datasets or DatasetStore(fleet.data_dir, max_dataset_bytes)
+        self.versions = VersionStore(fleet.data_dir, self._write_base, keep_versions)
+        self.rounds = RoundRunner(fleet.data_dir, self, round_workers)
+        self._pools: dict[tuple[str, str], ClassPools] = {}
+        fleet.jobs.assigned = self
+
+    def close(self) -> None:
+        self.rounds.close()
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def select(self, selection: Selection, allowed: Callable[[str], bool] = lambda _id: True) -> list[str]:
+        """The selected devices' IDs in order; a given ID that is unknown (or not ``allowed``) raises."""
+        selection.check()
+        if selection.ids is not None:
+            ids = list(dict.fromkeys(selection.ids))
+            for device_id in ids:
+                if not allowed(device_id):
+                    raise absent(device_id)
+                self.fleet.get(device_id)
+            return ids
+        return [i for i in self.fleet.ids(selection.prefix or "") if allowed(i)]
+
+    # -- assignments -------------------------------------------------------------------------
+
+    def _class_pools(self, name: str) -> ClassPools:
+        dataset = self.datasets.get(name)
+        key = (name, dataset.content_id)
+        pools = self._pools.get(key)
+        if pools is None:
+            if "test" not in dataset.splits:
+                raise InvalidRequest(
+                    f"dataset '{name}' has no test split: add its arrays as test/<input> to assign local "
+                    "test data"
+                )
+            train, test = dataset.labels("train"), dataset.labels("test")
+            pools = ClassPools.build(train, test, dataset.num_classes)
+            self._pools = {key: pools}  # one at a time: pools of a large dataset take memory
+        return pools
+
+    def assign(self, name: str, device_ids: Sequence[str], spec: PartitionSpec) -> dict[str, object]:
+        """Give each device its own local train and test data from dataset ``name`` (seeded per device)."""
+        if not device_ids:
+            raise InvalidRequest("the assignment selects no devices")
+        dataset = self.datasets.get(name)
+        pools = self._class_pools(name)
+        checked: set[str] = set()
+        places = []
+        for device_id in device_ids:
+            device = self.fleet.get(device_id)
+            model = device.load()
+            if model.name not in checked:
+                dataset.check_inputs(model.signature(local.TRAIN_SIGNATURE), model.name)
+                checked.add(model.name)
+            places.append((device_id, device.directory))
+        started = time.perf_counter()
+        try:
+            count = assign_many(places, spec, pools, name, dataset.content_id, self.data_dir)
+        except ValueError as exc:  # the partition cannot be drawn as asked
+            raise InvalidRequest(str(exc)) from exc
+        return {
+            "dataset": name,
+            "devices": count,
+            "scheme": spec.kind,
+            "seed": spec.seed,
+            "train_per_device": spec.train_per_device,
+            "test_per_device": spec.test_per_device,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def assignment(self, device: Device) -> dict[str, object] | None:
+        found = read_assignment(device.directory, self.data_dir)
+        return None if found is None else found.describe()
+
+    # -- jobs over assigned data (``service.fleet.jobs.AssignedData``) -------------------------
+
+    def count(self, device: Device) -> int:
+        found = read_assignment(device.directory, self.data_dir)
+        return 0 if found is None else len(found.train)
+
+    def load(self, device: Device) -> dict[str, np.ndarray]:
+        return device_data(device, self.datasets).train()
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def samples_of(
+        self, device: Device, dataset: str | None, split: str, limit: int | None
+    ) -> tuple[Mapping[str, np.ndarray], str]:
+        """Samples to evaluate on and their label array: the device's own (``dataset`` None: its
+        assigned ``split``, train or test) or a dataset's split."""
+        if dataset is None:
+            data = device_data(device, self.datasets)
+            if split not in ("train", "test"):
+                raise InvalidRequest(f"a device's own data has splits train and test, not '{split}'")
+            samples = data.train() if split == "train" else data.test()
+            label = data.dataset.label
+        else:
+            found = self.datasets.get(dataset)
+            part = found.split(split)
+            indices = np.arange(part.count if limit is None else min(limit, part.count))
+            samples, label = part.gather(indices), found.label
+        if label is None:
+            raise InvalidRequest("the dataset has no label array: accuracy needs one")
+        if limit is not None:
+            samples = {k: v[:limit] for k, v in samples.items()}
+        return samples, label
+
+    def evaluate(
+        self, device: Device, samples: Mapping[str, np.ndarray], label: str, version: int | None = None
+    ) -> Evaluation:
+        """Accuracy of the device's current weights on ``samples`` (or of a version of its model, in an
+        interpreter of its own: the device is untouched)."""
+        if version is None:
+            return local.evaluate(device, samples, label)
+        model = device.load().name
+        with self._version_interpreter(model, version) as interpreter:
+            signature = device.callable_signature(INFER_SIGNATURE)
+            return accuracy(lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, samples, label)
+
+    def adopt(self, device: Device, version: int | None, save: bool = False) -> dict[str, object]:
+        model = device.load().name
+        number = self.resolve_version(model, version)
+        with self.versions.pinned(model, number):
+            self._check_idle(device)
+            device.adopt_weights(self.versions.path(model, number), f"version {number} of model '{model}'")
+        if save:
+            device.save()
+        return {"device": device.id, "model": model, "version": number, "saved": save}
+
+    def _check_idle(self, device: Device) -> None:
+        job = self.fleet.jobs.active(device)
+        if job is not None:
+            raise DeviceBusy(f"device '{device.id}' runs job '{job.id}'; cancel it or wait for it to end")
+
+    # -- model versions (and ``rounds.Participants``) ----------------------------------------
+
+    @contextlib.contextmanager
+    def _version_interpreter(self, model: str, version: int) -> Iterator[ModelInterpreter]:
+        """A fresh interpreter of ``model`` holding ``version``, restored from a private copy."""
+        compiled = self.fleet.models.get(model)
+        source = self.versions.path(model, version)
+        scratch = self.data_dir / SCRATCH_DIR / f".version-{uuid.uuid4().hex[:12]}.ckpt"
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        interpreter = compiled.interpreter()
+        try:
+            scratch.write_bytes(source.read_bytes())
+            run_checkpoint(interpreter, compiled, "restore", scratch, source, self.data_dir)
+        finally:
+            scratch.unlink(missing_ok=True)
+        yield interpreter
+
+    def _write_base(self, model: str, path: Path) -> None:
+        compiled = self.fleet.models.get(model)
+        with atomic_target(path, True, self.data_dir) as tmp:
+            run_checkpoint(compiled.interpreter(), compiled, "save", tmp, path, self.data_dir)
+
+    def resolve_version(self, model: str, number: int | None) -> int:
+        self.fleet.models.get(model)
+        return self.versions.resolve(model, number).number
+
+    def version_weights(self, model: str, version: int) -> Weights:
+        return self.versions.weights(model, version)
+
+    def store_version(self, model: str, weights: Weights, meta: dict[str, object]) -> int:
+        return self.versions.add(model, weights, **meta).number
+
+    def evaluate_version(self, model: str, version: int, evaluation: EvaluationSpec) -> float:
+        dataset = self.datasets.get(evaluation.dataset)
+        part = dataset.split(evaluation.split)
+        count = part.count if evaluation.limit is None else min(evaluation.limit, part.count)
+        if dataset.label is None:
+            raise InvalidRequest(f"dataset '{evaluation.dataset}' has no label array: accuracy needs one")
+        samples = part.gather(np.arange(count))
+        signature = self.fleet.models.get(model).signature(INFER_SIGNATURE)
+        with self._version_interpreter(model, version) as interpreter:
+            return accuracy(
+                lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, samples, dataset.label
+            ).accuracy
+
+    def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
+        return self.versions.pinned(model, version)
+
+    def participate(
+        self,
+        device_id: str,
+        model: str,
+        version: int | None,
+        training: LocalTraining,
+        seed: Sequence[int],
+        spec: RoundSpec,
+        stop: Callable[[], bool],
+    ) -> Update:
+        """One participant's part of a round, on this process's device: adopt, train, send, evaluate."""
+        device = self.fleet.get(device_id)
+        used = device.load().name
+        if used != model:
+            raise InvalidRequest(f"device '{device_id}' uses model '{used}'; the round trains '{model}'")
+        self._check_idle(device)
+        data = device_data(device, self.datasets)
+        started = time.perf_counter()
+        if version is not None:
+            device.adopt_weights(self.versions.path(model, version), f"version {version} of model '{model}'")
+        trained = local.train(
+            device, data.train(), training, np.random.default_rng(list(seed)), "round", stop
+        )
+        weights = None
+        if version is not None and not stop():
+            outgoing = device.write_weights()
+            try:
+                weights = read_weights(outgoing, root=self.data_dir)
+            finally:
+                outgoing.unlink(missing_ok=True)
+        seconds = time.perf_counter() - started
+        local_accuracy = None
+        if spec.local_accuracy and not stop():
+            label = data.dataset.label
+            if label is None:
+                raise InvalidRequest(f"dataset '{data.dataset.name}' has no label array: accuracy needs one")
+            local_accuracy = local.evaluate(device, data.test(), label).accuracy
+        if spec.device_weights == "checkpoint":
+            device.restart()
+        elif spec.device_weights == "saved":
+            device.save()
+        return Update(
+            device_id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds
+        )

@@ -1,0 +1,165 @@
+"""What one device does with server-side data: gather its assigned samples, train on them, be evaluated.
+
+These run on the device's own interpreter, through its lock (``Device.run``), like any HTTP call on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import InvalidRequest, InvalidTensor, NoAssignment
+from service.federated.assignment import Assignment, read_assignment
+from service.federated.datasets import Dataset, DatasetStore, labels_of
+from service.fleet.device import Device
+from service.fleet.record import HistorySource, scalar_loss
+from service.runtime import SignatureSpec
+
+EVAL_CHUNK = 1000
+"""Samples per ``infer`` call when evaluating."""
+TRAIN_SIGNATURE = "train"
+INFER_SIGNATURE = "infer"
+CLASS_OUTPUTS = ("logits", "output")
+"""Which ``infer`` output holds the class scores, in order of preference (else its only output)."""
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """A device's assignment and the dataset it views."""
+
+    assignment: Assignment
+    dataset: Dataset
+
+    def train(self) -> dict[str, np.ndarray]:
+        return self.dataset.split(self.assignment.train_split).gather(self.assignment.train)
+
+    def test(self) -> dict[str, np.ndarray]:
+        return self.dataset.split(self.assignment.test_split).gather(self.assignment.test)
+
+
+def device_data(device: Device, datasets: DatasetStore) -> DeviceData:
+    """The device's assigned data; NoAssignment without one, or when its dataset changed since."""
+    assignment = read_assignment(device.directory, device.data_dir)
+    if assignment is None:
+        raise NoAssignment(
+            f"device '{device.id}' has no data assigned; POST /v1/datasets/{{name}}/assign gives it some"
+        )
+    dataset = datasets.get(assignment.dataset)
+    if dataset.content_id != assignment.content_id:
+        raise NoAssignment(
+            f"device '{device.id}' was assigned data of dataset '{assignment.dataset}' as it was before it "
+            "was deleted and added again; assign the device again"
+        )
+    return DeviceData(assignment, dataset)
+
+
+def class_output(signature: SignatureSpec) -> str:
+    names = [spec.name for spec in signature.outputs]
+    for name in CLASS_OUTPUTS:
+        if name in names:
+            return name
+    if len(names) == 1:
+        return names[0]
+    raise InvalidRequest(
+        f"signature '{signature.name}' has outputs {names}; accuracy needs one named "
+        f"{' or '.join(CLASS_OUTPUTS)}, or a single output"
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    correct: int
+    count: int
+
+    def describe(self) -> dict[str, object]:
+        return {"accuracy": self.accuracy, "correct": self.correct, "count": self.count}
+
+
+InferRunner = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+"""Runs ``infer`` on checked inputs: a device's interpreter, or a scratch one holding a model version."""
+
+
+def accuracy(
+    infer: InferRunner, signature: SignatureSpec, samples: Mapping[str, np.ndarray], label: str
+) -> Evaluation:
+    """Accuracy on ``samples``: argmax of ``infer``'s class output against the class in
+    ``samples[label]`` (integer classes or one-hot rows), ``EVAL_CHUNK`` samples per call."""
+    if label not in samples:
+        raise InvalidTensor(f"the samples have no label array '{label}' (they have {sorted(samples)})")
+    output = class_output(signature)
+    labels, _ = labels_of(np.asarray(samples[label]), f"label array '{label}'")
+    names = [spec.name for spec in signature.inputs]
+    missing = [name for name in names if name not in samples]
+    if missing:
+        raise InvalidTensor(f"signature '{signature.name}' takes {names}; the samples lack {missing}")
+    count = len(labels)
+    correct = 0
+    for start in range(0, count, EVAL_CHUNK):
+        chunk = signature.check({name: samples[name][start : start + EVAL_CHUNK] for name in names})
+        scores = infer(chunk)[output]
+        correct += int((np.argmax(scores, axis=-1) == labels[start : start + EVAL_CHUNK]).sum())
+    return Evaluation(correct / count if count else 0.0, correct, count)
+
+
+def evaluate(device: Device, samples: Mapping[str, np.ndarray], label: str) -> Evaluation:
+    """Accuracy of the device's current weights on ``samples``."""
+    signature = device.callable_signature(INFER_SIGNATURE)
+    return accuracy(lambda chunk: device.run(INFER_SIGNATURE, chunk), signature, samples, label)
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    epochs: int = 1
+    batch_size: int = 32
+    shuffle: bool = True
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InvalidRequest(
+                f"epochs and batch_size must be at least 1 (got {self.epochs}, {self.batch_size})"
+            )
+
+    def steps(self, samples: int) -> int:
+        return self.epochs * math.ceil(samples / self.batch_size)
+
+
+@dataclass(frozen=True)
+class Trained:
+    steps: int
+    samples: int
+    mean_loss: float | None
+    """Mean loss of the last epoch's steps."""
+
+
+def train(
+    device: Device,
+    samples: Mapping[str, np.ndarray],
+    training: LocalTraining,
+    rng: np.random.Generator,
+    source: HistorySource = "round",
+    stop: Callable[[], bool] | None = None,
+) -> Trained:
+    """Train the device over ``samples`` for ``training.epochs`` epochs, one ``train`` call per batch;
+    ``stop`` is asked after every step (a cancelled round)."""
+    names = [spec.name for spec in device.callable_signature(TRAIN_SIGNATURE).inputs]
+    count = len(next(iter(samples.values())))
+    steps, losses = 0, list[float]()
+    for _ in range(training.epochs):
+        order = rng.permutation(count) if training.shuffle else np.arange(count)
+        losses = []
+        for start in range(0, count, training.batch_size):
+            chosen = order[start : start + training.batch_size]
+            outputs = device.run(
+                TRAIN_SIGNATURE, {name: samples[name][chosen] for name in names}, source=source
+            )
+            loss = scalar_loss(outputs)
+            if loss is not None:
+                losses.append(loss)
+            steps += 1
+            if stop is not None and stop():
+                return Trained(steps, count, float(np.mean(losses)) if losses else None)
+    return Trained(steps, count, float(np.mean(losses)) if losses else None)

@@ -1,0 +1,518 @@
+"""Federated rounds: pick participants, give them the global weights, train them, aggregate, repeat.
+
+A run of ``rounds`` rounds over a set of devices, in the background (``RoundRunner``, one run at a
+time, its participants on ``workers`` threads). Each round:
+
+1. picks ``participants`` devices at random (seeded by the run's seed and the round's number);
+2. each participant adopts the current global version, trains ``epochs`` over its assigned data
+   (shuffled by a seed of its own), and writes its weights for the server; it is then evaluated on
+   its local test data, and its weights are kept, dropped or saved as the run says;
+3. the updates are averaged, weighted by samples, as they arrive, in participant order (a reorder
+   window of a few updates): memory holds one model and that window, however many participate,
+   and the float arithmetic is the same in every run;
+4. the server's optimizer (FedAvg, FedAvgM, FedAdam) turns the average into the next global version,
+   which is evaluated on the run's evaluation split.
+
+With ``aggregation="none"`` participants train from their own weights and nothing is aggregated:
+pure local personalization, measured the same way.
+
+Two runs with the same seed over the same devices and data give identical metrics. A participant that
+fails (busy with a job, no data, deleted) is recorded and left out of the average; a round in which
+none finishes fails the run. Cancelling stops the run before its next training step; the round in
+progress makes no version. Run records are kept in ``data_dir/rounds/<id>.json`` (the newest
+``KEEP_RUNS``); a run that was going on when the service stopped is ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from service.errors import FleetError, InvalidRequest, RoundEnded, RoundNotFound
+from service.federated.aggregation import ServerOptimizer, WeightedMean
+from service.federated.checkpoints import Weights, same_layout
+from service.federated.local import LocalTraining
+from service.fleet.files import read_json, write_json
+from service.fleet.record import utc_now
+
+log = logging.getLogger(__name__)
+
+Aggregation = Literal["fedavg", "fedavgm", "fedadam", "none"]
+AGGREGATIONS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "none")
+DeviceWeights = Literal["trained", "checkpoint", "saved"]
+RunState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+ACTIVE: tuple[RunState, ...] = ("queued", "running")
+ROUNDS_DIR = "rounds"
+KEEP_RUNS = 50
+MAX_ROUNDS = 10_000
+SHOWN_FAILURES = 20
+"""Failures listed per round (all are counted)."""
+
+
+def device_key(device_id: str) -> int:
+    """A stable 64-bit number for a device ID (not Python's ``hash``: the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset: str
+    split: str = "test"
+    limit: int | None = None
+    """Evaluate on the split's first ``limit`` samples (None: all)."""
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    model: str
+    devices: tuple[str, ...]
+    """The devices the run picks from (resolved when the run is asked for)."""
+    rounds: int = 1
+    participants: int | None = None
+    """Devices per round (None: all of them)."""
+    training: LocalTraining = field(default_factory=LocalTraining)
+    aggregation: Aggregation = "fedavg"
+    server: ServerOptimizer | None = None
+    """The server's optimizer; None: the aggregation's defaults."""
+    seed: int = 0
+    start_version: int | None = None
+    """The global version the first round starts from (None: the model's latest)."""
+    evaluation: Evaluation | None = None
+    local_accuracy: bool = True
+    """Evaluate each participant on its local test data after it trains."""
+    device_weights: DeviceWeights = "trained"
+    """After a participant sends its update: keep the trained weights (unsaved, like any training),
+    drop them (the device's next call starts from its checkpoint), or save them as its checkpoint."""
+
+    def check(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise InvalidRequest(
+                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
+            )
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise InvalidRequest(f"rounds must be between 1 and {MAX_ROUNDS} (got {self.rounds})")
+        if not self.devices:
+            raise InvalidRequest("the run selects no devices: give IDs, a prefix that matches some, or all")
+        if self.participants is not None and not 1 <= self.participants <= len(self.devices):
+            raise InvalidRequest(
+                f"participants must be between 1 and the {len(self.devices)} devices selected "
+                f"(got {self.participants})"
+            )
+        self.training.check()
+        self.optimizer().check()
+
+    def optimizer(self) -> ServerOptimizer:
+        if self.server is not None:
+            return self.server
+        return ServerOptimizer.defaults("fedavg" if self.aggregation == "none" else self.aggregation)
+
+    def view(self) -> dict[str, object]:
+        view = asdict(self)
+        devices = view.pop("devices")
+        view["devices"] = len(devices)
+        view["server"] = asdict(self.optimizer()) if self.aggregation != "none" else None
+        return view
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a participant sends back: its weights (None with ``aggregation="none"``) and how it went."""
+
+    device: str
+    samples: int
+    steps: int
+    mean_loss: float | None
+    local_accuracy: float | None
+    weights: Weights | None
+    train_seconds: float = 0.0
+
+
+class Participants(Protocol):
+    """Where participants train: this process's fleet, or the shards of a sharded one."""
+
+    def participate(
+        self,
+        device_id: str,
+        model: str,
+        version: int | None,
+        training: LocalTraining,
+        seed: Sequence[int],
+        spec: RoundSpec,
+        stop: Callable[[], bool],
+    ) -> Update: ...
+
+    def resolve_version(self, model: str, number: int | None) -> int:
+        """``number`` if the model has that version (VersionNotFound if not); None: the latest."""
+        ...
+
+    def version_weights(self, model: str, version: int) -> Weights: ...
+
+    def store_version(self, model: str, weights: Weights, meta: dict[str, object]) -> int: ...
+
+    def evaluate_version(self, model: str, version: int, evaluation: Evaluation) -> float: ...
+
+    def pin(self, model: str, version: int) -> AbstractContextManager[object]:
+        """Keeps ``version`` while a round gives it to its participants."""
+        ...
+
+
+@dataclass
+class RoundMetrics:
+    round: int
+    version: int | None
+    """The global version this round made (None: ``aggregation="none"``)."""
+    participants: list[str]
+    finished: int = 0
+    failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    samples: int = 0
+    mean_loss: float | None = None
+    global_accuracy: float | None = None
+    mean_local_accuracy: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    id: str
+    spec: RoundSpec
+    state: RunState = "queued"
+    round: int = 0
+    """Rounds finished."""
+    done_in_round: int = 0
+    """Participants finished (or failed) in the round in progress."""
+    start_version: int | None = None
+    version: int | None = None
+    """The newest global version the run made."""
+    rounds: list[RoundMetrics] = field(default_factory=list)
+    created_at: str = field(default_factory=utc_now)
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+
+    def view(self) -> dict[str, object]:
+        per_round = self.spec.participants or len(self.spec.devices)
+        return {
+            "id": self.id,
+            "state": self.state,
+            "model": self.spec.model,
+            "spec": self.spec.view(),
+            "progress": {
+                "rounds_done": self.round,
+                "rounds_total": self.spec.rounds,
+                "participants_done": self.done_in_round,
+                "participants_per_round": per_round,
+            },
+            "start_version": self.start_version,
+            "version": self.version,
+            "rounds": [asdict(r) for r in self.rounds],
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+        }
+
+
+class RoundRunner:
+    """Runs one run at a time on its own thread; participants on ``workers`` threads."""
+
+    def __init__(self, data_dir: Path, participants: Participants, workers: int = 2) -> None:
+        self.directory = data_dir / ROUNDS_DIR
+        self.data_dir = data_dir
+        self.participants = participants
+        self.workers = max(1, workers)
+        self._runs: dict[str, Run] = {}
+        """Runs queued or running (the others are read from their files)."""
+        self._queue: deque[Run] = deque()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _path(self, run_id: str) -> Path:
+        return self.directory / f"{run_id}.json"
+
+    def _persist(self, run: Run) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_json(
+                self._path(run.id),
+                {**run.view(), "devices": list(run.spec.devices)},
+                durable=False,
+                root=self.data_dir,
+            )
+        except FleetError as exc:
+            log.error("could not write the record of round run %s: %s", run.id, exc.message)
+
+    def _prune(self) -> None:
+        try:
+            records = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return
+        for path in records[: max(0, len(records) - KEEP_RUNS)]:
+            if path.stem not in self._runs:
+                path.unlink(missing_ok=True)
+
+    def get(self, run_id: str) -> dict[str, object]:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None:
+                return run.view()
+        if not run_id.isalnum():
+            raise RoundNotFound(f"no round run '{run_id[:64]}'")
+        value = read_json(self._path(run_id), None, root=self.data_dir)
+        if not isinstance(value, dict):
+            raise RoundNotFound(f"no round run '{run_id}'")
+        value.pop("devices", None)
+        if value.get("state") in ACTIVE:  # going on when the process that wrote it stopped
+            value["state"] = "interrupted"
+        return value
+
+    def list(self) -> list[dict[str, object]]:
+        try:
+            paths = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            paths = []
+        ids = [p.stem for p in paths]
+        with self._lock:
+            ids += [i for i in self._runs if i not in ids]
+        runs = []
+        for run_id in ids:
+            try:
+                view = self.get(run_id)
+            except RoundNotFound:
+                continue
+            view.pop("rounds", None)
+            runs.append(view)
+        return runs
+
+    # -- starting and stopping ---------------------------------------------------------------
+
+    def start(self, spec: RoundSpec) -> dict[str, object]:
+        spec.check()
+        run = Run(uuid.uuid4().hex[:12], spec)
+        with self._lock:
+            if self._closing:
+                raise FleetError("the service is stopping; no new rounds start")
+            self._runs[run.id] = run
+            self._queue.append(run)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="rounds", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+            view = run.view()
+        self._persist(run)
+        return view
+
+    def cancel(self, run_id: str) -> dict[str, object]:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None:
+                run.cancel_requested = True
+                queued = run.state == "queued"
+                if queued:
+                    self._queue.remove(run)
+        if run is None:
+            raise RoundEnded(f"round run '{run_id}' already ended ({self.get(run_id)['state']})")
+        if queued:
+            self._finish(run, "cancelled")
+        return self.get(run_id)
+
+    def _finish(self, run: Run, state: RunState, error: str | None = None) -> None:
+        """Record the run's end (not under the lock); it leaves memory once its file says so, so that
+        ``get`` never reads a file older than the run."""
+        with self._lock:
+            run.state, run.finished_at, run.error = state, utc_now(), error
+        self._persist(run)
+        with self._lock:
+            self._runs.pop(run.id, None)
+            self._changed.notify_all()
+
+    def close(self, timeout: float = 60.0) -> None:
+        with self._lock:
+            self._closing = True
+            for run in list(self._runs.values()):
+                run.cancel_requested = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def wait(self, run_id: str, timeout: float) -> dict[str, object]:
+        """The run's view once it has ended, or after ``timeout`` seconds (tests, the CLI)."""
+        with self._lock:
+            self._changed.wait_for(lambda: run_id not in self._runs, timeout)
+        return self.get(run_id)
+
+    # -- the work ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._changed.wait_for(lambda: self._queue or self._closing)
+                closing, left = self._closing, list(self._runs.values())
+                if not closing:
+                    run = self._queue.popleft()
+                    run.state, run.started_at = "running", utc_now()
+            if closing:
+                for run in left:
+                    self._finish(run, "interrupted")
+                return
+            self._persist(run)
+            state: RunState = "succeeded"
+            error = None
+            try:
+                self._execute(run)
+                if run.cancel_requested:
+                    state = "interrupted" if self._closing else "cancelled"
+            except FleetError as exc:
+                state, error = "failed", exc.message
+            except Exception as exc:  # a run must record every failure, not kill the thread
+                log.exception("round run %s failed", run.id)
+                state, error = "failed", f"{type(exc).__name__}: {exc}"
+            self._finish(run, state, error)
+            self._prune()
+
+    def _execute(self, run: Run) -> None:
+        spec = run.spec
+        federated = spec.aggregation != "none"
+        optimizer = spec.optimizer()
+        version: int | None = None
+        global_weights: Weights | None = None
+        state: Weights = {}
+        if federated:
+            version = self.participants.resolve_version(spec.model, spec.start_version)
+            global_weights = self.participants.version_weights(spec.model, version)
+            run.start_version = run.version = version
+        devices = sorted(spec.devices)
+        per_round = spec.participants or len(devices)
+        for number in range(1, spec.rounds + 1):
+            if run.cancel_requested:
+                return
+            started = time.perf_counter()
+            chosen = np.random.default_rng([spec.seed, number]).choice(len(devices), per_round, replace=False)
+            tally = _Tally(RoundMetrics(number, None, [devices[i] for i in sorted(chosen)]), global_weights)
+            run.done_in_round = 0
+            pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
+            with pin:
+                self._round(run, number, version, tally)
+            if run.cancel_requested:
+                return
+            metrics = tally.finish()
+            if federated:
+                assert global_weights is not None and version is not None
+                global_weights, state = optimizer.step(global_weights, tally.mean.result(), state)
+                meta: dict[str, object] = {
+                    "parent": version,
+                    "round_id": run.id,
+                    "round": number,
+                    "aggregation": spec.aggregation,
+                    "participants": metrics.finished,
+                    "samples": metrics.samples,
+                }
+                version = self.participants.store_version(spec.model, global_weights, meta)
+                metrics.version = run.version = version
+                if spec.evaluation is not None:
+                    metrics.global_accuracy = self.participants.evaluate_version(
+                        spec.model, version, spec.evaluation
+                    )
+            metrics.seconds = round(time.perf_counter() - started, 3)
+            with self._lock:
+                run.rounds.append(metrics)
+                run.round = number
+                run.done_in_round = 0
+            self._persist(run)
+
+    def _round(self, run: Run, number: int, version: int | None, tally: _Tally) -> None:
+        """Train every participant, adding finished updates to ``tally`` in the order they were picked."""
+        spec = run.spec
+        picked = tally.metrics.participants
+        window = 2 * self.workers
+        ready: dict[int, Future[Update]] = {}
+        stop = lambda: run.cancel_requested  # noqa: E731
+        with ThreadPoolExecutor(self.workers, thread_name_prefix=f"round-{run.id[:6]}") as pool:
+            submitted = 0
+            for index in range(len(picked)):
+                while submitted < len(picked) and submitted < index + window and not run.cancel_requested:
+                    device_id = picked[submitted]
+                    ready[submitted] = pool.submit(
+                        self.participants.participate,
+                        device_id,
+                        spec.model,
+                        version,
+                        spec.training,
+                        (spec.seed, number, device_key(device_id)),
+                        spec,
+                        stop,
+                    )
+                    submitted += 1
+                if index not in ready:
+                    return  # cancelled: nothing more was submitted
+                future = ready.pop(index)
+                try:
+                    update = future.result()
+                    if not run.cancel_requested:
+                        tally.take(update)
+                except FleetError as exc:
+                    tally.fail(picked[index], exc.message)
+                except Exception as exc:
+                    log.exception("participant %s of round run %s", picked[index], run.id)
+                    tally.fail(picked[index], f"{type(exc).__name__}: {exc}")
+                with self._lock:
+                    run.done_in_round += 1
+
+
+class _Tally:
+    """One round's results as participants finish: the running average of their weights, and metrics."""
+
+    def __init__(self, metrics: RoundMetrics, global_weights: Weights | None) -> None:
+        self.metrics = metrics
+        self.global_weights = global_weights
+        self.mean = WeightedMean()
+        self.losses: list[tuple[float, int]] = []
+        self.local: list[float] = []
+
+    def take(self, update: Update) -> None:
+        if update.weights is not None:
+            assert self.global_weights is not None
+            problem = same_layout(self.global_weights, update.weights)
+            if problem is not None:
+                raise InvalidRequest(f"its update does not fit the global weights: {problem}")
+            self.mean.add(update.weights, update.samples)
+        self.metrics.finished += 1
+        self.metrics.samples += update.samples
+        if update.mean_loss is not None:
+            self.losses.append((update.mean_loss, update.samples))
+        if update.local_accuracy is not None:
+            self.local.append(update.local_accuracy)
+
+    def fail(self, device_id: str, message: str) -> None:
+        self.metrics.failed += 1
+        if len(self.metrics.failures) < SHOWN_FAILURES:
+            self.metrics.failures.append({"device": device_id, "error": message})
+
+    def finish(self) -> RoundMetrics:
+        """The round's metrics; FleetError when no participant finished it."""
+        metrics = self.metrics
+        if metrics.finished == 0:
+            first = metrics.failures[0]["error"] if metrics.failures else "none was picked"
+            raise FleetError(f"round {metrics.round}: no participant finished (first failure: {first})")
+        if self.losses:
+            metrics.mean_loss = sum(loss * n for loss, n in self.losses) / sum(n for _, n in self.losses)
+        metrics.mean_local_accuracy = float(np.mean(self.local)) if self.local else None
+        return metrics

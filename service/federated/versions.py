@@ -1,0 +1,163 @@
+"""Versions of a model's global weights: what each federated round's aggregate becomes.
+
+``data_dir/versions/<model>/<n>.ckpt`` holds version ``n``'s weights (the format the model's own
+``save`` writes, so its ``restore`` reads them) and ``<n>.json`` what made it: the round, the
+aggregation, the participants and samples, the accuracy measured on it. Version 0 is the model's own
+weights (a fresh interpreter's), written the first time it is asked for. Past ``keep`` versions of
+a model the oldest go, except version 0 and versions a running round holds (``pinned``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from service.errors import FleetError, VersionNotFound
+from service.federated.checkpoints import Weights, read_weights, write_weights
+from service.fleet.files import check_id, read_json, remove_tree, storage_error, write_json
+from service.fleet.record import utc_now
+
+log = logging.getLogger(__name__)
+
+VERSIONS_DIR = "versions"
+KEEP_VERSIONS = 20
+
+BaseWriter = Callable[[str, Path], None]
+"""Writes a model's own weights (a fresh interpreter's) to a path: version 0."""
+
+
+@dataclass(frozen=True)
+class Version:
+    model: str
+    number: int
+    created_at: str
+    parent: int | None = None
+    round_id: str | None = None
+    round: int | None = None
+    """The round (1-based) of ``round_id`` whose aggregate this is."""
+    aggregation: str | None = None
+    participants: int = 0
+    samples: int = 0
+    global_accuracy: float | None = None
+    """Accuracy on the round's evaluation split, measured on these weights."""
+
+    def describe(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class VersionStore:
+    def __init__(self, data_dir: Path, base: BaseWriter, keep: int = KEEP_VERSIONS) -> None:
+        self.data_dir = data_dir
+        self.directory = data_dir / VERSIONS_DIR
+        self.keep = max(1, keep)
+        self._base = base
+        self._pins: Counter[tuple[str, int]] = Counter()
+        self._lock = threading.Lock()
+
+    def _dir(self, model: str) -> Path:
+        return self.directory / check_id("model", model)
+
+    def _numbers(self, model: str) -> list[int]:
+        try:
+            names = [p.stem for p in self._dir(model).glob("*.json")]
+        except OSError as exc:
+            raise storage_error(f"could not list the versions of model '{model}'", exc) from exc
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def latest(self, model: str) -> int:
+        """The newest version's number (0, the model's own weights, before any round)."""
+        return max(self._numbers(model), default=0)
+
+    def get(self, model: str, number: int) -> Version:
+        if number == 0:
+            self._ensure_base(model)
+        value = read_json(self._dir(model) / f"{number}.json", None, root=self.data_dir)
+        if not isinstance(value, dict):
+            known = self._numbers(model)
+            raise VersionNotFound(
+                f"model '{model}' has no version {number}; it has "
+                f"{', '.join(map(str, known)) if known else 'only version 0 (its own weights)'}"
+            )
+        return Version(**{k: v for k, v in value.items() if k in Version.__dataclass_fields__})
+
+    def resolve(self, model: str, number: int | None) -> Version:
+        """``number``, or the latest when None."""
+        return self.get(model, self.latest(model) if number is None else number)
+
+    def list(self, model: str) -> list[Version]:
+        self._ensure_base(model)
+        found = []
+        for number in self._numbers(model):
+            try:
+                found.append(self.get(model, number))
+            except VersionNotFound:  # pruned between the listing and the read
+                continue
+        return found
+
+    def path(self, model: str, number: int) -> Path:
+        """The version's weights file (VersionNotFound if it is gone)."""
+        self.get(model, number)
+        return self._dir(model) / f"{number}.ckpt"
+
+    def weights(self, model: str, number: int) -> Weights:
+        return read_weights(self.path(model, number), root=self.data_dir)
+
+    def _ensure_base(self, model: str) -> None:
+        directory = self._dir(model)
+        if (directory / "0.json").exists():
+            return
+        with self._lock:
+            if (directory / "0.json").exists():
+                return
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise storage_error(f"could not create {VERSIONS_DIR}/{model}/", exc) from exc
+            self._base(model, directory / "0.ckpt")
+            write_json(directory / "0.json", Version(model, 0, utc_now()).describe(), root=self.data_dir)
+
+    def add(self, model: str, weights: Weights, **meta: object) -> Version:
+        """Store ``weights`` as the model's next version; the oldest past ``keep`` go."""
+        self._ensure_base(model)
+        directory = self._dir(model)
+        with self._lock:
+            number = self.latest(model) + 1
+            write_weights(directory / f"{number}.ckpt", weights)
+            version = Version(model, number, utc_now(), **meta)  # type: ignore[arg-type]
+            write_json(directory / f"{number}.json", version.describe(), root=self.data_dir)
+            self._prune(model)
+        return version
+
+    def _prune(self, model: str) -> None:
+        numbers = [n for n in self._numbers(model) if n > 0]
+        for number in numbers[: max(0, len(numbers) - self.keep)]:
+            if self._pins[(model, number)]:
+                continue
+            for suffix in (".json", ".ckpt"):
+                with contextlib.suppress(OSError):
+                    (self._dir(model) / f"{number}{suffix}").unlink()
+
+    @contextlib.contextmanager
+    def pinned(self, model: str, number: int) -> Iterator[None]:
+        """Keep version ``number`` while the block runs (a round gives it to its participants)."""
+        with self._lock:
+            self._pins[(model, number)] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins[(model, number)] -= 1
+                if not self._pins[(model, number)]:
+                    del self._pins[(model, number)]
+
+    def delete_model(self, model: str) -> None:
+        """Forget every version of a deleted model."""
+        try:
+            remove_tree(self._dir(model), self.data_dir)
+        except FleetError as exc:
+            log.warning("could not remove the versions of model %s: %s", model, exc.message)
