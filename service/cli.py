@@ -177,7 +177,9 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="personalize a simulated fleet on Fashion-MNIST partitions and report local and global accuracy",
     )
     simulate.add_argument("--devices", type=int, default=10)
-    simulate.add_argument("--partition", choices=("iid", "dirichlet", "interest"), default="interest")
+    simulate.add_argument(
+        "--partition", choices=("iid", "dirichlet", "interest", "shards"), default="interest"
+    )
     simulate.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (small: skewed)")
     simulate.add_argument("--classes-per-device", type=int, default=1, help="interest: preferred classes")
     simulate.add_argument(

@@ -216,9 +216,18 @@ class FleetClient:
         save: bool = False,
         shuffle: bool = True,
         seed: int | None = None,
+        data: str | None = None,
     ) -> dict[str, Any]:
-        """Start training over the device's samples in the background; returns the job (202)."""
-        body = {"epochs": epochs, "batch_size": batch_size, "save": save, "shuffle": shuffle, "seed": seed}
+        """Start training over the device's samples (``data="assigned"``: its assigned data; None: the
+        samples if it has any, else its assigned data) in the background; returns the job (202)."""
+        body = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "save": save,
+            "shuffle": shuffle,
+            "seed": seed,
+            "data": data,
+        }
         return dict(self._json("POST", f"/v1/devices/{device_id}/jobs", json=body))
 
     def job(self, device_id: str, job_id: str) -> dict[str, Any]:
@@ -253,6 +262,98 @@ class FleetClient:
                 raise TimeoutError(
                     f"job {job_id} of device {device_id} still {job['state']} after {timeout} s"
                 )
+            time.sleep(poll)
+
+    # -- datasets, evaluation, versions, rounds ---------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/datasets")["datasets"])
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/datasets/{name}"))
+
+    def add_dataset(self, name: str, label: str | None = "y", **arrays: np.ndarray) -> dict[str, Any]:
+        """Upload a dataset (admin): arrays named ``<split>/<input>`` (pass them as a dict with ``**``)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        params = {"label": label or ""}
+        headers = {"content-type": NPZ}
+        return dict(
+            self._json(
+                "PUT", f"/v1/datasets/{name}", content=buffer.getvalue(), headers=headers, params=params
+            )
+        )
+
+    def delete_dataset(self, name: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{name}")
+
+    def assign(
+        self,
+        dataset: str,
+        *,
+        ids: list[str] | None = None,
+        prefix: str | None = None,
+        all: bool = False,
+        **scheme: Any,
+    ) -> dict[str, Any]:
+        """Give devices local data from ``dataset``: ``scheme="iid"`` (or dirichlet, interest, shards)
+        and its parameters (``train_per_device``, ``test_per_device``, ``alpha``, ``seed``...)."""
+        body = {"ids": ids, "prefix": prefix, "all": all, **scheme}
+        return dict(self._json("POST", f"/v1/datasets/{dataset}/assign", json=body))
+
+    def assignment(self, device_id: str) -> dict[str, Any] | None:
+        found = self._json("GET", f"/v1/devices/{device_id}/assignment")["assignment"]
+        return None if found is None else dict(found)
+
+    def evaluate(
+        self,
+        device_id: str,
+        *,
+        dataset: str | None = None,
+        split: str = "test",
+        limit: int | None = None,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Accuracy of the device's weights (or of ``version`` of its model) on its own assigned data
+        (``dataset`` None) or a dataset's split."""
+        body = {"dataset": dataset, "split": split, "limit": limit, "version": version}
+        return dict(self._json("POST", f"/v1/devices/{device_id}/evaluate", json=body))
+
+    def adopt(self, device_id: str, version: int | None = None, save: bool = False) -> dict[str, Any]:
+        body = {"version": version, "save": save}
+        return dict(self._json("POST", f"/v1/devices/{device_id}/adopt", json=body))
+
+    def versions(self, model: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/models/{model}/versions"))
+
+    def start_rounds(self, **body: Any) -> dict[str, Any]:
+        """Start a run of federated rounds (``POST /v1/rounds``: ``prefix``/``ids``/``all``, ``rounds``,
+        ``participants``, ``epochs``, ``batch_size``, ``aggregation``, ``seed``...); returns it (202)."""
+        return dict(self._json("POST", "/v1/rounds", json=body))
+
+    def round_run(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/rounds/{run_id}"))
+
+    def cancel_rounds(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/rounds/{run_id}/cancel"))
+
+    def wait_rounds(
+        self,
+        run_id: str,
+        timeout: float = 3600.0,
+        poll: float = 0.2,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the run ends (``JOB_ENDED``); TimeoutError past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.round_run(run_id)
+            if on_poll is not None:
+                on_poll(run)
+            if run["state"] in JOB_ENDED:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"round run {run_id} still {run['state']} after {timeout} s")
             time.sleep(poll)
 
     def history(self, device_id: str) -> list[dict[str, Any]]:

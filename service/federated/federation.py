@@ -96,8 +96,10 @@ class Federation:
                     f"dataset '{name}' has no test split: add its arrays as test/<input> to assign local "
                     "test data"
                 )
-            train, test = dataset.labels("train"), dataset.labels("test")
-            pools = ClassPools.build(train, test, dataset.num_classes)
+            try:
+                pools = ClassPools.build(dataset.labels("train"), dataset.labels("test"), dataset.num_classes)
+            except ValueError as exc:
+                raise InvalidRequest(f"dataset '{name}' cannot be partitioned: {exc}") from exc
             self._pools = {key: pools}  # one at a time: pools of a large dataset take memory
         return pools
 
