@@ -26,7 +26,8 @@ DEVICE_PATH = re.compile(r"^/v(?:1/devices|2/models)/([^/]+)(?:/|$)")
 FLEET_ROUTES = frozenset({"bulk-create", "bulk-delete"})
 
 
-def _raise_for_error(response: httpx.Response) -> None:
+def raise_for_error(response: httpx.Response) -> None:
+    """Raise the error class the service named in an error response (nothing for a success)."""
     if response.is_success:
         return
     try:
@@ -81,7 +82,7 @@ class FleetClient:
         response = self._to_owner(method, path, kwargs) if self.direct else None
         if response is None:
             response = self._http.request(method, path, **kwargs)
-        _raise_for_error(response)
+        raise_for_error(response)
         return response
 
     def shards(self) -> dict[str, Any]:

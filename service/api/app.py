@@ -11,25 +11,30 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import errors, openapi
-from service.api.auth import Authenticate, KeyRing
+from service.api.auth import Authenticate, KeyRing, peer_token
 from service.api.limits import BodyLimit
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
 from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, rounds, v2
+from service.cluster.ownership import SlotOwnership
+from service.cluster.participants import ShardParticipants, ViewSource
 from service.config import Settings
 from service.federated.federation import Federation
 from service.fleet import DEFAULT_MODEL, Fleet
-from service.fleet.fleet import Ownership
 from service.runtime.quiet import tensorflow_start_up_quiet
 
 
 def create_app(
-    settings: Settings | None = None, ownership: Ownership | None = None, front_token: bytes | None = None
+    settings: Settings | None = None,
+    ownership: SlotOwnership | None = None,
+    front_token: bytes | None = None,
+    peers: ViewSource | None = None,
 ) -> FastAPI:
     """The service's app; a bad keys file fails here (InvalidRequest), before the fleet is opened.
 
-    With ``ownership`` it serves one shard of a sharded fleet (``service.cluster``), and takes
-    requests bearing ``front_token`` as its front's.
+    With ``ownership`` it serves one shard of a sharded fleet (``service.cluster``), takes requests
+    bearing ``front_token`` as its front's, and runs rounds' participants on the shards ``peers``
+    (the fleet's view) names.
     """
     settings = settings or Settings()
     keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
@@ -65,12 +70,18 @@ def create_app(
             keep_versions=settings.keep_versions,
             round_workers=settings.round_workers,
         )
+        participants = None
+        if ownership is not None and peers is not None and front_token is not None:
+            participants = ShardParticipants(federation, ownership, peers, peer_token(front_token))
+            federation.rounds.participants = participants
         app.state.fleet, app.state.federation = fleet, federation
         try:
             yield
         finally:
             app.state.fleet = app.state.federation = None
             await anyio.to_thread.run_sync(federation.close)
+            if participants is not None:
+                participants.close()
             await anyio.to_thread.run_sync(fleet.close)
 
     app = FastAPI(

@@ -55,6 +55,15 @@ class Principal:
 LOOPBACK_ADMIN = Principal("admin")
 FRONT_HEADER = b"fleet-front"
 """Carries a sharded fleet's front token from the front to its shards (never from clients)."""
+PEER_HEADER = b"fleet-peer"
+"""Carries a shard's own calls to another shard (a round's participant): the fleet acting as admin.
+The front strips it from clients' requests, as it strips ``FRONT_HEADER``."""
+
+
+def peer_token(front_token: bytes) -> bytes:
+    """The secret of shard-to-shard calls: derived from the front token, never equal to it (the front
+    adds its token to every client request it forwards, whatever key the client holds)."""
+    return hmac.new(front_token, b"fleet peer", hashlib.sha256).hexdigest().encode()
 
 
 @dataclass(frozen=True)
@@ -162,8 +171,11 @@ class Authenticate:
         self.app = app
         self.keys = keys
         self.front_token = None if front_token is None else _digest(front_token)
+        self.peer_token = None if front_token is None else _digest(peer_token(front_token))
 
     def principal(self, scope: Scope) -> Principal:
+        if self._bears(scope, PEER_HEADER, self.peer_token):
+            return LOOPBACK_ADMIN
         if self.keys is None:
             client = scope.get("client")
             if is_loopback(client[0] if client else None) or self._from_front(scope):
@@ -179,10 +191,14 @@ class Authenticate:
         return principal
 
     def _from_front(self, scope: Scope) -> bool:
-        if self.front_token is None:
+        return self._bears(scope, FRONT_HEADER, self.front_token)
+
+    @staticmethod
+    def _bears(scope: Scope, header: bytes, digest: bytes | None) -> bool:
+        if digest is None:
             return False
-        token = dict(scope["headers"]).get(FRONT_HEADER)
-        return token is not None and hmac.compare_digest(_digest(token), self.front_token)
+        token = dict(scope["headers"]).get(header)
+        return token is not None and hmac.compare_digest(_digest(token), digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.applications import Starlette
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api import errors
-from service.api.auth import FRONT_HEADER, Authenticate, KeyRing, Principal
+from service.api.auth import FRONT_HEADER, PEER_HEADER, Authenticate, KeyRing, Principal
 from service.api.limits import BodyLimit
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
@@ -58,6 +59,7 @@ HOP_HEADERS = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         FRONT_HEADER,
+        PEER_HEADER,
     }
 )
 ViewSource = Callable[[int | None], Awaitable[dict[str, Any]]]
@@ -179,6 +181,14 @@ def _with_path(request: Request, path: str | None) -> Request:
         return request
     scope = dict(request.scope)
     scope["path"], scope["raw_path"] = path, path.encode()
+    return Request(scope, request.receive)
+
+
+def _as(request: Request, method: str, path: str, query: str = "") -> Request:
+    """Another call on behalf of the same client (its headers and key): ``method path?query``."""
+    scope = dict(request.scope)
+    scope["method"], scope["path"], scope["raw_path"] = method, path, path.encode()
+    scope["query_string"] = query.encode()
     return Request(scope, request.receive)
 
 
@@ -308,6 +318,81 @@ def create_front(
             await shards.send(fixed(shard.slot), request, b"")  # each forgets it (its 404 is expected)
         return done
 
+    async def selected(request: Request, wanted: dict[str, Any]) -> dict[int, list[str]]:
+        """The devices a selection (``ids``, ``prefix`` or ``all``) names, by the slot that owns them."""
+        given = [key for key in ("ids", "prefix") if wanted.get(key) is not None] + (
+            ["all"] if wanted.get("all") else []
+        )
+        if len(given) != 1:
+            raise InvalidRequest("select devices with exactly one of: ids, prefix, all")
+        ids = wanted.get("ids")
+        if ids is not None:
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise InvalidRequest("ids must be a list of device IDs")
+            return (await shards.current()).partition(check_id("device", i) for i in dict.fromkeys(ids))
+        query = urlencode(
+            {"prefix": wanted["prefix"]} if wanted.get("prefix") is not None else {"all": "true"}
+        )
+        answers = await shards.each(_as(request, "GET", "/v1/rounds/selection", query))
+        found = {slot: list(orjson.loads(a.body)["ids"]) for slot, a in enumerate(answers)}
+        return {slot: part for slot, part in found.items() if part}
+
+    async def selection(request: Request) -> Response:
+        answers = await shards.each(request)
+        return _json({"ids": sorted(i for a in answers for i in orjson.loads(a.body)["ids"])})
+
+    async def assign(request: Request) -> Response:
+        """Each shard assigns its own devices: a device's split depends on the seed and its ID alone."""
+        wanted = _object(await body_of(request))
+        parts = await selected(request, wanted)
+        if not parts:
+            raise InvalidRequest("the assignment selects no devices")
+        results = []
+        for slot, part in parts.items():
+            body = orjson.dumps({**wanted, "ids": part, "prefix": None, "all": False})
+            answer = await shards.call(fixed(slot), request, body)
+            if answer.status >= 300:
+                return _relay(answer)
+            results.append(orjson.loads(answer.body))
+        merged = {**results[0], "devices": sum(r["devices"] for r in results)}
+        merged["seconds"] = max(r["seconds"] for r in results)
+        return _json(merged)
+
+    async def rounds(request: Request) -> Response:
+        """Slot 0 runs every run; a new one gets its devices by ID, and the model and evaluation split
+        of its first device, which another shard may own."""
+        if request.method != "POST":
+            return await to_first(request)
+        wanted = _object(await body_of(request))
+        parts = await selected(request, wanted)
+        ids = (
+            [i for i in wanted["ids"] if isinstance(i, str)]
+            if wanted.get("ids")
+            else sorted(i for part in parts.values() for i in part)
+        )
+        if not ids:
+            raise InvalidRequest("the run selects no devices: give IDs, a prefix that matches some, or all")
+        first = ids[0]
+        if not wanted.get("model"):
+            device = await shards.call(
+                lambda view: view.owner(first).slot, _as(request, "GET", f"/v1/devices/{first}"), b""
+            )
+            if device.status >= 300:
+                return _relay(device)
+            wanted["model"] = orjson.loads(device.body)["model"]
+        if not wanted.get("evaluate_on"):
+            path = f"/v1/devices/{first}/assignment"
+            found = await shards.call(lambda view: view.owner(first).slot, _as(request, "GET", path), b"")
+            assignment = orjson.loads(found.body).get("assignment") if found.status == 200 else None
+            if assignment:
+                dataset = await shards.call(
+                    fixed(0), _as(request, "GET", f"/v1/datasets/{assignment['dataset']}"), b""
+                )
+                if dataset.status == 200 and "test" in orjson.loads(dataset.body).get("splits", {}):
+                    wanted["evaluate_on"] = {"dataset": assignment["dataset"], "split": "test"}
+        body = orjson.dumps({**wanted, "ids": ids, "prefix": None, "all": False})
+        return await shards.send(fixed(0), request, body)
+
     async def fleet_status(request: Request) -> Response:
         statuses = [orjson.loads(a.body) for a in await shards.each(request)]
         return _json(merge.merge_fleet_status(statuses, process_rss_bytes()))
@@ -357,6 +442,9 @@ def create_front(
         Route("/v2/models/{device_id}", to_owner, methods=ALL_METHODS),
         Route("/v2/models/{device_id}/{rest:path}", to_owner, methods=ALL_METHODS),
         Route("/v1/models/{model}", model, methods=ALL_METHODS),
+        Route("/v1/datasets/{name}/assign", assign, methods=["POST"]),
+        Route("/v1/rounds/selection", selection, methods=["GET"]),
+        Route("/v1/rounds", rounds, methods=["GET", "POST"]),
         Route("/{rest:path}", to_first, methods=ALL_METHODS),
     ]
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.cluster.ownership import SlotOwnership
 from service.cluster.state import ClusterState
+from service.cluster.view import View
 from service.config import Settings
 from service.errors import FleetError, Unavailable
 from service.fleet.memory import configure_allocator
@@ -123,7 +124,9 @@ class ShardServer:
         )
         if membership.pending is not None:
             self.ownership.fence(membership.pending)
-        self.app = create_app(self.settings, ownership=self.ownership, front_token=self.state.front_token())
+        self.app = create_app(
+            self.settings, ownership=self.ownership, front_token=self.state.front_token(), peers=self._peers
+        )
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
@@ -152,6 +155,16 @@ class ShardServer:
             time.monotonic() - started, time.monotonic() - self.born,
         )  # fmt: skip
         return self.info()
+
+    def _peers(self) -> View:
+        """The fleet's view, from the coordinator: where a round's participants are asked."""
+        import ray
+
+        from service.cluster.runtime import COORDINATOR, namespace
+
+        coordinator: Any = ray.get_actor(COORDINATOR, namespace=namespace(self.settings.data_dir))
+        view: dict[str, Any] = ray.get(coordinator.view.remote(), timeout=10)
+        return View.parse(view)
 
     @property
     def address(self) -> str:

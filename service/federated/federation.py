@@ -20,9 +20,9 @@ from service.federated import local
 from service.federated.assignment import assign_many, read_assignment
 from service.federated.checkpoints import Weights, read_weights
 from service.federated.datasets import DatasetStore
-from service.federated.local import INFER_SIGNATURE, Evaluation, LocalTraining, accuracy, device_data
+from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
 from service.federated.rounds import Evaluation as EvaluationSpec
-from service.federated.rounds import RoundRunner, RoundSpec, Update
+from service.federated.rounds import Participation, RoundRunner, Update
 from service.federated.versions import KEEP_VERSIONS, VersionStore
 from service.fleet.device import Device
 from service.fleet.files import atomic_target
@@ -72,15 +72,19 @@ class Federation:
 
     # -- devices -----------------------------------------------------------------------------
 
-    def select(self, selection: Selection, allowed: Callable[[str], bool] = lambda _id: True) -> list[str]:
-        """The selected devices' IDs in order; a given ID that is unknown (or not ``allowed``) raises."""
+    def select(
+        self, selection: Selection, allowed: Callable[[str], bool] = lambda _id: True, *, here: bool = True
+    ) -> list[str]:
+        """The selected devices' IDs in order; a given ID not ``allowed``, or with ``here`` unknown to
+        this process's fleet, raises (a sharded fleet's rounds name devices of every shard)."""
         selection.check()
         if selection.ids is not None:
             ids = list(dict.fromkeys(selection.ids))
             for device_id in ids:
                 if not allowed(device_id):
                     raise absent(device_id)
-                self.fleet.get(device_id)
+                if here:
+                    self.fleet.get(device_id)
             return ids
         return [i for i in self.fleet.ids(selection.prefix or "") if allowed(i)]
 
@@ -246,16 +250,10 @@ class Federation:
         return self.versions.pinned(model, version)
 
     def participate(
-        self,
-        device_id: str,
-        model: str,
-        version: int | None,
-        training: LocalTraining,
-        seed: Sequence[int],
-        spec: RoundSpec,
-        stop: Callable[[], bool],
+        self, device_id: str, asked: Participation, stop: Callable[[], bool] = lambda: False
     ) -> Update:
         """One participant's part of a round, on this process's device: adopt, train, send, evaluate."""
+        model, version = asked.model, asked.version
         device = self.fleet.get(device_id)
         used = device.load().name
         if used != model:
@@ -265,9 +263,8 @@ class Federation:
         started = time.perf_counter()
         if version is not None:
             device.adopt_weights(self.versions.path(model, version), f"version {version} of model '{model}'")
-        trained = local.train(
-            device, data.train(), training, np.random.default_rng(list(seed)), "round", stop
-        )
+        rng = np.random.default_rng(list(asked.seed))
+        trained = local.train(device, data.train(), asked.training, rng, "round", stop)
         weights = None
         if version is not None and not stop():
             outgoing = device.write_weights()
@@ -277,14 +274,14 @@ class Federation:
                 outgoing.unlink(missing_ok=True)
         seconds = time.perf_counter() - started
         local_accuracy = None
-        if spec.local_accuracy and not stop():
+        if asked.local_accuracy and not stop():
             label = data.dataset.label
             if label is None:
                 raise InvalidRequest(f"dataset '{data.dataset.name}' has no label array: accuracy needs one")
             local_accuracy = local.evaluate(device, data.test(), label).accuracy
-        if spec.device_weights == "checkpoint":
+        if asked.device_weights == "checkpoint":
             device.restart()
-        elif spec.device_weights == "saved":
+        elif asked.device_weights == "saved":
             device.save()
         return Update(
             device_id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -139,19 +139,25 @@ class Update:
     train_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Participation:
+    """What one participant is asked to do (``POST /v1/devices/{id}/participate`` carries it too)."""
+
+    model: str
+    version: int | None
+    """Adopt this global version first and send the weights back; None: train from the device's own
+    weights and send none (``aggregation="none"``)."""
+    training: LocalTraining = field(default_factory=LocalTraining)
+    seed: tuple[int, ...] = (0,)
+    """Seeds the participant's shuffling: the run's seed, the round, the device's key."""
+    local_accuracy: bool = True
+    device_weights: DeviceWeights = "trained"
+
+
 class Participants(Protocol):
     """Where participants train: this process's fleet, or the shards of a sharded one."""
 
-    def participate(
-        self,
-        device_id: str,
-        model: str,
-        version: int | None,
-        training: LocalTraining,
-        seed: Sequence[int],
-        spec: RoundSpec,
-        stop: Callable[[], bool],
-    ) -> Update: ...
+    def participate(self, device_id: str, asked: Participation, stop: Callable[[], bool]) -> Update: ...
 
     def resolve_version(self, model: str, number: int | None) -> int:
         """``number`` if the model has that version (VersionNotFound if not); None: the latest."""
@@ -450,16 +456,15 @@ class RoundRunner:
             for index in range(len(picked)):
                 while submitted < len(picked) and submitted < index + window and not run.cancel_requested:
                     device_id = picked[submitted]
-                    ready[submitted] = pool.submit(
-                        self.participants.participate,
-                        device_id,
+                    asked = Participation(
                         spec.model,
                         version,
                         spec.training,
                         (spec.seed, number, device_key(device_id)),
-                        spec,
-                        stop,
+                        spec.local_accuracy,
+                        spec.device_weights,
                     )
+                    ready[submitted] = pool.submit(self.participants.participate, device_id, asked, stop)
                     submitted += 1
                 if index not in ready:
                     return  # cancelled: nothing more was submitted

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -14,6 +15,8 @@ from service.client import FleetClient
 from service.console import make_console
 from service.errors import FleetError
 from service.model.dataset import load_fashion_mnist
+from service.personalization import federated_plots, federated_report
+from service.personalization.federated import FederatedConfig, FederatedSimulation
 from service.personalization.harness import Simulation, SimulationConfig, SimulationResult
 from service.personalization.plots import write_plots
 from service.personalization.report import summarize, table, write_csv, write_json
@@ -39,6 +42,39 @@ class RichProgress:
             self.progress.advance(self.tasks[phase], amount)
 
 
+class FederatedProgress:
+    """The federated comparison's phases as rich progress bars."""
+
+    def __init__(self, progress: Progress, config: FederatedConfig) -> None:
+        devices = config.partition.devices
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {
+            "assign": progress.add_task("assign", total=1),
+            "local_only": progress.add_task("local-only steps", total=devices * config.steps(config.epochs)),
+            "rounds": progress.add_task(
+                f"rounds ({config.rounds} x {config.per_round})", total=config.rounds * config.per_round
+            ),
+            "evaluate": progress.add_task("evaluations", total=config.evaluations()),
+            "fine_tune": progress.add_task(
+                "fine-tuning steps", total=devices * config.steps(config.tune_epochs)
+            ),
+        }
+
+    def advance(self, phase: str, amount: int = 1) -> None:
+        if amount:
+            self.progress.advance(self.tasks[phase], amount)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 @contextlib.contextmanager
 def service_url(url: str | None, data_dir: Path | None, output: Path, console: Console) -> Iterator[str]:
     """``url`` as given, or a ``fleet serve`` started for the run (on ``data_dir``, else a temporary one)."""
@@ -57,16 +93,7 @@ def service_url(url: str | None, data_dir: Path | None, output: Path, console: C
 
 def simulate(plan: Simulation, console: Console, *, url: str, api_key: str | None = None) -> SimulationResult:
     """Run the plan against ``url`` with rich progress bars."""
-    with (
-        FleetClient(url, api_key=api_key, timeout=120.0) as client,
-        Progress(
-            TextColumn("{task.description:<22}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
-    ):
+    with FleetClient(url, api_key=api_key, timeout=120.0) as client, _progress(console) as progress:
         return plan.run(client, RichProgress(progress, plan.config))
 
 
@@ -106,6 +133,54 @@ def run(
         write_json(result, output / "report.json", service_url=base_url),
         write_csv(result, output / "report.csv"),
         *write_plots(result, output),
+    ]
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_federated(
+    config: FederatedConfig,
+    *,
+    output: Path,
+    url: str | None = None,
+    data_dir: Path | None = None,
+    api_key: str | None = None,
+    console: Console | None = None,
+) -> int:
+    """The three arms on the server's ``config.dataset``: print the tables and the headline, write
+    report.json, report.csv, rounds.png and arms.png; the exit code."""
+    console = console or make_console()
+    output.mkdir(parents=True, exist_ok=True)
+    plan = FederatedSimulation(config)
+    try:
+        with (
+            service_url(url, data_dir, output, console) as base_url,
+            FleetClient(base_url, api_key=api_key, timeout=120.0) as client,
+        ):
+            spec = config.partition
+            console.print(
+                f"comparing local-only, federated and federated + fine-tuning on {spec.devices} devices "
+                f"against {base_url}: {spec.kind} partition of '{config.dataset}' (server-side), "
+                f"{spec.train_per_device} train / {spec.test_per_device} test each, {config.rounds} rounds "
+                f"of {config.per_round} ({config.aggregation})"
+            )
+            with _progress(console) as progress:
+                result = plan.run(client, FederatedProgress(progress, config))
+    except (FleetError, RuntimeError, TimeoutError, ValueError, httpx.TransportError) as exc:
+        console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
+        return 1
+    console.print(federated_report.rounds_table(result))
+    console.print(federated_report.devices_table(result))
+    console.print(federated_report.headline(result))
+    console.print(federated_report.START_NOTE)
+    console.print(
+        f"global test split: the first {result.global_test_count} test samples; the whole comparison took "
+        f"{result.seconds:.1f} s"
+    )
+    written = [
+        federated_report.write_json(result, output / "report.json", service_url=base_url),
+        federated_report.write_csv(result, output / "report.csv"),
+        *federated_plots.write_plots(result, output),
     ]
     console.print("wrote " + ", ".join(str(p) for p in written))
     return 0

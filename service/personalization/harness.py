@@ -123,6 +123,12 @@ def predict(client: FleetClient, device_id: str, images: np.ndarray) -> np.ndarr
     return np.concatenate(chunks)
 
 
+def device_ids(prefix: str, count: int) -> list[str]:
+    """``PREFIX-NN``, numbered from 0 with as many digits as the last one needs."""
+    width = len(str(count - 1))
+    return [f"{prefix}-{i:0{width}d}" for i in range(count)]
+
+
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predictions == labels))
 
@@ -142,8 +148,7 @@ class Simulation:
         )
 
     def device_ids(self) -> list[str]:
-        width = len(str(self.config.partition.devices - 1))
-        return [f"{self.config.device_prefix}-{i:0{width}d}" for i in range(self.config.partition.devices)]
+        return device_ids(self.config.device_prefix, self.config.partition.devices)
 
     def run(self, client: FleetClient, progress: ProgressSink | None = None) -> SimulationResult:
         """Create the devices, run every device's pipeline, collect histories; one result."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,16 @@ def summarize(result: SimulationResult) -> Summary:
     )
 
 
+def interest_classes(preferred: Sequence[int], distribution: Sequence[float]) -> tuple[int, ...]:
+    """The preferred classes, or (when the partition names none) the top two that hold 20% or more."""
+    return tuple(preferred) or tuple(
+        int(c) for c in np.argsort(distribution)[::-1][:2] if distribution[c] >= 0.2
+    )
+
+
 def describe_interest(device: DeviceOutcome) -> str:
     """The device's preferred class names, or its top classes when the partition names none."""
-    classes = device.preferred_classes or tuple(
-        int(c) for c in np.argsort(device.label_distribution)[::-1][:2] if device.label_distribution[c] >= 0.2
-    )
+    classes = interest_classes(device.preferred_classes, device.label_distribution)
     return ", ".join(CLASS_NAMES[c] for c in classes) or "mixed"
 
 
@@ -155,11 +161,11 @@ def write_json(result: SimulationResult, path: Path, *, service_url: str) -> Pat
     return path
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
     return f"{value:.1%}"
 
 
-def _change(value: float) -> str:
+def signed_points(value: float) -> str:
     """Signed points, green for a gain and red for a loss."""
     style = "green" if value > 0 else "red" if value < 0 else ""
     text = f"{value * 100:+.1f}"
@@ -177,23 +183,23 @@ def table(result: SimulationResult) -> Table:
     )
     t.add_column("device", footer="fleet mean", no_wrap=True)
     t.add_column("interest", no_wrap=True, overflow="ellipsis")
-    t.add_column("local before", justify="right", footer=_percent(summary.local_before))
-    t.add_column("local after", justify="right", footer=_percent(summary.local_after))
-    t.add_column("local pts", justify="right", footer=_change(summary.local_change))
-    t.add_column("global before", justify="right", footer=_percent(summary.global_before))
-    t.add_column("global after", justify="right", footer=_percent(summary.global_after))
-    t.add_column("global pts", justify="right", footer=_change(summary.global_change))
+    t.add_column("local before", justify="right", footer=percent(summary.local_before))
+    t.add_column("local after", justify="right", footer=percent(summary.local_after))
+    t.add_column("local pts", justify="right", footer=signed_points(summary.local_change))
+    t.add_column("global before", justify="right", footer=percent(summary.global_before))
+    t.add_column("global after", justify="right", footer=percent(summary.global_after))
+    t.add_column("global pts", justify="right", footer=signed_points(summary.global_change))
     t.add_column("last loss", justify="right")
     for d in result.devices:
         t.add_row(
             d.device_id,
             describe_interest(d),
-            _percent(d.local_before),
-            _percent(d.local_after),
-            _change(d.local_after - d.local_before),
-            _percent(d.global_before),
-            _percent(d.global_after),
-            _change(d.global_after - d.global_before),
+            percent(d.local_before),
+            percent(d.local_after),
+            signed_points(d.local_after - d.local_before),
+            percent(d.global_before),
+            percent(d.global_after),
+            signed_points(d.global_after - d.global_before),
             "-" if d.final_loss is None else f"{d.final_loss:.3f}",
         )
     return t

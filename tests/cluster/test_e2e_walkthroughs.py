@@ -16,6 +16,7 @@ from service.client import FleetClient
 from service.server_process import ServerProcess
 from tests.cluster.conftest import RayCluster, sharded_server
 from tests.e2e.conftest import UPLOADS_ON
+from tests.e2e.test_federated import test_a_long_run_is_cancelled_mid_round, test_federated_study
 from tests.e2e.test_second_model import test_second_model_through_the_generic_route
 from tests.e2e.test_walkthrough import (
     test_concurrent_train_calls_on_one_device_all_count,
@@ -27,6 +28,8 @@ from tests.e2e.test_walkthrough import (
 )
 
 __all__ = [
+    "test_a_long_run_is_cancelled_mid_round",
+    "test_federated_study",
     "test_concurrent_train_calls_on_one_device_all_count",
     "test_devices_trained_differently_stay_independent",
     "test_models_describe_signatures_from_the_interpreter",

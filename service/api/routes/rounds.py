@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from service.api.codecs import JSON, NPZ, decode_npz, media_type
@@ -24,8 +24,11 @@ from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest, InvalidTensor
 from service.federated.aggregation import ServerOptimizer
+from service.federated.federation import Selection
 from service.federated.local import INFER_SIGNATURE, LocalTraining
-from service.federated.rounds import Evaluation, RoundSpec
+from service.federated.rounds import Evaluation, Participation, RoundSpec
+from service.federated.wire import encode_update
+from service.fleet.models import DEFAULT_MODEL
 
 devices = APIRouter(prefix="/v1/devices/{device_id}", tags=["federated"])
 versions = APIRouter(prefix="/v1/models/{model}/versions", tags=["federated"])
@@ -150,6 +153,53 @@ async def adopt(
     return await in_thread(request, federation.adopt, device, body.version, body.save)
 
 
+class Participate(BaseModel):
+    model: str | None = Field(None, description="the model the round trains; default: the device's")
+    version: int | None = Field(
+        None,
+        ge=0,
+        description="adopt this global version first and send back the trained weights; "
+        "none: train from the device's own weights and send none",
+    )
+    epochs: int = Field(1, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=100_000)
+    shuffle: bool = True
+    seed: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
+    local_accuracy: bool = Field(True, description="evaluate the trained weights on the local test data")
+    device_weights: Literal["trained", "checkpoint", "saved"] = "trained"
+
+
+@devices.post(
+    "/participate",
+    summary="One participant's part of a federated round: adopt a version, train on the assigned data, "
+    "send the update",
+    response_class=Response,
+    responses={
+        **documented(e404="unknown device or version", e409="no assigned data, or the device runs a job"),
+        200: {
+            "description": "npz: the trained weights as w/<tensor>, and meta (JSON: samples, steps, "
+            "mean_loss, local_accuracy, train_seconds)",
+            "content": {NPZ: {"schema": {"type": "string", "format": "binary"}}},
+        },
+    },
+)
+async def participate(
+    device: DeviceDep, federation: FederationDep, body: Participate, request: Request
+) -> Response:
+    """What a round's server asks of each participant; an outside aggregator may ask it too."""
+    model = body.model or (await device_model(request, device)).name
+    asked = Participation(
+        model,
+        body.version,
+        LocalTraining(body.epochs, body.batch_size, body.shuffle),
+        tuple(body.seed),
+        body.local_accuracy,
+        body.device_weights,
+    )
+    update = await in_thread(request, federation.participate, device.id, asked)
+    return Response(encode_update(update), media_type=NPZ)
+
+
 @devices.get(
     "/assignment",
     summary="The device's assigned data: dataset, scheme, sizes, label mix",
@@ -236,16 +286,18 @@ async def start_rounds(
     body: StartRounds, federation: FederationDep, fleet: FleetDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
     def start() -> dict[str, object]:
-        ids = federation.select(body.selection(), principal.may_touch)
+        sharded = fleet.ownership is not None  # the front gives every shard's devices by ID
+        ids = federation.select(body.selection(), principal.may_touch, here=not sharded)
         if not ids:
             raise InvalidRequest("the run selects no devices: give IDs, a prefix that matches some, or all")
-        model = body.model or fleet.get(ids[0]).load().name
+        first_here = fleet.ownership is None or fleet.ownership.owns(ids[0])
+        model = body.model or (fleet.get(ids[0]).load().name if first_here else DEFAULT_MODEL)
         fleet.models.get(model)
         evaluation = None
         if body.evaluate_on is not None:
             evaluation = Evaluation(body.evaluate_on.dataset, body.evaluate_on.split, body.evaluate_on.limit)
             federation.datasets.get(evaluation.dataset).split(evaluation.split)
-        else:
+        elif first_here:
             found = federation.assignment(fleet.get(ids[0]))
             if found is not None and "test" in federation.datasets.get(str(found["dataset"])).splits:
                 evaluation = Evaluation(str(found["dataset"]))
@@ -279,6 +331,18 @@ async def start_rounds(
         return federation.rounds.start(spec)
 
     return await in_thread(request, start)
+
+
+@rounds.get("/selection", summary="The devices a run with this selection would pick from (this process's)")
+async def selection(
+    federation: FederationDep,
+    principal: PrincipalDep,
+    request: Request,
+    prefix: Annotated[str | None, Query(max_length=128)] = None,
+    all: bool = False,
+) -> dict[str, object]:
+    ids = await in_thread(request, federation.select, Selection(None, prefix, all), principal.may_touch)
+    return {"ids": ids}
 
 
 @rounds.get("", summary="Round runs, newest last (without their per-round metrics)")

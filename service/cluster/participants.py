@@ -1,0 +1,118 @@
+"""Rounds of a sharded fleet: run by slot 0's process, each participant trained by the shard that owns it.
+
+Slot 0 holds the run (its records, the versions it writes, the aggregate). A participant it owns
+trains here; any other is asked of its owner (``POST /v1/devices/{id}/participate``, signed with the
+peer token), whose answer carries the update as npz. A call no shard could take yet (the owner
+restarts, the device moves in a resize) is tried again with a fresh view for up to ``ROUTE_DEADLINE``;
+a call that reached its shard and then broke is the participant's failure, not retried: the device
+may have trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import httpx
+import orjson
+
+from service.api.auth import PEER_HEADER
+from service.client import raise_for_error
+from service.cluster.ownership import SlotOwnership
+from service.cluster.view import View
+from service.errors import Unavailable
+from service.federated.checkpoints import Weights
+from service.federated.federation import Federation
+from service.federated.rounds import Evaluation, Participation, Update
+from service.federated.wire import decode_update
+
+ROUTE_DEADLINE = 30.0
+RETRY_PAUSE = 0.2
+CALL_TIMEOUT = 600.0
+MISROUTED = frozenset({421, 503})
+"""Not the owner (any more), or the device is moving: nothing was done, so the call is tried again."""
+
+ViewSource = Callable[[], View]
+"""The fleet's current view (the coordinator's)."""
+
+
+class ShardParticipants:
+    def __init__(
+        self, federation: Federation, ownership: SlotOwnership, peers: ViewSource, token: bytes
+    ) -> None:
+        self.federation = federation
+        self.ownership = ownership
+        self._peers = peers
+        self._token = token
+        self._view: View | None = None
+        self._http = httpx.Client(timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _current(self, fresh: bool) -> View:
+        if fresh or self._view is None:
+            self._view = self._peers()
+        return self._view
+
+    def participate(self, device_id: str, asked: Participation, stop: Callable[[], bool]) -> Update:
+        deadline = time.monotonic() + ROUTE_DEADLINE
+        fresh = False
+        while True:
+            if self.ownership.owns(device_id):
+                return self.federation.participate(device_id, asked, stop)
+            owner = self._current(fresh).owner(device_id)
+            if owner.slot != self.ownership.slot and owner.address is not None:
+                try:
+                    response = self._http.post(
+                        f"{owner.address}/v1/devices/{device_id}/participate",
+                        content=orjson.dumps(_body(asked)),
+                        headers={
+                            "content-type": "application/json",
+                            PEER_HEADER.decode(): self._token.decode(),
+                        },
+                    )
+                except httpx.ConnectError:
+                    response = None  # not sent: its shard is restarting
+                if response is not None and response.status_code not in MISROUTED:
+                    return _update(response)
+            if time.monotonic() > deadline or stop():
+                raise Unavailable(f"no shard took participant '{device_id}' within {ROUTE_DEADLINE:.0f} s")
+            fresh = True
+            time.sleep(RETRY_PAUSE)
+
+    # The run's own state lives in slot 0's process and the shared data directory.
+
+    def resolve_version(self, model: str, number: int | None) -> int:
+        return self.federation.resolve_version(model, number)
+
+    def version_weights(self, model: str, version: int) -> Weights:
+        return self.federation.version_weights(model, version)
+
+    def store_version(self, model: str, weights: Weights, meta: dict[str, object]) -> int:
+        return self.federation.store_version(model, weights, meta)
+
+    def evaluate_version(self, model: str, version: int, evaluation: Evaluation) -> float:
+        return self.federation.evaluate_version(model, version, evaluation)
+
+    def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
+        return self.federation.pin(model, version)
+
+
+def _body(asked: Participation) -> dict[str, object]:
+    return {
+        "model": asked.model,
+        "version": asked.version,
+        "epochs": asked.training.epochs,
+        "batch_size": asked.training.batch_size,
+        "shuffle": asked.training.shuffle,
+        "seed": list(asked.seed),
+        "local_accuracy": asked.local_accuracy,
+        "device_weights": asked.device_weights,
+    }
+
+
+def _update(response: httpx.Response) -> Update:
+    raise_for_error(response)
+    return decode_update(response.content)

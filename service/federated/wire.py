@@ -1,0 +1,54 @@
+"""A participant's update as bytes: what ``POST /v1/devices/{id}/participate`` answers, and how the
+server of a sharded fleet's round reads it back (npz: ``w/<tensor>`` arrays and a ``meta`` JSON)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+
+from service.errors import InvalidTensor
+from service.federated.rounds import Update
+
+WEIGHT_PREFIX = "w/"
+META = "meta"
+
+
+def encode_update(update: Update) -> bytes:
+    meta = {
+        "device": update.device,
+        "samples": update.samples,
+        "steps": update.steps,
+        "mean_loss": update.mean_loss,
+        "local_accuracy": update.local_accuracy,
+        "train_seconds": round(update.train_seconds, 6),
+    }
+    arrays = {f"{WEIGHT_PREFIX}{name}": value for name, value in (update.weights or {}).items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{META: np.array(json.dumps(meta))})
+    return buffer.getvalue()
+
+
+def decode_update(body: bytes) -> Update:
+    """The update in ``body``; InvalidTensor if it is not one (a participant answered something else)."""
+    try:
+        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+            meta = json.loads(str(archive[META]))
+            weights = {
+                name[len(WEIGHT_PREFIX) :]: archive[name]
+                for name in archive.files
+                if name.startswith(WEIGHT_PREFIX)
+            }
+        return Update(
+            device=str(meta["device"]),
+            samples=int(meta["samples"]),
+            steps=int(meta["steps"]),
+            mean_loss=meta["mean_loss"],
+            local_accuracy=meta["local_accuracy"],
+            weights=weights or None,
+            train_seconds=float(meta["train_seconds"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise InvalidTensor(f"the participant's answer is not an update: {exc}") from exc

@@ -1,0 +1,106 @@
+"""The three-arm comparison's PNGs: accuracy per round, and mean local and global accuracy per arm.
+
+Built like ``service.personalization.plots``: a ``Figure`` on the Agg canvas, saved as a palette PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from service.personalization.federated import ARM_TITLES, ARMS, FederatedResult
+from service.personalization.federated_report import arm_means
+from service.personalization.plots import DPI, save
+
+GLOBAL_COLOR = "tab:blue"
+LOCAL_COLOR = "tab:orange"
+
+
+def accuracy_per_round(result: FederatedResult, path: Path) -> Path:
+    """The global version's accuracy on the global split after each round (round 0: version 0), the
+    participants' mean local accuracy after their local training, and the local-only arm as lines."""
+    means = arm_means(result)
+    fig = Figure(figsize=(8, 4.5), dpi=DPI)
+    ax = fig.add_subplot()
+    measured = [(0, result.start_global_accuracy)]
+    measured += [(r.round, r.global_accuracy) for r in result.rounds if r.global_accuracy is not None]
+    ax.plot(
+        [n for n, _ in measured],
+        [a for _, a in measured],
+        marker="o",
+        color=GLOBAL_COLOR,
+        label="global model, global test split",
+    )
+    local = [(r.round, r.mean_local_accuracy) for r in result.rounds if r.mean_local_accuracy is not None]
+    if local:
+        x, y = zip(*local, strict=True)
+        ax.plot(x, y, marker="s", color=LOCAL_COLOR, label="participants after local training, local test")
+    only = means["local_only"]
+    ax.axhline(
+        only["global"], color=GLOBAL_COLOR, ls="--", lw=1, label=f"local only, global ({only['global']:.1%})"
+    )
+    ax.axhline(
+        only["local"], color=LOCAL_COLOR, ls="--", lw=1, label=f"local only, local ({only['local']:.1%})"
+    )
+    tuned = means["fine_tuned"]["local"]
+    last = result.rounds[-1].round if result.rounds else 0
+    ax.plot(
+        [last],
+        [tuned],
+        marker="*",
+        ms=14,
+        ls="",
+        color="black",
+        label=f"fed + fine-tuning, local ({tuned:.1%})",
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy")
+    ax.set_title(
+        f"{result.config.aggregation}, {result.config.per_round} of {result.config.partition.devices} "
+        f"devices per round, from version 0 (pre-trained)"
+    )
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def accuracy_per_arm(result: FederatedResult, path: Path) -> Path:
+    """Mean local and global accuracy of each arm as bars, every device a dot on its bar."""
+    means = arm_means(result)
+    fig = Figure(figsize=(7, 4.5), dpi=DPI)
+    ax = fig.add_subplot()
+    x = np.arange(len(ARMS))
+    rng = np.random.default_rng(0)  # the dots' jitter only
+    for offset, where, key, color in (
+        (-0.2, "local", "local", LOCAL_COLOR),
+        (0.2, "global", "global_", GLOBAL_COLOR),
+    ):
+        heights = [means[arm][where] for arm in ARMS]
+        bars = ax.bar(x + offset, heights, 0.38, color=color, alpha=0.75, label=f"{where} test data")
+        ax.bar_label(bars, labels=[f"{h:.1%}" for h in heights], label_type="center", fontsize=9)
+        for i, arm in enumerate(ARMS):
+            values = [getattr(d.arms[arm], key) for d in result.devices]
+            jitter = rng.uniform(-0.1, 0.1, len(values))
+            ax.plot(i + offset + jitter, values, ".", color="black", ms=4, alpha=0.6)
+    ax.set_xticks(x, [ARM_TITLES[arm] for arm in ARMS])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("accuracy (mean over devices; dots: devices)")
+    ax.set_title(
+        f"Three arms on the same {result.config.partition.kind} partition of {result.config.dataset}"
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def write_plots(result: FederatedResult, directory: Path) -> list[Path]:
+    return [
+        accuracy_per_round(result, directory / "rounds.png"),
+        accuracy_per_arm(result, directory / "arms.png"),
+    ]

@@ -1,0 +1,173 @@
+"""The three-arm comparison's numbers: means per arm, the rich tables, and the JSON and CSV reports."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from service.model.dataset import CLASS_NAMES
+from service.personalization.federated import ARM_TITLES, ARMS, FederatedDevice, FederatedResult
+from service.personalization.report import interest_classes, percent, points, signed_points
+
+FASHION_MNIST = "fashion-mnist"
+"""The built-in dataset, whose classes have names."""
+CSV_FIELDS = (
+    "device_id",
+    "preferred_classes",
+    "train_size",
+    "test_size",
+    *(f"{arm}_{where}" for arm in ARMS for where in ("local", "global")),
+    "local_only_loss",
+    "fine_tune_loss",
+)
+START_NOTE = (
+    "Every arm starts from the model's own weights (version 0): the embedded model is pre-trained on "
+    "Fashion-MNIST, so accuracies start high and the arms differ by what they change."
+)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def arm_means(result: FederatedResult) -> dict[str, dict[str, float]]:
+    """Mean local and global accuracy of each arm over the devices."""
+    return {arm: {"local": result.mean(arm, "local"), "global": result.mean(arm, "global_")} for arm in ARMS}
+
+
+def headline(result: FederatedResult) -> str:
+    means = arm_means(result)
+    local = ", ".join(f"{ARM_TITLES[a]} {means[a]['local']:.1%}" for a in ARMS)
+    global_ = ", ".join(f"{ARM_TITLES[a]} {means[a]['global']:.1%}" for a in ARMS)
+    tuned = means["fine_tuned"]["local"] - means["local_only"]["local"]
+    return (
+        f"Mean local accuracy: {local}; mean global accuracy: {global_}. Fine-tuning the federated model "
+        f"gives {points(tuned)} locally over local-only training (from {result.start_global_accuracy:.1%} "
+        "global accuracy at version 0)."
+    )
+
+
+def describe_interest(device: FederatedDevice, dataset: str) -> str:
+    """The device's preferred (or dominant) classes: named for the built-in dataset, numbered otherwise."""
+    classes = interest_classes(device.preferred_classes, device.label_distribution)
+    named = dataset == FASHION_MNIST and all(c < len(CLASS_NAMES) for c in classes)
+    return ", ".join(CLASS_NAMES[c] if named else f"class {c}" for c in classes) or "mixed"
+
+
+def device_row(device: FederatedDevice) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "device_id": device.device_id,
+        "preferred_classes": " ".join(str(c) for c in device.preferred_classes),
+        "train_size": device.train_size,
+        "test_size": device.test_size,
+    }
+    for arm in ARMS:
+        row[f"{arm}_local"] = round(device.arms[arm].local, 4)
+        row[f"{arm}_global"] = round(device.arms[arm].global_, 4)
+    row["local_only_loss"] = _rounded(device.local_only_loss, 5)
+    row["fine_tune_loss"] = _rounded(device.fine_tune_loss, 5)
+    return row
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def write_csv(result: FederatedResult, path: Path) -> Path:
+    """One row per device: its data, and local and global accuracy in each arm."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(device_row(d) for d in result.devices)
+    return path
+
+
+def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path:
+    """Configuration, dataset, the run, means per arm, every device, and the metrics of every round."""
+    document = {
+        "service_url": service_url,
+        "mode": "federated",
+        "config": dataclasses.asdict(result.config),
+        "dataset": dict(result.dataset),
+        "model": result.model,
+        "global_test_count": result.global_test_count,
+        "run": {
+            "id": result.run_id,
+            "start_version": 0,
+            "final_version": result.final_version,
+            "start_global_accuracy": result.start_global_accuracy,
+        },
+        "note": START_NOTE,
+        "arms": {arm: {"title": ARM_TITLES[arm], **means} for arm, means in arm_means(result).items()},
+        "headline": headline(result),
+        "devices": [
+            device_row(d)
+            | {
+                "preferred_classes": list(d.preferred_classes),
+                "label_distribution": list(d.label_distribution),
+            }
+            for d in result.devices
+        ],
+        "rounds": [dataclasses.asdict(r) for r in result.rounds],
+        "seconds": round(result.seconds, 3),
+        "phase_seconds": dict(result.phase_seconds),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def devices_table(result: FederatedResult) -> Table:
+    """A row per device and a fleet-mean footer: local and global accuracy in each arm, and what
+    fine-tuning adds locally over local-only training."""
+    config, means = result.config, arm_means(result)
+    spec = config.partition
+    t = Table(
+        title=(
+            f"{spec.kind} partition of {config.dataset}, {spec.devices} devices, {config.rounds} rounds of "
+            f"{config.per_round} ({config.aggregation}), {plural(config.epochs, 'local epoch')} each"
+        ),
+        show_footer=True,
+    )
+    t.add_column("device", footer="fleet mean", no_wrap=True)
+    t.add_column("interest", no_wrap=True, overflow="ellipsis")
+    short = {"local_only": "local only", "federated": "federated", "fine_tuned": "fed + tuned"}
+    for arm in ARMS:
+        for where, key in (("local", "local"), ("global", "global")):
+            t.add_column(f"{short[arm]}\n{where}", justify="right", footer=percent(means[arm][key]))
+    gain = means["fine_tuned"]["local"] - means["local_only"]["local"]
+    t.add_column("tuned vs\nlocal pts", justify="right", footer=signed_points(gain))
+    for d in result.devices:
+        cells = [percent(getattr(d.arms[arm], key)) for arm in ARMS for key in ("local", "global_")]
+        change = d.arms["fine_tuned"].local - d.arms["local_only"].local
+        t.add_row(d.device_id, describe_interest(d, config.dataset), *cells, signed_points(change))
+    return t
+
+
+def rounds_table(result: FederatedResult) -> Table:
+    """The run's rounds as the service measured them."""
+    t = Table(
+        title=f"round run {result.run_id}: from version 0 to version {result.final_version}",
+        caption="global: the round's new version on the global test split; local: the participants on "
+        "their own test data after the round's local training",
+    )
+    headers = ("round", "version", "participants", "failed", "mean\nloss", "global\naccuracy")
+    for name in (*headers, "mean local\naccuracy", "seconds"):
+        t.add_column(name, justify="right")
+    t.add_row("0", "0", "-", "-", "-", percent(result.start_global_accuracy), "-", "-")
+    for r in result.rounds:
+        t.add_row(
+            str(r.round),
+            "-" if r.version is None else str(r.version),
+            str(r.finished),
+            str(r.failed),
+            "-" if r.mean_loss is None else f"{r.mean_loss:.3f}",
+            "-" if r.global_accuracy is None else percent(r.global_accuracy),
+            "-" if r.mean_local_accuracy is None else percent(r.mean_local_accuracy),
+            f"{r.seconds:.1f}",
+        )
+    return t

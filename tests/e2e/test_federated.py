@@ -1,0 +1,89 @@
+"""A federated study against a real server, as a harness runs one: no image crosses the wire.
+
+Assign devices data from the built-in Fashion-MNIST, evaluate them, train one over its assigned data,
+run FedAvg rounds, adopt the result, and cancel a long run mid-round. The sharded fleet runs the same
+functions (``tests/cluster/test_e2e_walkthroughs.py``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.client import FleetClient
+from service.errors import DatasetNotFound, InvalidRequest, NoAssignment, RoundEnded
+from service.server_process import ServerProcess
+
+DATASET = "fashion-mnist"
+
+
+def make_devices(client: FleetClient, prefix: str, count: int) -> list[str]:
+    ids = [f"{prefix}-{i}" for i in range(count)]
+    client.create_devices(ids=ids)
+    return ids
+
+
+def test_federated_study(server: ServerProcess) -> None:
+    with FleetClient(server.url, timeout=300) as client:
+        ids = make_devices(client, "fl", 6)
+        with pytest.raises(NoAssignment):
+            client.evaluate(ids[0])
+        assigned = client.assign(
+            DATASET,
+            prefix="fl-",
+            scheme="dirichlet",
+            alpha=0.5,
+            seed=4,
+            train_per_device=200,
+            test_per_device=50,
+        )
+        assert assigned["devices"] == 6
+        view = client.assignment(ids[0])
+        assert view is not None and view["train_size"] == 200 and view["dataset"] == DATASET
+
+        before = client.evaluate(ids[0])
+        assert before["count"] == 50 and 0 < before["accuracy"] <= 1
+
+        job = client.start_job(ids[1], epochs=1, batch_size=50, data="assigned")
+        assert client.wait_job(ids[1], job["id"], timeout=60)["state"] == "succeeded"
+        assert client.device(ids[1])["train_steps"] == 4
+
+        run = client.start_rounds(
+            prefix="fl-",
+            rounds=2,
+            participants=4,
+            epochs=1,
+            batch_size=25,
+            seed=1,
+            evaluate_on={"dataset": DATASET, "split": "test", "limit": 2000},
+        )
+        done = client.wait_rounds(run["id"], timeout=180)
+        assert done["state"] == "succeeded", done
+        assert [r["finished"] for r in done["rounds"]] == [4, 4]
+        final = done["version"]
+        assert client.versions("fashion_mnist")["latest"] == final
+
+        client.adopt(ids[5], final)
+        adopted = client.evaluate(ids[5], dataset=DATASET, limit=2000)
+        assert adopted["accuracy"] == pytest.approx(done["rounds"][-1]["global_accuracy"])
+
+        with pytest.raises(DatasetNotFound):
+            client.assign("no-such-data", prefix="fl-")
+        with pytest.raises(InvalidRequest):
+            client.start_rounds(prefix="nobody-")
+
+
+def test_a_long_run_is_cancelled_mid_round(server: ServerProcess) -> None:
+    with FleetClient(server.url, timeout=120) as client:
+        make_devices(client, "slow", 2)
+        client.assign(DATASET, prefix="slow-", train_per_device=600, test_per_device=20)
+        run = client.start_rounds(prefix="slow-", rounds=100, epochs=500, batch_size=4)
+        deadline = time.monotonic() + 30
+        while client.round_run(run["id"])["state"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.cancel_rounds(run["id"])
+        ended = client.wait_rounds(run["id"], timeout=60)
+        assert ended["state"] == "cancelled" and ended["rounds"] == []
+        with pytest.raises(RoundEnded):
+            client.cancel_rounds(run["id"])
