@@ -266,7 +266,11 @@ class Federation:
         rng = np.random.default_rng(list(asked.seed))
         trained = local.train(device, data.train(), asked.training, rng, "round", stop)
         weights = None
-        if version is not None and not stop():
+        if asked.device_weights == "saved" and not stop():
+            device.save()
+            if version is not None:  # the checkpoint holds the update: no second save
+                weights = read_weights(device.checkpoint_path, root=self.data_dir)
+        elif version is not None and not stop():
             outgoing = device.write_weights()
             try:
                 weights = read_weights(outgoing, root=self.data_dir)
@@ -281,8 +285,6 @@ class Federation:
             local_accuracy = local.evaluate(device, data.test(), label).accuracy
         if asked.device_weights == "checkpoint":
             device.restart()
-        elif asked.device_weights == "saved":
-            device.save()
         return Update(
             device_id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds
         )

@@ -592,7 +592,10 @@ class Device:
         """
         self.checkpoint_signature("restore")
         with self.lock:
-            interpreter = self._interpreter_or_activate()
+            self._require_live()
+            fresh = self._interpreter is None  # then nothing it would restore is needed: it is replaced
+            interpreter = self.load().interpreter() if fresh else self._interpreter
+            assert interpreter is not None
             incoming = self.directory / INCOMING
             try:
                 shutil.copyfile(source, incoming)
@@ -606,6 +609,13 @@ class Device:
                 ) from exc
             finally:
                 self._unlink(incoming)
+            if fresh:
+                for unsaved in (self.handover_path, self.spill_path):  # superseded by the adopted weights
+                    self._unlink(unsaved)
+                self._interpreter = interpreter
+                if self.on_activate:
+                    self.on_activate(self)
+            self.last_used = time.monotonic()
             self._weights_changed = True
 
     def write_weights(self) -> Path:

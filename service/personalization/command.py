@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from service.client import FleetClient
 from service.console import make_console
-from service.errors import FleetError
+from service.errors import DeviceExists, FleetError
 from service.model.dataset import load_fashion_mnist
 from service.personalization import federated_plots, federated_report
 from service.personalization.federated import FederatedConfig, FederatedSimulation
@@ -166,6 +166,9 @@ def run_federated(
             )
             with _progress(console) as progress:
                 result = plan.run(client, FederatedProgress(progress, config))
+    except DeviceExists as exc:
+        console.print(f"[red]error:[/red] {exc.message}; choose another --prefix")
+        return 1
     except (FleetError, RuntimeError, TimeoutError, ValueError, httpx.TransportError) as exc:
         console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
         return 1

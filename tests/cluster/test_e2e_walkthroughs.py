@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from service.client import FleetClient
+from service.cluster.view import owner_slot
 from service.server_process import ServerProcess
 from tests.cluster.conftest import RayCluster, sharded_server
 from tests.e2e.conftest import UPLOADS_ON
@@ -29,9 +30,9 @@ from tests.e2e.test_walkthrough import (
 
 __all__ = [
     "test_a_long_run_is_cancelled_mid_round",
-    "test_federated_study",
     "test_concurrent_train_calls_on_one_device_all_count",
     "test_devices_trained_differently_stay_independent",
+    "test_federated_study",
     "test_models_describe_signatures_from_the_interpreter",
     "test_reset_gives_back_the_baseline",
     "test_restart_alone_restores_the_checkpoint",
@@ -54,3 +55,44 @@ def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) ->
 def client(server: ServerProcess) -> Iterator[FleetClient]:
     with FleetClient(server.url) as fleet_client:
         yield fleet_client
+
+
+def study(url: str) -> list[list[object]]:
+    """A seeded federated study's per-round metrics (devices of two shards when sharded)."""
+    with FleetClient(url, timeout=300) as fleet:
+        ids = [f"twin-{i}" for i in range(6)]
+        fleet.create_devices(ids=ids)
+        fleet.assign(
+            "fashion-mnist",
+            prefix="twin-",
+            scheme="shards",
+            classes_per_device=2,
+            train_per_device=120,
+            test_per_device=30,
+            seed=3,
+        )
+        run = fleet.start_rounds(
+            prefix="twin-",
+            rounds=2,
+            participants=4,
+            batch_size=20,
+            seed=8,
+            aggregation="fedadam",
+            start_version=0,
+            evaluate_on={"dataset": "fashion-mnist", "limit": 1000},
+        )
+        done = fleet.wait_rounds(run["id"], timeout=300)
+        assert done["state"] == "succeeded", done
+        keys = ("participants", "finished", "samples", "mean_loss", "global_accuracy", "mean_local_accuracy")
+        return [[r[k] for k in keys] for r in done["rounds"]]
+
+
+def test_a_sharded_study_gives_what_one_process_gives(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sharded = study(server.url)
+    for participants, *_ in sharded:  # each round had participants of both shards
+        assert {owner_slot(str(i), 2) for i in participants} == {0, 1}  # type: ignore[attr-defined]
+    with ServerProcess(tmp_path_factory.mktemp("one") / "data") as alone:
+        single = study(alone.url)
+    assert sharded == single

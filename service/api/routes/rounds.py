@@ -263,6 +263,7 @@ class StartRounds(DeviceSelection):
         description="where global accuracy is measured; default: the first device's dataset's test split",
     )
     local_accuracy: bool = Field(True, description="evaluate each participant on its local test data")
+    global_accuracy: bool = Field(True, description="evaluate each new version on evaluate_on's split")
     device_weights: Literal["trained", "checkpoint", "saved"] = Field(
         "trained",
         description="after a participant's update: keep its trained weights unsaved, drop them (back to its "
@@ -294,7 +295,9 @@ async def start_rounds(
         model = body.model or (fleet.get(ids[0]).load().name if first_here else DEFAULT_MODEL)
         fleet.models.get(model)
         evaluation = None
-        if body.evaluate_on is not None:
+        if not body.global_accuracy:
+            pass
+        elif body.evaluate_on is not None:
             evaluation = Evaluation(body.evaluate_on.dataset, body.evaluate_on.split, body.evaluate_on.limit)
             federation.datasets.get(evaluation.dataset).split(evaluation.split)
         elif first_here:
