@@ -67,7 +67,7 @@ class ShardParticipants:
                 try:
                     response = self._http.post(
                         f"{owner.address}/v1/devices/{device_id}/participate",
-                        content=orjson.dumps(_body(asked)),
+                        content=orjson.dumps(_body(asked)),  # its owner saves durably, if asked to save
                         headers={
                             "content-type": "application/json",
                             PEER_HEADER.decode(): self._token.decode(),
@@ -98,6 +98,9 @@ class ShardParticipants:
 
     def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
         return self.federation.pin(model, version)
+
+    def flush(self) -> None:
+        self.federation.flush()
 
 
 def _body(asked: Participation) -> dict[str, object]:

@@ -7,6 +7,7 @@ on the fleet's own devices, through their own interpreters and locks.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,8 +26,9 @@ from service.federated.rounds import Evaluation as EvaluationSpec
 from service.federated.rounds import Participation, RoundRunner, Update
 from service.federated.versions import KEEP_VERSIONS, VersionStore
 from service.fleet.device import Device
-from service.fleet.files import atomic_target
+from service.fleet.files import atomic_target, make_durable, storage_error
 from service.fleet.fleet import Fleet, absent
+from service.fleet.record import CHECKPOINT, HISTORY, RECORD
 from service.fleet.weights import run_checkpoint
 from service.personalization.partition import ClassPools, PartitionSpec
 from service.runtime import ModelInterpreter
@@ -65,6 +67,9 @@ class Federation:
         self.versions = VersionStore(fleet.data_dir, self._write_base, keep_versions)
         self.rounds = RoundRunner(fleet.data_dir, self, round_workers)
         self._pools: dict[tuple[str, str], ClassPools] = {}
+        self._unflushed: set[Path] = set()
+        """Files participants saved without flushing them; the round's end flushes them together."""
+        self._lock = threading.Lock()
         fleet.jobs.assigned = self
 
     def close(self) -> None:
@@ -249,6 +254,14 @@ class Federation:
     def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
         return self.versions.pinned(model, version)
 
+    def flush(self) -> None:
+        with self._lock:
+            files, self._unflushed = self._unflushed, set()
+        try:
+            make_durable([f for f in files if f.exists()], self.fleet.devices_dir)
+        except OSError as exc:
+            raise storage_error("could not flush the round's checkpoints to disk", exc) from exc
+
     def participate(
         self, device_id: str, asked: Participation, stop: Callable[[], bool] = lambda: False
     ) -> Update:
@@ -267,7 +280,10 @@ class Federation:
         trained = local.train(device, data.train(), asked.training, rng, "round", stop)
         weights = None
         if asked.device_weights == "saved" and not stop():
-            device.save()
+            device.save(durable=asked.durable)
+            if not asked.durable:
+                with self._lock:
+                    self._unflushed.update(device.directory / name for name in (CHECKPOINT, RECORD, HISTORY))
             if version is not None:  # the checkpoint holds the update: no second save
                 weights = read_weights(device.checkpoint_path, root=self.data_dir)
         elif version is not None and not stop():

@@ -152,12 +152,19 @@ class Participation:
     """Seeds the participant's shuffling: the run's seed, the round, the device's key."""
     local_accuracy: bool = True
     device_weights: DeviceWeights = "trained"
+    durable: bool = True
+    """Whether a saved checkpoint is flushed to disk at once; False: ``Participants.flush`` flushes
+    a round's checkpoints together when the round ends."""
 
 
 class Participants(Protocol):
     """Where participants train: this process's fleet, or the shards of a sharded one."""
 
     def participate(self, device_id: str, asked: Participation, stop: Callable[[], bool]) -> Update: ...
+
+    def flush(self) -> None:
+        """Make what participants saved without ``durable`` durable (one sync for the whole round)."""
+        ...
 
     def resolve_version(self, model: str, number: int | None) -> int:
         """``number`` if the model has that version (VersionNotFound if not); None: the latest."""
@@ -417,6 +424,8 @@ class RoundRunner:
             pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
             with pin:
                 self._round(run, number, version, tally)
+            if spec.device_weights == "saved":
+                self.participants.flush()
             if run.cancel_requested:
                 return
             metrics = tally.finish()
@@ -463,6 +472,7 @@ class RoundRunner:
                         (spec.seed, number, device_key(device_id)),
                         spec.local_accuracy,
                         spec.device_weights,
+                        durable=False,
                     )
                     ready[submitted] = pool.submit(self.participants.participate, device_id, asked, stop)
                     submitted += 1

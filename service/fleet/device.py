@@ -550,19 +550,20 @@ class Device:
                 self._record_dirty = True
             return outputs
 
-    def save(self) -> dict[str, np.ndarray]:
+    def save(self, durable: bool = True) -> dict[str, np.ndarray]:
         """Write the interpreter's weights to the device's checkpoint, atomically, then the counters.
 
-        A failure leaves the previous checkpoint intact (StorageFull when the disk is full).
+        A failure leaves the previous checkpoint intact (StorageFull when the disk is full). Without
+        ``durable`` nothing is flushed to disk: the caller does it for many devices at once.
         """
         self.checkpoint_signature("save")
         with self.lock:
             interpreter = self._interpreter_or_activate()
-            with atomic_target(self.checkpoint_path, True, self.data_dir, self.fence) as tmp:
+            with atomic_target(self.checkpoint_path, durable, self.data_dir, self.fence) as tmp:
                 self._run_checkpoint(interpreter, "save", tmp, self.checkpoint_path)
             self._weights_changed = False
             self._problems.pop(CHECKPOINT, None)
-            self._write_record_if_dirty()
+            self._write_record_if_dirty(durable)
             return {"checkpoint_path": np.array(CHECKPOINT.encode())}
 
     def restore(self) -> dict[str, np.ndarray]:

@@ -40,6 +40,8 @@ ARM_TITLES: Mapping[str, str] = {
 PHASES = ("assign", "local_only", "rounds", "evaluate", "fine_tune")
 """Progress phases: the assignment, local-only train steps, round participants, evaluations and
 fine-tuning steps."""
+MAX_ROUNDS = 10_000
+"""The most rounds one run may have (``POST /v1/rounds`` refuses more)."""
 START_VERSION = 0
 """Rounds start from the model's own weights, the baseline the local-only arm starts from too."""
 
@@ -71,8 +73,8 @@ class FederatedConfig:
             raise ValueError(
                 f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
             )
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be at least 1 (got {self.rounds})")
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS:,} (got {self.rounds})")
         devices = self.partition.devices
         if self.participants is not None and not 1 <= self.participants <= devices:
             raise ValueError(

@@ -92,7 +92,8 @@ def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path
     document = {
         "service_url": service_url,
         "mode": "federated",
-        "config": dataclasses.asdict(result.config),
+        "config": dataclasses.asdict(result.config)
+        | {"participants": result.config.per_round, "fine_tune_epochs": result.config.tune_epochs},
         "dataset": dict(result.dataset),
         "model": result.model,
         "global_test_count": result.global_test_count,
@@ -103,7 +104,10 @@ def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path
             "start_global_accuracy": result.start_global_accuracy,
         },
         "note": START_NOTE,
-        "arms": {arm: {"title": ARM_TITLES[arm], **means} for arm, means in arm_means(result).items()},
+        "arms": {
+            arm: {"title": ARM_TITLES[arm], **{k: round(v, 4) for k, v in means.items()}}
+            for arm, means in arm_means(result).items()
+        },
         "headline": headline(result),
         "devices": [
             device_row(d)
