@@ -95,6 +95,9 @@ class RoundSpec:
     device_weights: DeviceWeights = "trained"
     """After a participant sends its update: keep the trained weights (unsaved, like any training),
     drop them (the device's next call starts from its checkpoint), or save them as its checkpoint."""
+    owner: str = ""
+    """The device prefix of the key that started the run ("" for an admin): only that key's holders
+    (and admins) see the run or cancel it."""
 
     def check(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -220,6 +223,7 @@ class Run:
         per_round = self.spec.participants or len(self.spec.devices)
         return {
             "id": self.id,
+            "owner": self.spec.owner,
             "state": self.state,
             "model": self.spec.model,
             "spec": self.spec.view(),
@@ -281,7 +285,14 @@ class RoundRunner:
             if path.stem not in self._runs:
                 path.unlink(missing_ok=True)
 
-    def get(self, run_id: str) -> dict[str, object]:
+    def get(self, run_id: str, owner: str | None = None) -> dict[str, object]:
+        """The run's view; with ``owner`` (a key's prefix), RoundNotFound unless that key started it."""
+        view = self._view(run_id)
+        if owner is not None and view.get("owner", "") != owner:
+            raise RoundNotFound(f"no round run '{run_id}'")
+        return view
+
+    def _view(self, run_id: str) -> dict[str, object]:
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
@@ -296,7 +307,8 @@ class RoundRunner:
             value["state"] = "interrupted"
         return value
 
-    def list(self) -> list[dict[str, object]]:
+    def list(self, owner: str | None = None) -> list[dict[str, object]]:
+        """Runs, oldest first, without their per-round metrics (with ``owner``: that key's only)."""
         try:
             paths = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
         except OSError:
@@ -307,7 +319,7 @@ class RoundRunner:
         runs = []
         for run_id in ids:
             try:
-                view = self.get(run_id)
+                view = self.get(run_id, owner)
             except RoundNotFound:
                 continue
             view.pop("rounds", None)
@@ -332,7 +344,8 @@ class RoundRunner:
         self._persist(run)
         return view
 
-    def cancel(self, run_id: str) -> dict[str, object]:
+    def cancel(self, run_id: str, owner: str | None = None) -> dict[str, object]:
+        self.get(run_id, owner)
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:

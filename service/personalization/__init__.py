@@ -4,6 +4,8 @@ partition   label-skewed splits of a dataset across devices (pure numpy)
 harness     one round over HTTP: evaluate, train (stream or jobs), save, restart, evaluate
 report      the fleet summary, JSON and CSV reports, the rich table
 plots       loss curves, accuracy before and after, the tutorial's prediction grid (matplotlib, Agg)
+federated   ``fleet simulate --dataset``: local-only, federated and fine-tuned arms, all server-side
+federated_report, federated_plots   its tables, JSON and CSV reports, and PNGs
 command     ``fleet simulate``: a service started or given, progress bars, files written
 """
 

@@ -237,12 +237,16 @@ class _Run:
         clock = time.monotonic()
         created = self.client.create_devices(self.ids)
         devices = [_Device(device_id, index) for index, device_id in enumerate(created)]
-        self._assign(devices)
+        try:
+            self._assign(devices)
+        except FleetError:  # a partition the dataset cannot supply: leave no devices behind
+            pass
+            raise
         model = str(self.client.device(created[0])["model"])
         self._lap("assign", clock)
 
         clock = time.monotonic()
-        self._each(lambda d: self._train_and_score(d, "local_only", self.config.epochs), devices)
+        self._each(self._local_only, devices)
         self._lap("local_only", clock)
 
         clock = time.monotonic()
@@ -368,9 +372,9 @@ class _Run:
             device_id, dataset=self.config.dataset, limit=self.config.global_test_size, version=version
         )
 
-    def _train_and_score(self, device: _Device, arm: Arm, epochs: int) -> None:
-        device.losses[arm] = self._job(device, arm, epochs, save=False)
-        device.arms[arm] = self._score(device.device_id)
+    def _local_only(self, device: _Device) -> None:
+        device.losses["local_only"] = self._job(device, "local_only", self.config.epochs, save=False)
+        device.arms["local_only"] = self._score(device.device_id)
 
     def _score_version(self, device: _Device, version: int, global_accuracy: float) -> None:
         local = self._accuracy(device.device_id, version=version)

@@ -246,3 +246,40 @@ def test_a_bad_keys_file_stops_the_service_before_it_starts(tmp_path: Path) -> N
         create_app(Settings(data_dir=tmp_path / "data", api_keys_file=path))
     with pytest.raises(InvalidRequest, match="cannot read"):
         create_app(Settings(data_dir=tmp_path / "data", api_keys_file=tmp_path / "missing.txt"))
+
+
+def test_a_devices_key_assigns_and_runs_rounds_on_its_own_devices_and_sees_only_its_runs(
+    keyed: TestClient,
+) -> None:
+    admin, alice = bearer(ADMIN), bearer(ALICE)
+    ids = {"ids": ["alice-1", "alice-2", "bob-1"]}
+    assert keyed.post("/v1/devices/bulk-create", json=ids, headers=admin).status_code == 201
+    assert keyed.put("/v1/datasets/mine", content=b"", headers=alice).status_code == 403
+    assert keyed.delete("/v1/datasets/fashion-mnist", headers=alice).status_code == 403
+    assert keyed.get("/v1/datasets", headers=alice).status_code == 200
+    scheme = {"train_per_device": 40, "test_per_device": 10}
+    assert (
+        keyed.post(
+            "/v1/datasets/fashion-mnist/assign", json={"ids": ["bob-1"], **scheme}, headers=alice
+        ).status_code
+        == 404
+    )
+    assigned = keyed.post("/v1/datasets/fashion-mnist/assign", json={"all": True, **scheme}, headers=alice)
+    assert assigned.status_code == 200 and assigned.json()["devices"] == 2, assigned.text
+    assert keyed.get("/v1/devices/bob-1/assignment", headers=admin).json()["assignment"] is None
+
+    mine = keyed.post("/v1/rounds", json={"all": True, "global_accuracy": False}, headers=alice)
+    assert mine.status_code == 202, mine.text
+    theirs = keyed.post(
+        "/v1/rounds", json={"ids": ["alice-1"], "global_accuracy": False}, headers=admin
+    ).json()
+    assert keyed.get(f"/v1/rounds/{theirs['id']}", headers=alice).status_code == 404
+    assert keyed.post(f"/v1/rounds/{theirs['id']}/cancel", headers=alice).status_code == 404
+    assert [r["id"] for r in keyed.get("/v1/rounds", headers=alice).json()["runs"]] == [mine.json()["id"]]
+    assert {r["id"] for r in keyed.get("/v1/rounds", headers=admin).json()["runs"]} == {
+        mine.json()["id"],
+        theirs["id"],
+    }
+    assert keyed.get(f"/v1/rounds/{mine.json()['id']}", headers=alice).json()["spec"]["devices"] == 2
+    for path in ("/v1/datasets", "/v1/rounds", "/v1/models/fashion_mnist/versions"):
+        assert keyed.get(path).status_code == 401, path

@@ -135,7 +135,10 @@ def test_bad_arguments_are_refused_with_a_clear_message(
     server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     common = ("--url", server.url, "--output", str(tmp_path), "--prefix", "refused")
-    assert main(["simulate", *common, "--dataset", "fashion-mnist", "--devices", "3", "--participants", "4"]) == 2
+    assert (
+        main(["simulate", *common, "--dataset", "fashion-mnist", "--devices", "3", "--participants", "4"])
+        == 2
+    )
     assert "participants must be between 1 and the 3 devices" in capsys.readouterr().err
     assert main(["simulate", *common, "--rounds", "3"]) == 2
     assert "--rounds need --dataset" in capsys.readouterr().err
@@ -143,5 +146,8 @@ def test_bad_arguments_are_refused_with_a_clear_message(
     assert "--mode are not used with --dataset" in capsys.readouterr().err
     code, printed = simulate(*common, "--dataset", "nowhere", "--devices", "2")
     assert code == 1 and "error: no dataset 'nowhere'" in printed
+    greedy = ("--classes-per-device", "1", "--interest-share", "1.0", "--train-per-device", "7000")
+    code, printed = simulate(*common, "--dataset", "fashion-mnist", "--devices", "2", *greedy)
+    assert code == 1 and "needs 7000 examples but has 6000" in printed, printed
     with FleetClient(server.url) as client:
         assert not [d for d in client.devices() if d["id"].startswith("refused")]

@@ -20,6 +20,7 @@ from service.api.deps import (
     device_model,
     in_thread,
 )
+from service.api.auth import Principal
 from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest, InvalidTensor
@@ -274,6 +275,11 @@ class StartRounds(DeviceSelection):
 ROUND_ERRORS = documented(e404="unknown round run")
 
 
+def run_owner(principal: Principal) -> str | None:
+    """Whose runs a key sees: all for an admin (None), else those started with a key of its prefix."""
+    return None if principal.is_admin else principal.prefix
+
+
 @rounds.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -328,6 +334,7 @@ async def start_rounds(
             evaluation=evaluation,
             local_accuracy=body.local_accuracy,
             device_weights=body.device_weights,
+            owner=run_owner(principal) or "",
         )
         if spec.aggregation != "none":
             federation.resolve_version(model, spec.start_version)
@@ -352,14 +359,14 @@ async def selection(
 async def list_rounds(
     federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return {"runs": await in_thread(request, federation.rounds.list)}
+    return {"runs": await in_thread(request, federation.rounds.list, run_owner(principal))}
 
 
 @rounds.get("/{run_id}", summary="A run: its state, progress and per-round metrics", responses=ROUND_ERRORS)
 async def get_round(
     run_id: str, federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return await in_thread(request, federation.rounds.get, run_id)
+    return await in_thread(request, federation.rounds.get, run_id, run_owner(principal))
 
 
 @rounds.post(
@@ -370,4 +377,4 @@ async def get_round(
 async def cancel_round(
     run_id: str, federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return await in_thread(request, federation.rounds.cancel, run_id)
+    return await in_thread(request, federation.rounds.cancel, run_id, run_owner(principal))
