@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
+from service.api.auth import Principal
 from service.api.codecs import JSON, NPZ, decode_npz, media_type
 from service.api.deps import (
     DeviceDep,
@@ -20,7 +21,6 @@ from service.api.deps import (
     device_model,
     in_thread,
 )
-from service.api.auth import Principal
 from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest, InvalidTensor
