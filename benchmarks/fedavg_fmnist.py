@@ -1,6 +1,6 @@
 """Fidelity of federated rounds: FedAvg on Fashion-MNIST beside centralized training, and NIID-Bench.
 
-Ten devices of an *untrained* copy of the tutorial's model (the project's pipeline with no epochs:
+By default, ten devices of an *untrained* copy of the tutorial's model (the project's pipeline with no epochs:
 ``build(data, BuildSettings(epochs=0))``; the embedded model is already trained for 100 epochs) are
 given 6,000 train images each from the built-in ``fashion-mnist`` dataset, three ways: IID, Dirichlet
 over labels (alpha 0.5), and two classes per device (the ``shards`` scheme, McMahan et al.'s
@@ -55,6 +55,7 @@ MODEL = "fmnist-untrained"
 TARGET_POINTS = 2.0
 """FedAvg on IID data must come within this many accuracy points of centralized training."""
 SCHEMES = ("iid", "dirichlet", "shards")
+TRAIN_IMAGES = 60_000
 LABELS = {"iid": "IID", "dirichlet": "Dirichlet(0.5)", "shards": "2 classes per device (shards)"}
 NIID_BENCH = {"iid": 0.890, "dirichlet": 0.884, "shards": 0.810}
 """NIID-Bench's FedAvg on Fashion-MNIST (10 clients, 50 rounds x 10 local epochs, simple CNN), as the
@@ -68,17 +69,18 @@ How the comparison differs from NIID-Bench's:
   {batch}. NIID-Bench's `simple-cnn` for Fashion-MNIST (SimpleCNNMNIST in their model.py) is conv 5x5x6,
   max-pool, conv 5x5x16, max-pool, FC 120, FC 84, FC 10 with ReLU (44,426 parameters), trained with SGD
   lr 0.01, momentum 0.9 (their README's `--rho=0.9`), weight decay 1e-5 (their `--reg` default), batch
-  64; their figures are the mean of three runs. Momentum 0.9 makes each local step about 10x longer,
-  and a CNN sits above an MLP on Fashion-MNIST even centralized: the published figures show the size of
-  the non-IID drops, they are not a target for this model.
+  64; their figures are the mean of three runs. Momentum 0.9 makes the steps about 10x longer once it
+  builds up (lr / (1 - 0.9)), and a CNN sits above an MLP on Fashion-MNIST even centralized: the
+  published figures show the size of the non-IID drops, they are not a target for this model.
 - Data. NIID-Bench partitions the 60,000 train images disjointly: IID gives each client 6,000 distinct
   images; Dir(0.5) splits each class among the clients by Dirichlet proportions (client sizes vary);
   #C=2 gives client i label i mod 10 plus one other at random and shares each label's images equally
   among its owners, so every image is used once and every label is held. Our devices draw on their own
-  (no repeats within a device, overlaps across devices; {train:,} each), so the ten hold {total:,}
-  examples of which about two thirds are distinct; under `shards` (20 single-class shards of 3,000, two
-  distinct ones a device, dealt at random) a class can be on no device at all: see the coverage table.
-  The centralized baseline trains on the same concatenation, so its gap measures federation, not data.
+  (no repeats within a device, overlaps across devices; {train:,} each), so the {devices} hold {total:,}
+  examples, not all distinct; under `shards` (the label-sorted train set cut into {shards} shards of
+  {shard:,}, two distinct ones a device, dealt at random) a class can be on no device at all: see the
+  coverage table. The centralized baseline trains on the same concatenation, so its gap measures
+  federation, not data.
 - Sources. The published setup (model, optimizer, partitions) was checked in NIID-Bench's code
   (Xtra-Computing/NIID-Bench: model.py, experiments.py, utils.py, README); the three accuracies are the
   issue's figures (the repository's README lists CIFAR-10 results only).\
@@ -196,6 +198,7 @@ def run_centralized(
     compiled: CompiledModel,
     samples: dict[str, np.ndarray],
     test: dict[str, np.ndarray],
+    label: str,
     args: argparse.Namespace,
     seed: Sequence[int],
 ) -> tuple[list[float], int]:
@@ -214,7 +217,7 @@ def run_centralized(
                 chosen = order[start : start + args.batch_size]
                 interpreter.run(TRAIN_SIGNATURE, {name: samples[name][chosen] for name in names})
                 steps += 1
-        evaluation = accuracy(lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, test, "y")
+        evaluation = accuracy(lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, test, label)
         accuracies.append(evaluation.accuracy)
     return accuracies, steps
 
@@ -238,11 +241,12 @@ def run_scheme(
     failures = [f for r in rounds for f in r["failures"]]
 
     console.print(f"{LABELS[scheme]}: centralized, {args.rounds * args.local_epochs} passes")
-    joined = np.concatenate(per_device)
-    samples = federation.datasets.get(BUILTIN).split("train").gather(joined)
+    dataset = federation.datasets.get(BUILTIN)
+    samples = dataset.split("train").gather(np.concatenate(per_device))
+    assert dataset.label is not None
     started = time.perf_counter()
     centralized, central_steps = run_centralized(
-        fleet.models.get(MODEL), samples, test, args, (args.seed, SCHEMES.index(scheme))
+        fleet.models.get(MODEL), samples, test, dataset.label, args, (args.seed, SCHEMES.index(scheme))
     )
     centralized_seconds = time.perf_counter() - started
 
@@ -261,6 +265,10 @@ def run_scheme(
         run_id=str(view["id"]),
         failures=failures,
     )
+
+
+def passes(n: int) -> str:
+    return f"{n} pass" if n == 1 else f"{n} passes"
 
 
 def pct(value: float) -> str:
@@ -317,7 +325,7 @@ def print_results(results: list[SchemeResult], args: argparse.Namespace) -> None
             (
                 LABELS[r.scheme],
                 f"{c.examples:,}",
-                f"{c.distinct:,} ({c.distinct / 60_000:.0%})",
+                f"{c.distinct:,} ({c.distinct / TRAIN_IMAGES:.0%})",
                 f"{min(c.classes):,}-{max(c.classes):,}",
                 ", ".join(map(str, missing)) or "none",
                 f"{min(c.device_classes)}-{max(c.device_classes)}",
@@ -396,11 +404,16 @@ def print_results(results: list[SchemeResult], args: argparse.Namespace) -> None
     )
     console.print("gap = centralized - FedAvg (positive: FedAvg is behind).")
     print_sequential(results, args)
-    console.print(
-        MODEL_NOTE.format(
-            batch=args.batch_size, train=args.train_per_device, total=args.devices * args.train_per_device
-        )
+    shard = PartitionSpec(kind="shards", train_per_device=args.train_per_device).shard_size
+    note = MODEL_NOTE.format(
+        batch=args.batch_size,
+        train=args.train_per_device,
+        devices=args.devices,
+        total=args.devices * args.train_per_device,
+        shards=TRAIN_IMAGES // shard,
+        shard=shard,
     )
+    console.print(note)
 
 
 def sequential_round(args: argparse.Namespace) -> int:
@@ -434,13 +447,13 @@ def print_sequential(results: list[SchemeResult], args: argparse.Namespace) -> N
     ]
     table(
         f"Diagnostic: FedAvg's {args.rounds} rounds make {args.rounds * steps:,} sequential steps; "
-        f"centralized training made as many in {at * args.local_epochs} passes",
+        f"centralized training made as many in {passes(at * args.local_epochs)}",
         [
             "scheme",
             "FedAvg final",
-            f"centralized after {at * args.local_epochs} passes",
+            f"centralized after {passes(at * args.local_epochs)}",
             "gap (points)",
-            f"centralized after {args.rounds * args.local_epochs} passes",
+            f"centralized after {passes(args.rounds * args.local_epochs)}",
         ],
         rows,
     )

@@ -240,7 +240,7 @@ class _Run:
         try:
             self._assign(devices)
         except FleetError:  # a partition the dataset cannot supply: leave no devices behind
-            pass
+            self.client.delete_devices(created)
             raise
         model = str(self.client.device(created[0])["model"])
         self._lap("assign", clock)
