@@ -161,23 +161,25 @@ class Federation:
         self, device: Device, dataset: str | None, split: str, limit: int | None
     ) -> tuple[Mapping[str, np.ndarray], str]:
         """Samples to evaluate on and their label array: the device's own (``dataset`` None: its
-        assigned ``split``, train or test) or a dataset's split."""
-        if dataset is None:
-            data = device_data(device, self.datasets)
-            if split not in ("train", "test"):
-                raise InvalidRequest(f"a device's own data has splits train and test, not '{split}'")
-            samples = data.train() if split == "train" else data.test()
-            label = data.dataset.label
-        else:
-            found = self.datasets.get(dataset)
-            part = found.split(split)
-            indices = np.arange(part.count if limit is None else min(limit, part.count))
-            samples, label = part.gather(indices), found.label
-        if label is None:
-            raise InvalidRequest("the dataset has no label array: accuracy needs one")
-        if limit is not None:
-            samples = {k: v[:limit] for k, v in samples.items()}
-        return samples, label
+        assigned ``split``, train or test) or a dataset's split; the first ``limit`` of them."""
+        if dataset is not None:
+            return self.split_samples(dataset, split, limit)
+        data = device_data(device, self.datasets)
+        if split not in ("train", "test"):
+            raise InvalidRequest(f"a device's own data has splits train and test, not '{split}'")
+        samples = data.train() if split == "train" else data.test()
+        if data.dataset.label is None:
+            raise InvalidRequest(f"dataset '{data.dataset.name}' has no label array: accuracy needs one")
+        return {k: v[:limit] for k, v in samples.items()}, data.dataset.label
+
+    def split_samples(self, dataset: str, split: str, limit: int | None) -> tuple[dict[str, np.ndarray], str]:
+        """The first ``limit`` samples (None: all) of a dataset's split, and its label array."""
+        found = self.datasets.get(dataset)
+        part = found.split(split)
+        if found.label is None:
+            raise InvalidRequest(f"dataset '{dataset}' has no label array: accuracy needs one")
+        count = part.count if limit is None else min(limit, part.count)
+        return part.gather(np.arange(count)), found.label
 
     def evaluate(
         self, device: Device, samples: Mapping[str, np.ndarray], label: str, version: int | None = None
@@ -239,16 +241,11 @@ class Federation:
         return self.versions.add(model, weights, **meta).number
 
     def evaluate_version(self, model: str, version: int, evaluation: EvaluationSpec) -> float:
-        dataset = self.datasets.get(evaluation.dataset)
-        part = dataset.split(evaluation.split)
-        count = part.count if evaluation.limit is None else min(evaluation.limit, part.count)
-        if dataset.label is None:
-            raise InvalidRequest(f"dataset '{evaluation.dataset}' has no label array: accuracy needs one")
-        samples = part.gather(np.arange(count))
+        samples, label = self.split_samples(evaluation.dataset, evaluation.split, evaluation.limit)
         signature = self.fleet.models.get(model).signature(INFER_SIGNATURE)
         with self._version_interpreter(model, version) as interpreter:
             return accuracy(
-                lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, samples, dataset.label
+                lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, samples, label
             ).accuracy
 
     def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
