@@ -56,9 +56,13 @@ RunState = Literal["queued", "running", "succeeded", "failed", "cancelled", "int
 ACTIVE: tuple[RunState, ...] = ("queued", "running")
 ROUNDS_DIR = "rounds"
 KEEP_RUNS = 50
-MAX_ROUNDS = 10_000
+MAX_ROUNDS = 1000
 SHOWN_FAILURES = 20
 """Failures listed per round (all are counted)."""
+SHOWN_PARTICIPANTS = 100
+"""Participants listed per round (``picked`` counts them all): a run's record stays small."""
+PERSIST_EVERY = 1.0
+"""Seconds between writes of a running run's record (it is written at every state change too)."""
 
 
 def device_key(device_id: str) -> int:
@@ -190,6 +194,8 @@ class RoundMetrics:
     version: int | None
     """The global version this round made (None: ``aggregation="none"``)."""
     participants: list[str]
+    """The first ``SHOWN_PARTICIPANTS`` picked, in ID order."""
+    picked: int = 0
     finished: int = 0
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -307,7 +313,7 @@ class RoundRunner:
             value["state"] = "interrupted"
         return value
 
-    def list(self, owner: str | None = None) -> list[dict[str, object]]:
+    def runs(self, owner: str | None = None) -> list[dict[str, object]]:
         """Runs, oldest first, without their per-round metrics (with ``owner``: that key's only)."""
         try:
             paths = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -427,16 +433,19 @@ class RoundRunner:
             run.start_version = run.version = version
         devices = sorted(spec.devices)
         per_round = spec.participants or len(devices)
+        persisted = time.monotonic()
         for number in range(1, spec.rounds + 1):
             if run.cancel_requested:
                 return
             started = time.perf_counter()
             chosen = np.random.default_rng([spec.seed, number]).choice(len(devices), per_round, replace=False)
-            tally = _Tally(RoundMetrics(number, None, [devices[i] for i in sorted(chosen)]), global_weights)
+            picked = [devices[i] for i in sorted(chosen)]
+            metrics = RoundMetrics(number, None, picked[:SHOWN_PARTICIPANTS], picked=len(picked))
+            tally = _Tally(metrics, global_weights)
             run.done_in_round = 0
             pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
             with pin:
-                self._round(run, number, version, tally)
+                self._round(run, picked, number, version, tally)
             if spec.device_weights == "saved":
                 self.participants.flush()
             if run.cancel_requested:
@@ -464,12 +473,13 @@ class RoundRunner:
                 run.rounds.append(metrics)
                 run.round = number
                 run.done_in_round = 0
-            self._persist(run)
+            if time.monotonic() - persisted > PERSIST_EVERY:
+                self._persist(run)
+                persisted = time.monotonic()
 
-    def _round(self, run: Run, number: int, version: int | None, tally: _Tally) -> None:
+    def _round(self, run: Run, picked: list[str], number: int, version: int | None, tally: _Tally) -> None:
         """Train every participant, adding finished updates to ``tally`` in the order they were picked."""
         spec = run.spec
-        picked = tally.metrics.participants
         window = 2 * self.workers
         ready: dict[int, Future[Update]] = {}
         stop = lambda: run.cancel_requested  # noqa: E731

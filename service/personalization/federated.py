@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from service.client import FleetClient
 from service.errors import FleetError, InvalidRequest
+from service.federated.rounds import MAX_ROUNDS
 from service.personalization.harness import NoProgress, ProgressSink, device_ids
 from service.personalization.partition import PartitionSpec
 
@@ -40,7 +41,6 @@ ARM_TITLES: Mapping[str, str] = {
 PHASES = ("assign", "local_only", "rounds", "evaluate", "fine_tune")
 """Progress phases: the assignment, local-only train steps, round participants, evaluations and
 fine-tuning steps."""
-MAX_ROUNDS = 10_000
 """The most rounds one run may have (``POST /v1/rounds`` refuses more)."""
 START_VERSION = 0
 """Rounds start from the model's own weights, the baseline the local-only arm starts from too."""

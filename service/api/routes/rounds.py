@@ -27,7 +27,7 @@ from service.errors import InvalidRequest, InvalidTensor
 from service.federated.aggregation import ServerOptimizer
 from service.federated.federation import Selection
 from service.federated.local import INFER_SIGNATURE, LocalTraining
-from service.federated.rounds import Evaluation, Participation, RoundSpec
+from service.federated.rounds import MAX_ROUNDS, Evaluation, Participation, RoundSpec
 from service.federated.wire import encode_update
 from service.fleet.models import DEFAULT_MODEL
 
@@ -245,7 +245,7 @@ class EvaluationBody(BaseModel):
 
 class StartRounds(DeviceSelection):
     model: str | None = Field(None, description="default: the first selected device's model")
-    rounds: int = Field(1, ge=1, le=10_000)
+    rounds: int = Field(1, ge=1, le=MAX_ROUNDS)
     participants: int | None = Field(None, ge=1, description="devices picked per round; default: all")
     epochs: int = Field(1, ge=1, le=10_000, description="local epochs per round")
     batch_size: int = Field(32, ge=1, le=100_000)
@@ -359,7 +359,7 @@ async def selection(
 async def list_rounds(
     federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return {"runs": await in_thread(request, federation.rounds.list, run_owner(principal))}
+    return {"runs": await in_thread(request, federation.rounds.runs, run_owner(principal))}
 
 
 @rounds.get("/{run_id}", summary="A run: its state, progress and per-round metrics", responses=ROUND_ERRORS)
