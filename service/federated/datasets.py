@@ -21,6 +21,7 @@ added again under the same name is never mistaken for the one a device was assig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -374,7 +375,8 @@ class DatasetStore:
         with self._lock:
             path = self._path(name)
             if not (path / DESCRIPTION).exists():  # DatasetUnavailable when its loader finds no files
-                self._write(name, self.builtins[name](), "y", builtin=True, source=f"built-in ({name})")
+                with contextlib.suppress(DatasetExists):  # another process sharing the directory wrote it
+                    self._write(name, self.builtins[name](), "y", builtin=True, source=f"built-in ({name})")
         return self.get(name)
 
     def _write(
