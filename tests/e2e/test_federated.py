@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from service.client import FleetClient
-from service.errors import DatasetNotFound, InvalidRequest, NoAssignment, RoundEnded
+from service.errors import DatasetNotFound, InvalidRequest, InvalidTensor, NoAssignment, RoundEnded
 from service.server_process import ServerProcess
 
 DATASET = "fashion-mnist"
@@ -70,6 +71,23 @@ def test_federated_study(server: ServerProcess) -> None:
 
         with pytest.raises(DatasetNotFound):
             client.assign("no-such-data", prefix="fl-")
+        with pytest.raises(InvalidRequest, match="class .* needs 7000 examples but has 6000"):
+            client.assign(
+                DATASET,
+                prefix="fl-",
+                scheme="interest",
+                classes_per_device=1,
+                interest_share=1.0,
+                train_per_device=7000,
+                test_per_device=10,
+            )
+        grey = np.zeros((20, 28, 28), np.float32)
+        labels = np.eye(10, dtype=np.float32)[np.arange(20) % 10]
+        client.add_dataset(
+            "wrong-inputs", **{"train/pixels": grey, "train/y": labels, "test/pixels": grey, "test/y": labels}
+        )
+        with pytest.raises(InvalidTensor, match="does not match signature 'train'"):
+            client.assign("wrong-inputs", prefix="fl-", train_per_device=5, test_per_device=5)
         with pytest.raises(InvalidRequest):
             client.start_rounds(prefix="nobody-")
 
