@@ -71,7 +71,7 @@ def test_federated_study(server: ServerProcess) -> None:
 
         with pytest.raises(DatasetNotFound):
             client.assign("no-such-data", prefix="fl-")
-        with pytest.raises(InvalidRequest, match="class .* needs 7000 examples but has 6000"):
+        with pytest.raises(InvalidRequest, match=r"class \d needs 7000 examples but has 6000"):
             client.assign(
                 DATASET,
                 prefix="fl-",
