@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     job_workers: int = Field(2, description="background training jobs running at once (fleet-wide)")
     max_job_steps: int = Field(1_000_000, description="training steps one job may take (epochs x batches)")
+    fashion_mnist_dir: Path | None = Field(
+        None,
+        description="the built-in fashion-mnist dataset's four IDX files (none: Debian's "
+        "/usr/share/datasets/fashion-mnist, else Keras' cache or download)",
+    )
     max_dataset_bytes: int = Field(
         2 * 1024**3,
         description="total bytes of added datasets kept in the data directory (built-in ones aside)",

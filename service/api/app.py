@@ -69,6 +69,7 @@ def create_app(
             max_dataset_bytes=settings.max_dataset_bytes,
             keep_versions=settings.keep_versions,
             round_workers=settings.round_workers,
+            fashion_mnist_dir=settings.fashion_mnist_dir,
         )
         participants = None
         if ownership is not None and peers is not None and front_token is not None:

@@ -259,12 +259,13 @@ class DatasetStore:
         data_dir: Path,
         max_bytes: int,
         builtins: Mapping[str, BuiltinLoader] | None = None,
+        fashion_mnist_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.directory = data_dir / DATASETS_DIR
         self.max_bytes = max_bytes
         self.builtins: Mapping[str, BuiltinLoader] = (
-            builtins if builtins is not None else {BUILTIN: fashion_mnist_splits}
+            builtins if builtins is not None else {BUILTIN: lambda: fashion_mnist_splits(fashion_mnist_dir)}
         )
         self._open: dict[str, tuple[int, Dataset]] = {}
         """Opened datasets by name, with their description file's inode number."""

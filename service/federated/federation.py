@@ -59,11 +59,11 @@ class Federation:
         max_dataset_bytes: int = 2 * 1024**3,
         keep_versions: int = KEEP_VERSIONS,
         round_workers: int = 2,
-        datasets: DatasetStore | None = None,
+        fashion_mnist_dir: Path | None = None,
     ) -> None:
         self.fleet = fleet
         self.data_dir = fleet.data_dir
-        self.datasets = datasets or DatasetStore(fleet.data_dir, max_dataset_bytes)
+        self.datasets = DatasetStore(fleet.data_dir, max_dataset_bytes, fashion_mnist_dir=fashion_mnist_dir)
         self.versions = VersionStore(fleet.data_dir, self._write_base, keep_versions)
         self.rounds = RoundRunner(fleet.data_dir, self, round_workers)
         self._pools: dict[tuple[str, str], ClassPools] = {}

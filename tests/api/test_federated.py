@@ -397,3 +397,23 @@ def test_cancel_stops_a_run_mid_round_and_makes_no_version(client: TestClient) -
     assert view["state"] == "cancelled" and view["rounds"] == []
     assert client.get("/v1/models/fashion_mnist/versions").json()["latest"] == before
     assert "already ended" in error(client.post(f"/v1/rounds/{run['id']}/cancel"), 409)
+
+
+def test_the_builtin_dataset_reads_the_files_the_setting_names(tmp_path: Path) -> None:
+    from service.model.dataset import DEBIAN_DIR, FILES
+
+    elsewhere = tmp_path / "idx"
+    elsewhere.mkdir()
+    for name in FILES.values():
+        (elsewhere / name).symlink_to(DEBIAN_DIR / name)
+    settings = Settings(data_dir=tmp_path / "data", fashion_mnist_dir=elsewhere)
+    with local_client(create_app(settings)) as other:
+        view = other.get("/v1/datasets/fashion-mnist").json()
+        assert view["splits"]["test"]["count"] == 10_000
+    (elsewhere / FILES["test_labels"]).unlink()
+    (elsewhere / FILES["test_labels"]).write_bytes(b"not gzip")
+    with local_client(
+        create_app(Settings(data_dir=tmp_path / "data2", fashion_mnist_dir=elsewhere))
+    ) as broken:
+        message = error(broken.get("/v1/datasets/fashion-mnist"), 503)
+        assert "not a readable gzip'd IDX file" in message
