@@ -9,6 +9,8 @@
     python3 drive.py resize    BASE_URL COUNT        resize a sharded fleet to COUNT shards
     python3 drive.py owner     BASE_URL              print the host name of the node whose shard owns the device
     python3 drive.py device    BASE_URL TIMEOUT_S    poll until the device answers (its shard is back)
+    python3 drive.py federated BASE_URL              assign devices data from the built-in dataset,
+                                                     run two FedAvg rounds, check their versions
 
 Requests carry ``Authorization: Bearer $FLEET_API_KEY`` when that variable is set; ``before`` also
 checks that a request without it is refused. Exits non-zero with a message on the first failed check.
@@ -227,6 +229,37 @@ def device_back(base: str, timeout: float) -> None:
     raise CheckFailed(f"the device did not answer within {timeout:.0f} s (last: HTTP {status} {body})")
 
 
+def federated(base: str, timeout: float = 300.0) -> None:
+    ids = [f"docker-fl-{i}" for i in range(4)]
+    call(base, "POST", "/v1/devices/bulk-create", {"ids": ids}, expect=201)
+    scheme = {"ids": ids, "scheme": "iid", "train_per_device": 100, "test_per_device": 20, "seed": 1}
+    assigned = call(base, "POST", "/v1/datasets/fashion-mnist/assign", scheme)
+    if assigned["devices"] != len(ids):
+        raise CheckFailed(f"assign: {assigned}")
+    body = {
+        "ids": ids,
+        "rounds": 2,
+        "participants": 3,
+        "batch_size": 20,
+        "seed": 1,
+        "evaluate_on": {"dataset": "fashion-mnist", "limit": 1000},
+    }
+    run = call(base, "POST", "/v1/rounds", body, expect=202)
+    deadline = time.monotonic() + timeout
+    while run["state"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"the rounds did not end within {timeout:.0f} s: {run['progress']}")
+        time.sleep(0.5)
+        run = call(base, "GET", f"/v1/rounds/{run['id']}")
+    if run["state"] != "succeeded" or [r["finished"] for r in run["rounds"]] != [3, 3]:
+        raise CheckFailed(f"the rounds: {run['state']} {run.get('error')} {run['rounds']}")
+    latest = call(base, "GET", "/v1/models/fashion_mnist/versions")["latest"]
+    if latest != run["version"]:
+        raise CheckFailed(f"latest version {latest}, the run made {run['version']}")
+    accuracy = ", ".join(f"{r['global_accuracy']:.3f}" for r in run["rounds"])
+    print(f"  2 rounds of 3 participants: versions up to {latest}, global accuracy {accuracy}")
+
+
 def main(argv: list[str]) -> int:
     try:
         if len(argv) >= 2 and argv[0] == "wait":
@@ -243,6 +276,8 @@ def main(argv: list[str]) -> int:
             owner(argv[1].rstrip("/"))
         elif len(argv) == 3 and argv[0] == "device":
             device_back(argv[1].rstrip("/"), float(argv[2]))
+        elif len(argv) == 2 and argv[0] == "federated":
+            federated(argv[1].rstrip("/"))
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -300,6 +300,7 @@ run_container() {
     # The image's healthcheck, probed every 2 s instead of 15 s so that the test need not wait.
     docker run -d --name "$CONTAINER" -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" \
         -v "$WORK/api-keys.txt:/run/secrets/fleet-api-keys:ro" -e FLEET_API_KEYS_FILE=/run/secrets/fleet-api-keys \
+        -v "$FASHION_MNIST:/datasets/fashion-mnist:ro" -e FLEET_FASHION_MNIST_DIR=/datasets/fashion-mnist \
         --health-interval 2s --stop-timeout 20 "$IMAGE" >/dev/null
 }
 
@@ -399,6 +400,8 @@ printf '# docker/test.sh, run %s\n%s admin\n' "$RUN_ID" "$FLEET_API_KEY" >"$WORK
 chmod 0444 "$WORK/api-keys.txt"
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE_URL="http://127.0.0.1:$PORT"
+FASHION_MNIST=/usr/share/datasets/fashion-mnist
+[ -f "$FASHION_MNIST/t10k-labels-idx1-ubyte.gz" ] || apt_install dataset-fashion-mnist
 if [ -n "$CLUSTER" ]; then
     cluster_flow
     exit 0
@@ -420,6 +423,9 @@ wait_ready 180
 
 step "the checkpoint survived: restore it, infer, compare with the logits recorded after save"
 "$PY" "$HERE/drive.py" after "$BASE_URL" "$WORK/state.json" || fail "driving the service after the restart"
+
+step "federated rounds on the built-in dataset (Debian's files, mounted read-only)"
+"$PY" "$HERE/drive.py" federated "$BASE_URL" || fail "federated rounds in the container"
 
 step "the container runs as a non-root user that owns /data"
 ids=$(docker exec "$CONTAINER" sh -c 'echo "$(id -u):$(id -g)"')
