@@ -9,13 +9,14 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import orjson
 from fastapi import Request, Response
 
 from service.api.deps import in_thread
-from service.errors import BodyTooLarge, InvalidTensor, UnsupportedMediaType
+from service.errors import BodyTooLarge, InvalidRequest, InvalidTensor, UnsupportedMediaType
 from service.runtime import SignatureSpec
 
 NPZ = "application/x-npz"
@@ -214,6 +215,19 @@ def decode_npz(body: bytes, max_bytes: int, max_members: int = 64) -> dict[str, 
         return _native(_archive_arrays(body, max_bytes))
     except MALFORMED as exc:
         raise _refuse_malformed(exc) from exc
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A JSON body that must be an object (an empty body is none: ``{}``), else InvalidRequest."""
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return value
 
 
 def encode_npz(arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from service.api import errors
 from service.api.auth import FRONT_HEADER, PEER_HEADER, Authenticate, KeyRing, Principal
+from service.api.codecs import json_object
 from service.api.limits import BodyLimit
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
@@ -253,7 +254,7 @@ def create_front(
 
     async def bulk_create(request: Request) -> Response:
         _principal(request).require_admin("POST /v1/devices/bulk-create")
-        wanted = _object(await body_of(request))
+        wanted = json_object(await body_of(request))
         ids = wanted.get("ids")
         if ids is None:
             count = wanted.get("count")
@@ -285,7 +286,7 @@ def create_front(
 
     async def bulk_delete(request: Request) -> Response:
         _principal(request).require_admin("POST /v1/devices/bulk-delete")
-        wanted = _object(await body_of(request))
+        wanted = json_object(await body_of(request))
         ids = wanted.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise InvalidRequest("ids must be a list of device IDs")
@@ -343,7 +344,7 @@ def create_front(
 
     async def assign(request: Request) -> Response:
         """Each shard assigns its own devices: a device's split depends on the seed and its ID alone."""
-        wanted = _object(await body_of(request))
+        wanted = json_object(await body_of(request))
         parts = await selected(request, wanted)
         if not parts:
             raise InvalidRequest("the assignment selects no devices")
@@ -363,7 +364,7 @@ def create_front(
         of its first device, which another shard may own."""
         if request.method != "POST":
             return await to_first(request)
-        wanted = _object(await body_of(request))
+        wanted = json_object(await body_of(request))
         parts = await selected(request, wanted)
         ids = (
             [i for i in wanted["ids"] if isinstance(i, str)]
@@ -405,7 +406,7 @@ def create_front(
         principal = _principal(request)
         if request.method == "POST":
             principal.require_admin("POST /v1/fleet/shards")
-            wanted = _object(await body_of(request))
+            wanted = json_object(await body_of(request))
             count = wanted.get("count")
             if not isinstance(count, int) or isinstance(count, bool):
                 raise InvalidRequest('give the new shard count: {"count": N}')
@@ -486,16 +487,6 @@ async def _relayed(request: Request, exc: Exception) -> Response:
 
 def _random_id(prefix: str) -> str:
     return check_id("device", f"{prefix}{secrets.token_hex(6)}")
-
-
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return value
 
 
 def _check_bulk(settings: Settings, n: int) -> None:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import io
 import itertools
 import struct
+import threading
 import zipfile
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -202,6 +203,41 @@ def _assignment(arrays: Mapping[str, np.ndarray]) -> Assignment:
         train_split=str(meta["train_split"]),
         test_split=str(meta["test_split"]),
     )
+
+
+class AssignmentCache:
+    """Assignments read recently, least recently used out past ``capacity`` (a few KB each): a round
+    reads each participant's every round. An entry holds while the file's inode, size and mtime do."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], Assignment]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, directory: Path, root: Path | None) -> Assignment | None:
+        path = directory / ASSIGNMENT_FILE
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            with self._lock:
+                self._entries.pop(path, None)
+            return None
+        except OSError as exc:
+            raise storage_error(f"could not read {shown(path, root)}", exc) from exc
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            found = self._entries.get(path)
+            if found is not None and found[0] == key:
+                self._entries.move_to_end(path)
+                return found[1]
+        assignment = read_assignment(directory, root)
+        if assignment is not None:
+            with self._lock:
+                self._entries[path] = (key, assignment)
+                self._entries.move_to_end(path)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+        return assignment
 
 
 def remove_assignment(directory: Path, root: Path | None) -> bool:

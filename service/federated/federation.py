@@ -18,7 +18,7 @@ import numpy as np
 
 from service.errors import DeviceBusy, InvalidRequest
 from service.federated import local
-from service.federated.assignment import assign_many, read_assignment
+from service.federated.assignment import AssignmentCache, assign_many
 from service.federated.checkpoints import Weights, read_weights
 from service.federated.datasets import DatasetStore
 from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
@@ -67,6 +67,7 @@ class Federation:
         self.versions = VersionStore(fleet.data_dir, self._write_base, keep_versions)
         self.rounds = RoundRunner(fleet.data_dir, self, round_workers)
         self._pools: dict[tuple[str, str], ClassPools] = {}
+        self.assignments = AssignmentCache()
         self._unflushed: set[Path] = set()
         """Files participants saved without flushing them; the round's end flushes them together."""
         self._lock = threading.Lock()
@@ -143,17 +144,17 @@ class Federation:
         }
 
     def assignment(self, device: Device) -> dict[str, object] | None:
-        found = read_assignment(device.directory, self.data_dir)
+        found = self.assignments.read(device.directory, self.data_dir)
         return None if found is None else found.describe()
 
     # -- jobs over assigned data (``service.fleet.jobs.AssignedData``) -------------------------
 
     def count(self, device: Device) -> int:
-        found = read_assignment(device.directory, self.data_dir)
+        found = self.assignments.read(device.directory, self.data_dir)
         return 0 if found is None else len(found.train)
 
     def load(self, device: Device) -> dict[str, np.ndarray]:
-        return device_data(device, self.datasets).train()
+        return device_data(device, self.datasets, self.assignments.read).train()
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class Federation:
         assigned ``split``, train or test) or a dataset's split; the first ``limit`` of them."""
         if dataset is not None:
             return self.split_samples(dataset, split, limit)
-        data = device_data(device, self.datasets)
+        data = device_data(device, self.datasets, self.assignments.read)
         if split not in ("train", "test"):
             raise InvalidRequest(f"a device's own data has splits train and test, not '{split}'")
         samples = data.train() if split == "train" else data.test()
@@ -269,7 +270,7 @@ class Federation:
         if used != model:
             raise InvalidRequest(f"device '{device_id}' uses model '{used}'; the round trains '{model}'")
         self._check_idle(device)
-        data = device_data(device, self.datasets)
+        data = device_data(device, self.datasets, self.assignments.read)
         started = time.perf_counter()
         if version is not None:
             device.adopt_weights(self.versions.path(model, version), f"version {version} of model '{model}'")

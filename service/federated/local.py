@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from service.runtime import SignatureSpec
 
 EVAL_CHUNK = 1000
 """Samples per ``infer`` call when evaluating."""
+AssignmentReader = Callable[[Path, Path | None], Assignment | None]
 TRAIN_SIGNATURE = "train"
 INFER_SIGNATURE = "infer"
 CLASS_OUTPUTS = ("logits", "output")
@@ -40,9 +42,11 @@ class DeviceData:
         return self.dataset.split(self.assignment.test_split).gather(self.assignment.test)
 
 
-def device_data(device: Device, datasets: DatasetStore) -> DeviceData:
+def device_data(
+    device: Device, datasets: DatasetStore, read: AssignmentReader = read_assignment
+) -> DeviceData:
     """The device's assigned data; NoAssignment without one, or when its dataset changed since."""
-    assignment = read_assignment(device.directory, device.data_dir)
+    assignment = read(device.directory, device.data_dir)
     if assignment is None:
         raise NoAssignment(
             f"device '{device.id}' has no data assigned; POST /v1/datasets/{{name}}/assign gives it some"

@@ -6,12 +6,11 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from service.api.auth import Principal
-from service.api.codecs import JSON, NPZ, decode_npz, media_type
+from service.api.codecs import JSON, NPZ, decode_npz, json_object, media_type
 from service.api.deps import (
     DeviceDep,
     FederationDep,
@@ -99,7 +98,7 @@ async def evaluate(
         }
         on: dict[str, object] = {"batch": len(arrays[label])}
     else:
-        body = EvaluateOn.model_validate(await _json(request))
+        body = EvaluateOn.model_validate(json_object(await request.body()))
         version = body.version
 
         def gather() -> tuple[Any, str]:
@@ -113,19 +112,6 @@ async def evaluate(
         )
     result = await in_thread(request, federation.evaluate, device, samples, label, version)
     return {"device": device.id, "model": model.name, "version": version, "on": on, **result.describe()}
-
-
-async def _json(request: Request) -> dict[str, object]:
-    body = await request.body()
-    if not body.strip():
-        return {}
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return value
 
 
 async def _batch(request: Request, label: str) -> dict[str, np.ndarray]:
