@@ -59,7 +59,12 @@ class Settings(BaseSettings):
     keep_versions: int = Field(
         20, ge=1, description="global versions kept per model (the oldest go; version 0 stays)"
     )
-    round_workers: int = Field(2, ge=1, description="participants of a federated round training at once")
+    round_workers: int = Field(
+        3,
+        ge=1,
+        description="participants of a federated round training at once (they spend part of "
+        "their turn on files: one more than the cores keeps them busy)",
+    )
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
     spare_shards: int = Field(
         1,

@@ -58,7 +58,7 @@ class Federation:
         *,
         max_dataset_bytes: int = 2 * 1024**3,
         keep_versions: int = KEEP_VERSIONS,
-        round_workers: int = 2,
+        round_workers: int = 3,
         fashion_mnist_dir: Path | None = None,
     ) -> None:
         self.fleet = fleet

@@ -61,6 +61,9 @@ SHOWN_FAILURES = 20
 """Failures listed per round (all are counted)."""
 SHOWN_PARTICIPANTS = 100
 """Participants listed per round (``picked`` counts them all): a run's record stays small."""
+WINDOW_PER_WORKER = 8
+"""Participants started ahead of the one whose update is added next, per worker: a slow one does not
+idle the others, and at most this many updates wait (a model's weights each)."""
 PERSIST_EVERY = 1.0
 """Seconds between writes of a running run's record (it is written at every state change too)."""
 
@@ -480,7 +483,7 @@ class RoundRunner:
     def _round(self, run: Run, picked: list[str], number: int, version: int | None, tally: _Tally) -> None:
         """Train every participant, adding finished updates to ``tally`` in the order they were picked."""
         spec = run.spec
-        window = 2 * self.workers
+        window = WINDOW_PER_WORKER * self.workers
         ready: dict[int, Future[Update]] = {}
         stop = lambda: run.cancel_requested  # noqa: E731
         with ThreadPoolExecutor(self.workers, thread_name_prefix=f"round-{run.id[:6]}") as pool:
