@@ -117,6 +117,7 @@ class Federation:
         """Give each device its own local train and test data from dataset ``name`` (seeded per device)."""
         if not device_ids:
             raise InvalidRequest("the assignment selects no devices")
+        started = time.perf_counter()
         dataset = self.datasets.get(name)
         pools = self._class_pools(name)
         checked: set[str] = set()
@@ -128,7 +129,6 @@ class Federation:
                 dataset.check_inputs(model.signature(local.TRAIN_SIGNATURE), model.name)
                 checked.add(model.name)
             places.append((device_id, device.directory))
-        started = time.perf_counter()
         try:
             count = assign_many(places, spec, pools, name, dataset.content_id, self.data_dir)
         except ValueError as exc:  # the partition cannot be drawn as asked

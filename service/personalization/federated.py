@@ -41,7 +41,6 @@ ARM_TITLES: Mapping[str, str] = {
 PHASES = ("assign", "local_only", "rounds", "evaluate", "fine_tune")
 """Progress phases: the assignment, local-only train steps, round participants, evaluations and
 fine-tuning steps."""
-"""The most rounds one run may have (``POST /v1/rounds`` refuses more)."""
 START_VERSION = 0
 """Rounds start from the model's own weights, the baseline the local-only arm starts from too."""
 
