@@ -22,7 +22,7 @@ local epochs.
 Exit status: 0 when FedAvg on IID data comes within 2 points of centralized training (or IID was not
 run), 1 when it does not, 2 when a run fails.
 
-    .venv/bin/python -m benchmarks.fedavg_fmnist                    # 50 rounds x 1 local epoch: ~6 min
+    .venv/bin/python -m benchmarks.fedavg_fmnist                    # 50 rounds x 1 local epoch: ~4-6 min
     .venv/bin/python -m benchmarks.fedavg_fmnist --local-epochs 10  # NIID-Bench's 50 x 10: ~30 min
     .venv/bin/python -m benchmarks.fedavg_fmnist --local-epochs 10 --schemes iid --json /tmp/fedavg.json
 """
