@@ -146,20 +146,23 @@ def train(
     rng: np.random.Generator,
     source: HistorySource = "round",
     stop: Callable[[], bool] | None = None,
+    rows: np.ndarray | None = None,
 ) -> Trained:
     """Train the device over ``samples`` for ``training.epochs`` epochs, one ``train`` call per batch;
-    ``stop`` is asked after every step (a cancelled round)."""
+    ``stop`` is asked after every step (a cancelled round). With ``rows``, the samples are those rows
+    of ``samples`` (a dataset's split, mapped), each batch read from it as it comes: no copy of all."""
     names = [spec.name for spec in device.callable_signature(TRAIN_SIGNATURE).inputs]
-    count = len(next(iter(samples.values())))
+    count = len(rows) if rows is not None else len(next(iter(samples.values())))
     steps, losses = 0, list[float]()
     for _ in range(training.epochs):
         order = rng.permutation(count) if training.shuffle else np.arange(count)
         losses = []
         for start in range(0, count, training.batch_size):
             chosen = order[start : start + training.batch_size]
-            outputs = device.run(
-                TRAIN_SIGNATURE, {name: samples[name][chosen] for name in names}, source=source
-            )
+            if rows is not None:
+                chosen = rows[chosen]
+            batch = {name: np.asarray(samples[name][chosen]) for name in names}
+            outputs = device.run(TRAIN_SIGNATURE, batch, source=source)
             loss = scalar_loss(outputs)
             if loss is not None:
                 losses.append(loss)
