@@ -208,6 +208,20 @@ class Federation:
         job = self.fleet.jobs.active(device)
         if job is not None:
             raise DeviceBusy(f"device '{device.id}' runs job '{job.id}'; cancel it or wait for it to end")
+        if device.participating:
+            raise DeviceBusy(f"device '{device.id}' trains in a federated round; try again after its part")
+
+    @contextlib.contextmanager
+    def _participating(self, device: Device) -> Iterator[None]:
+        """Mark the device as a round's for the block: no job starts on it, nor another round's part.
+        Set under the device's lock, which a job's start also takes: the two never overlap."""
+        with device.lock:
+            self._check_idle(device)
+            device.participating = True
+        try:
+            yield
+        finally:
+            device.participating = False
 
     # -- model versions (and ``rounds.Participants``) ----------------------------------------
 
@@ -264,12 +278,16 @@ class Federation:
         self, device_id: str, asked: Participation, stop: Callable[[], bool] = lambda: False
     ) -> Update:
         """One participant's part of a round, on this process's device: adopt, train, send, evaluate."""
-        model, version = asked.model, asked.version
+        model = asked.model
         device = self.fleet.get(device_id)
         used = device.load().name
         if used != model:
             raise InvalidRequest(f"device '{device_id}' uses model '{used}'; the round trains '{model}'")
-        self._check_idle(device)
+        with self._participating(device):
+            return self._participate(device, asked, stop)
+
+    def _participate(self, device: Device, asked: Participation, stop: Callable[[], bool]) -> Update:
+        model, version = asked.model, asked.version
         data = device_data(device, self.datasets, self.assignments.read)
         started = time.perf_counter()
         if version is not None:
@@ -301,5 +319,5 @@ class Federation:
         if asked.device_weights == "checkpoint":
             device.restart()
         return Update(
-            device_id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds
+            device.id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds
         )

@@ -151,6 +151,8 @@ class Device:
         self.deleted = False
         self.moved = False
         """Handed over to another process (``hand_over``): this object serves no more calls."""
+        self.participating = False
+        """A federated round trains it now (``service.federated``): no job starts meanwhile."""
         self.last_used = time.monotonic()
         self._interpreter: ModelInterpreter | None = None
         self._record_dirty = False

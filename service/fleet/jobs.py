@@ -391,6 +391,8 @@ class JobRunner:
                     raise FleetError("the service is stopping; no new jobs start")
                 if device.deleted:
                     raise DeviceNotFound(f"device '{device.id}' was deleted")
+                if device.participating:
+                    raise DeviceBusy(f"device '{device.id}' trains in a federated round; start the job after")
                 table = self._tables.setdefault(device, _Table(records))
                 if table.run is not None:
                     raise DeviceBusy(

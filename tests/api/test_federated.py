@@ -417,3 +417,20 @@ def test_the_builtin_dataset_reads_the_files_the_setting_names(tmp_path: Path) -
     ) as broken:
         message = error(broken.get("/v1/datasets/fashion-mnist"), 503)
         assert "not a readable gzip'd IDX file" in message
+
+
+def test_a_device_in_a_round_starts_no_job_until_its_part_is_done(client: TestClient) -> None:
+    (device,) = devices(client, "claimed", 1)
+    assign(client, "claimed")
+    run = start_run(client, ids=[device], rounds=1, epochs=300, batch_size=4, global_accuracy=False)
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/devices/{device}").json()["train_steps"] == 0:  # its part has begun
+        assert time.monotonic() < deadline, "the participant never trained"
+        time.sleep(0.02)
+    refused = client.post(f"/v1/devices/{device}/jobs", json={"epochs": 1})
+    assert "trains in a federated round" in error(refused, 409)
+    assert "trains in a federated round" in error(client.post(f"/v1/devices/{device}/adopt", json={}), 409)
+    client.post(f"/v1/rounds/{run['id']}/cancel")
+    assert wait_run(client, run["id"], timeout=60)["state"] == "cancelled"
+    started = client.post(f"/v1/devices/{device}/jobs", json={"epochs": 1})
+    assert started.status_code == 202, started.text
