@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from service.model.dataset import CLASS_NAMES
 from service.personalization.federated import ARM_TITLES, ARMS, FederatedDevice, FederatedResult
-from service.personalization.report import interest_classes, percent, points, signed_points
+from service.personalization.report import interest_classes, percent, points, signed_points, write_rows
 
 FASHION_MNIST = "fashion-mnist"
 """The built-in dataset, whose classes have names."""
@@ -80,11 +79,7 @@ def _rounded(value: float | None, digits: int) -> float | None:
 
 def write_csv(result: FederatedResult, path: Path) -> Path:
     """One row per device: its data, and local and global accuracy in each arm."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(device_row(d) for d in result.devices)
-    return path
+    return write_rows(path, CSV_FIELDS, (device_row(d) for d in result.devices))
 
 
 def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path:

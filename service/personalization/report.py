@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,13 +122,18 @@ def device_row(device: DeviceOutcome) -> dict[str, Any]:
     }
 
 
+def write_rows(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, object]]) -> Path:
+    """A CSV file of ``rows`` under a header of ``fields``."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def write_csv(result: SimulationResult, path: Path) -> Path:
     """One row per device."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(device_row(d) for d in result.devices)
-    return path
+    return write_rows(path, CSV_FIELDS, (device_row(d) for d in result.devices))
 
 
 def write_json(result: SimulationResult, path: Path, *, service_url: str) -> Path:

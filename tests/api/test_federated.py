@@ -329,14 +329,14 @@ def test_two_runs_with_the_same_seed_give_identical_metrics(client: TestClient) 
 def test_server_optimizers_differ_and_none_makes_no_version(client: TestClient) -> None:
     devices(client, "opt", 4)
     assign(client, "opt", seed=2)
-    losses = {}
+    accuracy = {}
     for aggregation in ("fedavg", "fedadam"):
         view = wait_run(
             client, start_run(client, prefix="opt", rounds=2, aggregation=aggregation, start_version=0)["id"]
         )
         assert view["state"] == "succeeded", view
-        losses[aggregation] = view["rounds"][-1]["global_accuracy"]
-    assert losses["fedavg"] != losses["fedadam"]
+        accuracy[aggregation] = view["rounds"][-1]["global_accuracy"]
+    assert accuracy["fedavg"] != accuracy["fedadam"]
     before = client.get("/v1/models/fashion_mnist/versions").json()["latest"]
     view = wait_run(client, start_run(client, prefix="opt", rounds=2, aggregation="none")["id"])
     assert view["state"] == "succeeded" and view["version"] is None

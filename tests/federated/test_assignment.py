@@ -6,13 +6,9 @@ Files in ``tmp_path``, labels of the real Fashion-MNIST. A full disk is the file
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
-import resource
-import signal
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +28,7 @@ from service.federated.assignment import (
 )
 from service.model.dataset import FashionMNIST
 from service.personalization.partition import ClassPools, PartitionSpec, device_split
+from tests.fleet.test_recovery import file_size_limit
 
 assignment_module = importlib.import_module("service.federated.assignment")
 SPEC = PartitionSpec(kind="dirichlet", alpha=0.5, train_per_device=600, test_per_device=100, seed=4)
@@ -51,18 +48,6 @@ def device_dir(tmp_path: Path) -> Path:
 
 def assignment_of(key: str, pools: ClassPools, spec: PartitionSpec = SPEC) -> Assignment:
     return Assignment.of(device_split(key, spec, pools), spec, pools, "fashion-mnist", "c0ffee")
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_an_assignment_reads_back_as_written(pools, device_dir: Path, tmp_path: Path) -> None:

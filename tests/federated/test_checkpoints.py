@@ -5,11 +5,7 @@ Files in ``tmp_path``. A full disk is the file size limit (``RLIMIT_FSIZE``, SIG
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ from service.errors import CorruptState, InvalidTensor, StorageError, StorageFul
 from service.federated.checkpoints import Weights, read_weights, same_layout, write_weights
 from service.fleet.models import embedded_model_path
 from service.runtime import CompiledModel, ModelInterpreter
+from tests.fleet.test_recovery import file_size_limit
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +36,6 @@ def trained(model: CompiledModel, images: np.ndarray) -> ModelInterpreter:
     for _ in range(2):
         interpreter.run("train", {"x": images, "y": labels})
     return interpreter
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def save(interpreter: ModelInterpreter, path: Path) -> None:
