@@ -14,6 +14,9 @@ The built-in ``fashion-mnist`` (the loader of ``service.model.dataset``: Debian'
 is written here the first time it is used, with the arrays the embedded model's ``train`` takes: ``x``
 (float32 images in [0, 1]) and ``y`` (float32 one-hot labels).
 
+Every float in a dataset is finite (an upload holding NaN or infinity is refused): a batch gathered
+from it needs no scan before a training step (``Split.batch``).
+
 Datasets are immutable: one is added whole (into a temporary directory, then renamed) and deleted
 whole. Each has a content id (a hash of its arrays) that assignments record, so a dataset deleted and
 added again under the same name is never mistaken for the one a device was assigned.
@@ -45,6 +48,7 @@ from service.errors import (
 from service.fleet.files import check_id, read_json, remove_tree, shown, storage_error, write_json
 from service.fleet.record import utc_now
 from service.runtime import SignatureSpec
+from service.runtime.specs import CheckedInputs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,8 @@ DEFAULT_SPLIT = "train"
 MAX_CLASSES = 10_000
 NUMERIC_KINDS = frozenset("biuf")
 """Bool, signed and unsigned integers, floats: what a tensor of samples may hold."""
+FINITE_CHUNK = 1 << 16
+"""Samples scanned at once for NaN and infinity when a dataset is added (bounds the scan's memory)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,35 @@ class Split:
     def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """The samples at ``indices``, copied out of the mapped files (only their pages are read)."""
         return {name: np.ascontiguousarray(values[indices]) for name, values in self.arrays.items()}
+
+    def check_inputs(
+        self, signature: SignatureSpec, dataset: str, model: str, *, subset: bool = False
+    ) -> None:
+        """Refuse (InvalidTensor) unless every input of ``signature`` is an array here with its dtype
+        and per-sample shape; with ``subset`` the split may hold more (a label ``infer`` does not take).
+        ``dataset`` and ``model`` are names, for messages."""
+        names = {spec.name for spec in signature.inputs}
+        missing = sorted(names - set(self.arrays))
+        extra = sorted(set(self.arrays) - names)
+        if missing or (extra and not subset):
+            raise InvalidTensor(
+                f"dataset '{dataset}' does not match signature '{signature.name}' of model '{model}': "
+                f"it takes {sorted(names)}, the dataset has {sorted(self.arrays)}"
+            )
+        for spec in signature.inputs:
+            array = self.arrays[spec.name]
+            if array.dtype != spec.dtype or not spec.accepts_shape((1, *array.shape[1:])):
+                raise InvalidTensor(
+                    f"dataset '{dataset}': array '{spec.name}' holds {array.dtype} samples of shape "
+                    f"{list(array.shape[1:])}; signature '{signature.name}' of model '{model}' takes "
+                    f"{spec.describe()}"
+                )
+
+    def batch(self, signature: SignatureSpec, indices: np.ndarray) -> CheckedInputs:
+        """The samples at ``indices`` as inputs of ``signature`` that need no second check: the
+        dataset's floats were found finite when it was stored, and ``check_inputs`` (which the caller
+        runs first, once) matches dtypes and shapes."""
+        return CheckedInputs(signature, {s.name: self.arrays[s.name][indices] for s in signature.inputs})
 
 
 @dataclass(frozen=True)
@@ -105,25 +140,8 @@ class Dataset:
         return labels
 
     def check_inputs(self, signature: SignatureSpec, model: str, *, subset: bool = False) -> None:
-        """Refuse (InvalidTensor) unless every input of ``signature`` is an array here with its dtype
-        and per-sample shape; with ``subset`` the dataset may hold more (a label ``infer`` does not take)."""
-        first = next(iter(self.splits.values()))
-        names = {spec.name for spec in signature.inputs}
-        missing = sorted(names - set(first.arrays))
-        extra = sorted(set(first.arrays) - names)
-        if missing or (extra and not subset):
-            raise InvalidTensor(
-                f"dataset '{self.name}' does not match signature '{signature.name}' of model '{model}': "
-                f"it takes {sorted(names)}, the dataset has {sorted(first.arrays)}"
-            )
-        for spec in signature.inputs:
-            array = first.arrays[spec.name]
-            if array.dtype != spec.dtype or not spec.accepts_shape((1, *array.shape[1:])):
-                raise InvalidTensor(
-                    f"dataset '{self.name}': array '{spec.name}' holds {array.dtype} samples of shape "
-                    f"{list(array.shape[1:])}; signature '{signature.name}' of model '{model}' takes "
-                    f"{spec.describe()}"
-                )
+        """``Split.check_inputs`` (every split has the same arrays)."""
+        next(iter(self.splits.values())).check_inputs(signature, self.name, model, subset=subset)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -216,6 +234,11 @@ def check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], label: str | No
                 raise InvalidTensor(f"{where} holds {value.dtype}; only numbers can be samples")
             if value.ndim == 0:
                 raise InvalidTensor(f"{where} is a scalar; arrays hold samples along their first dimension")
+            if value.dtype.kind == "f" and not _finite(value):
+                raise InvalidTensor(
+                    f"{where} holds NaN or infinite values: a training step on them would make the "
+                    "weights NaN"
+                )
             ref = reference[name]
             if value.dtype != ref.dtype or value.shape[1:] != ref.shape[1:]:
                 raise InvalidTensor(
@@ -235,6 +258,13 @@ def check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], label: str | No
             _, classes = labels_of(arrays[label], f"array '{split}/{label}'")
             num_classes = max(num_classes or 0, classes)
     return num_classes
+
+
+def _finite(value: np.ndarray) -> bool:
+    return all(
+        bool(np.isfinite(value[start : start + FINITE_CHUNK]).all())
+        for start in range(0, len(value), FINITE_CHUNK)
+    )
 
 
 def content_id(splits: Mapping[str, Mapping[str, np.ndarray]]) -> str:
@@ -323,10 +353,7 @@ class DatasetStore:
         try:
             splits = {}
             for split, arrays in value["splits"].items():
-                mapped = {
-                    key: np.load(path / split / f"{key}.npy", mmap_mode="r", allow_pickle=False)
-                    for key in arrays
-                }
+                mapped = {key: _mapped(path / split / f"{key}.npy") for key in arrays}
                 labels_path = path / f"{split}.labels.npy"
                 labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
                 splits[split] = Split(split, mapped, labels)
@@ -442,3 +469,10 @@ class DatasetStore:
                 raise storage_error(f"could not delete dataset '{name}'", exc) from exc
             self._open.pop(name, None)
         remove_tree(trash, self.data_dir)
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file, mapped read-only, as a plain ndarray over the mapping: indexing a
+    ``np.memmap`` makes another memmap each time, which costs a training step's batch more than
+    gathering its rows does."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)

@@ -293,8 +293,7 @@ class Federation:
         if version is not None:
             device.adopt_weights(self.versions.path(model, version), f"version {version} of model '{model}'")
         rng = np.random.default_rng(list(asked.seed))
-        split = data.dataset.split(data.assignment.train_split)
-        trained = local.train(device, split.arrays, asked.training, rng, "round", stop, data.assignment.train)
+        trained = local.train(device, data, asked.training, rng, "round", stop)
         weights = None
         if asked.device_weights == "saved" and not stop():
             device.save(durable=asked.durable)

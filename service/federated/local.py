@@ -141,27 +141,26 @@ class Trained:
 
 def train(
     device: Device,
-    samples: Mapping[str, np.ndarray],
+    data: DeviceData,
     training: LocalTraining,
     rng: np.random.Generator,
     source: HistorySource = "round",
     stop: Callable[[], bool] | None = None,
-    rows: np.ndarray | None = None,
 ) -> Trained:
-    """Train the device over ``samples`` for ``training.epochs`` epochs, one ``train`` call per batch;
-    ``stop`` is asked after every step (a cancelled round). With ``rows``, the samples are those rows
-    of ``samples`` (a dataset's split, mapped), each batch read from it as it comes: no copy of all."""
-    names = [spec.name for spec in device.callable_signature(TRAIN_SIGNATURE).inputs]
-    count = len(rows) if rows is not None else len(next(iter(samples.values())))
+    """Train the device over its assigned train data for ``training.epochs`` epochs, one ``train``
+    call per batch, each batch gathered from the mapped split as it comes (no copy of all);
+    ``stop`` is asked after every step (a cancelled round)."""
+    signature = device.callable_signature(TRAIN_SIGNATURE)
+    split = data.dataset.split(data.assignment.train_split)
+    split.check_inputs(signature, data.dataset.name, device.load().name)
+    rows = data.assignment.train
+    count = len(rows)
     steps, losses = 0, list[float]()
     for _ in range(training.epochs):
         order = rng.permutation(count) if training.shuffle else np.arange(count)
         losses = []
         for start in range(0, count, training.batch_size):
-            chosen = order[start : start + training.batch_size]
-            if rows is not None:
-                chosen = rows[chosen]
-            batch = {name: np.asarray(samples[name][chosen]) for name in names}
+            batch = split.batch(signature, rows[order[start : start + training.batch_size]])
             outputs = device.run(TRAIN_SIGNATURE, batch, source=source)
             loss = scalar_loss(outputs)
             if loss is not None:

@@ -129,6 +129,9 @@ def test_an_upload_that_cannot_be_samples_is_refused_naming_the_problem(client: 
     assert "different numbers of samples" in error(put("bad1", npz(x=x, y=y[:5])), 422)
     assert "label array 'y'" in error(put("bad2", npz(x=x, z=y)), 422)
     assert "same arrays" in error(put("bad3", npz(**{"train/x": x, "train/y": y, "test/x": x})), 422)
+    poisoned = x.copy()
+    poisoned[7, 3, 3] = np.nan  # a batch of it would make every weight NaN: refused where it is stored
+    assert "'train/x' holds NaN or infinite values" in error(put("bad5", npz(x=poisoned, y=y)), 422)
     assert "not allowed" in error(put("bad..name", npz(x=x, y=y)), 400)
     assert "exists" in error(put(SMALL, npz(x=x, y=y)), 409)
     assert "built-in" in error(put("fashion-mnist", npz(x=x, y=y)), 409)
