@@ -11,7 +11,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── JobNotFound
     │   ├── DatasetNotFound
     │   ├── VersionNotFound
-    │   └── RoundNotFound
+    │   ├── RoundNotFound
+    │   └── ProfileMixNotFound
     ├── Conflict
     │   ├── DeviceExists
     │   ├── ModelExists
@@ -32,6 +33,7 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── InvalidId
     │   ├── InvalidTensor
     │   ├── InvalidModel
+    │   ├── InvalidProfile      (a device profile or a profile mix, naming the field)
     │   ├── BodyTooLarge
     │   ├── UnsupportedMediaType
     │   └── LimitExceeded       (a setting's bound: devices, stored model bytes, job steps)
@@ -40,6 +42,7 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   └── StorageFull         (no space left, or the file size limit)
     ├── CorruptState            (a device's file on disk cannot be read back)
     ├── Unavailable             (try again shortly: a shard restarts, a device moves between shards)
+    │   └── DeviceOffline       (real-time mode: the device's profile has it offline until Retry-After)
     ├── NotOwner                (sharded fleet: another shard owns the device in the current epoch)
     ├── DatasetUnavailable
     └── ModelBuildError
@@ -84,6 +87,10 @@ class DatasetNotFound(NotFound):
 
 class VersionNotFound(NotFound):
     code = "version_not_found"
+
+
+class ProfileMixNotFound(NotFound):
+    code = "profile_mix_not_found"
 
 
 class RoundNotFound(NotFound):
@@ -166,6 +173,10 @@ class InvalidTensor(InvalidRequest):
     code = "invalid_tensor"
 
 
+class InvalidProfile(InvalidRequest):
+    code = "invalid_profile"
+
+
 class InvalidModel(InvalidRequest):
     code = "invalid_model"
 
@@ -206,6 +217,10 @@ class Unavailable(FleetError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeviceOffline(Unavailable):
+    code = "device_offline"
 
 
 class NotOwner(FleetError):

@@ -47,7 +47,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -99,6 +98,7 @@ from service.fleet.weights import (
     has_checkpoint_signatures,
     run_checkpoint,
 )
+from service.profiles import DeviceProfile
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,36 @@ class Device:
                 self._model = self._models(record.model)
             return self._model
 
+    @property
+    def profile(self) -> DeviceProfile | None:
+        """The phone it simulates; None for an unprofiled device (or one whose record is not read yet:
+        ``read_record()`` first where that matters)."""
+        record = self._record
+        return None if record is None else record.profile
+
+    @property
+    def clock(self) -> float:
+        """Simulated seconds its operations took so far (0 without a profile)."""
+        record = self._record
+        return 0.0 if record is None else record.clock
+
+    def set_profile(self, profile: DeviceProfile | None, durable: bool = True) -> None:
+        """Give the device a profile (None: take it away, and its clock with it); written at once."""
+        with self.lock:
+            self._require_live()
+            record = self.read_record()
+            record.profile = profile
+            if profile is None:
+                record.clock = 0.0
+            self._write_record(durable)
+
+    def advance(self, seconds: float) -> None:
+        """Add ``seconds`` of simulated time to the clock (the caller holds the lock; written with the
+        record, as the counters are)."""
+        record = self.read_record()
+        record.clock += seconds
+        self._record_dirty = True
+
     def loaded_model(self) -> CompiledModel | None:
         """The device's model if ``load()`` has resolved it; None otherwise. Never touches the disk."""
         return self._model
@@ -272,7 +302,7 @@ class Device:
     def _write_record(self, durable: bool = True) -> None:
         """Write the record, and the history if it changed, durably (fsync, rename, fsync of the dir)."""
         assert self._record is not None, "only a loaded record is written"
-        write_json(self.directory / RECORD, asdict(self._record), durable, self.data_dir, self.fence)
+        write_json(self.directory / RECORD, self._record.to_json(), durable, self.data_dir, self.fence)
         self._record_dirty = False
         if self._history is not None and self._history_dirty:
             write_json(self.directory / HISTORY, list(self._history), durable, self.data_dir, self.fence)
@@ -539,6 +569,9 @@ class Device:
             # Only "infer" is known to leave weights alone; any other signature may change them.
             self._weights_changed |= signature != "infer"
             outputs = interpreter.run(signature, checked)
+            profile = self.read_record().profile
+            if profile is not None:
+                self._advance_for(profile, signature, training, checked)
             if history is not None:
                 record = self.read_record()  # in memory: the activation read it
                 record.train_steps += 1
@@ -551,6 +584,13 @@ class Device:
                     history.append({**entry, "at": time.time()})
                 self._record_dirty = True
             return outputs
+
+    def _advance_for(
+        self, profile: DeviceProfile, signature: str, training: bool, inputs: Mapping[str, np.ndarray]
+    ) -> None:
+        """The simulated time of a call on ``inputs``: training or predicting on their batch."""
+        batch = next((len(v) for v in inputs.values() if np.ndim(v) > 0), 1)
+        self.advance(profile.train_seconds(batch) if training else profile.infer_seconds(batch))
 
     def save(self, durable: bool = True) -> dict[str, np.ndarray]:
         """Write the interpreter's weights to the device's checkpoint, atomically, then the counters.
@@ -602,6 +642,7 @@ class Device:
             incoming = self.directory / INCOMING
             try:
                 shutil.copyfile(source, incoming)
+                size = incoming.stat().st_size
             except OSError as exc:
                 raise storage_error(f"could not copy {name} into {self._shown(self.directory)}", exc) from exc
             try:
@@ -620,6 +661,9 @@ class Device:
                     self.on_activate(self)
             self.last_used = time.monotonic()
             self._weights_changed = True
+            profile = self.read_record().profile
+            if profile is not None:  # a phone downloads the version it adopts
+                self.advance(profile.download_seconds(size))
 
     def write_weights(self) -> Path:
         """Write the live weights to ``outgoing.ckpt`` in the device's directory (for the server to read

@@ -15,7 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from service.errors import CorruptState
+from service.errors import CorruptState, InvalidProfile
+from service.profiles import DeviceProfile, parse_profile
 
 RECORD = "device.json"
 HISTORY = "history.json"
@@ -45,6 +46,23 @@ class DeviceRecord:
     created_at: str
     train_steps: int = 0
     last_loss: float | None = None
+    profile: DeviceProfile | None = None
+    """What phone the device simulates (``service.profiles``); None: an ideal one, with no clock."""
+    clock: float = 0.0
+    """Simulated seconds its operations took, by its profile (``service.profiles.clock``)."""
+
+    def to_json(self) -> dict[str, object]:
+        value: dict[str, object] = {
+            "id": self.id,
+            "model": self.model,
+            "created_at": self.created_at,
+            "train_steps": self.train_steps,
+            "last_loss": self.last_loss,
+        }
+        if self.profile is not None:
+            value["profile"] = self.profile.describe()
+            value["clock"] = self.clock
+        return value
 
     @classmethod
     def parse(cls, device_id: str, value: object, name: str) -> DeviceRecord:
@@ -71,6 +89,16 @@ class DeviceRecord:
         ]
         if wrong or record.train_steps < 0:
             raise CorruptState(f"{name} is not a device record: bad {', '.join(wrong or ['train_steps'])}")
+        if record.profile is not None:
+            try:
+                record.profile = parse_profile(record.profile)
+            except InvalidProfile as exc:
+                raise CorruptState(f"{name} holds a profile that cannot be read: {exc.message}") from exc
+            if not is_number(record.clock) or not 0 <= record.clock < math.inf:
+                raise CorruptState(f"{name} is not a device record: bad clock")
+            record.clock = float(record.clock)
+        else:
+            record.clock = 0.0
         record.id = device_id
         return record
 

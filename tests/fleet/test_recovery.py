@@ -384,9 +384,10 @@ def test_no_property_does_io_and_get_needs_no_readable_record(tmp_path: Path) ->
     fleet = Fleet(tmp_path)
     device = fleet.get("phone")  # no I/O: a corrupt record does not matter yet
     properties = {name for name, value in vars(Device).items() if isinstance(value, property)}
-    # paths and a flag, no reads
-    assert properties == {"checkpoint_path", "spill_path", "handover_path", "resident"}
+    # paths, a flag, and what the record in memory holds: no reads
+    assert properties == {"checkpoint_path", "spill_path", "handover_path", "resident", "profile", "clock"}
     assert device.loaded_model() is None and not device.resident
+    assert device.profile is None and device.clock == 0.0  # the record is not read for them
     with pytest.raises(CorruptState):
         device.load()
     fleet.reset(device)
