@@ -132,7 +132,15 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-FEDERATED_ONLY = ("rounds", "participants", "aggregation", "fine_tune_epochs")
+FEDERATED_ONLY = (
+    "rounds",
+    "participants",
+    "aggregation",
+    "fine_tune_epochs",
+    "profiles",
+    "deadline",
+    "stragglers",
+)
 """``fleet simulate`` options of the federated mode (``--dataset``); None when not given."""
 UPLOADING_ONLY = ("mode", "grid_device", "dataset_dir")
 """Options of the mode that uploads each device's data; None when not given."""
@@ -142,7 +150,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _mix(spec: str) -> str | dict[str, object]:
+    """A built-in mix by name (the service has it), else a mix file read here and sent whole."""
+    from service.profiles.mixes import BUILTIN, resolve_mix
+
+    return spec if spec in BUILTIN else resolve_mix(spec).describe()
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    from service.errors import FleetError
     from service.personalization.command import run, run_federated
     from service.personalization.federated import FederatedConfig
     from service.personalization.harness import SimulationConfig
@@ -180,6 +196,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 aggregation=args.aggregation or "fedavg",
                 epochs=args.epochs,
                 fine_tune_epochs=args.fine_tune_epochs,
+                profiles=None if args.profiles is None else _mix(args.profiles),
+                deadline=args.deadline,
+                stragglers=args.stragglers or "drop",
                 batch_size=args.batch_size,
                 concurrency=args.concurrency,
                 global_test_size=args.global_test_size,
@@ -198,6 +217,9 @@ def _simulate(args: argparse.Namespace) -> int:
             )
     except ValueError as exc:
         print(f"fleet simulate: error: {exc}", file=sys.stderr)
+        return 2
+    except FleetError as exc:  # a mix file that cannot be read
+        print(f"fleet simulate: error: {exc.message}", file=sys.stderr)
         return 2
     api_key = args.api_key or os.environ.get("FLEET_API_KEY")
     if isinstance(config, FederatedConfig):
@@ -228,6 +250,25 @@ def _add_simulate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "arms; nothing is uploaded",
     )
     simulate.add_argument("--rounds", type=int, default=None, help="federated: rounds (default 10)")
+    simulate.add_argument(
+        "--profiles",
+        default=None,
+        metavar="MIX",
+        help="federated: profile the devices from this mix (a built-in one: phones, phones-always-on, "
+        "phones-at-night; or a JSON/YAML mix file) and compare the rounds with ideal phones",
+    )
+    simulate.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="federated, with --profiles: simulated seconds a round waits; later participants straggle",
+    )
+    simulate.add_argument(
+        "--stragglers",
+        choices=("drop", "stale"),
+        default=None,
+        help="federated, with --deadline: drop stragglers' updates (default) or add them late, discounted",
+    )
     simulate.add_argument(
         "--participants", type=int, default=None, help="federated: devices per round (default: all)"
     )

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 from service.cluster.view import View
-from service.errors import ERRORS_BY_CODE, FleetError
+from service.errors import ERRORS_BY_CODE, FleetError, Unavailable
 
 NPZ = "application/x-npz"
 JOB_ENDED = ("succeeded", "failed", "cancelled", "interrupted")
@@ -35,7 +35,20 @@ def raise_for_error(response: httpx.Response) -> None:
         cls, message = ERRORS_BY_CODE.get(error["code"], FleetError), error["message"]
     except (ValueError, KeyError, TypeError):
         cls, message = FleetError, f"HTTP {response.status_code}: {response.text[:200]}"
+    if issubclass(cls, Unavailable):  # DeviceOffline too: when to try again
+        raise cls(message, retry_after=_retry_after(response))
     raise cls(message)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
+
+
+def _mix_body(mix: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    return mix if isinstance(mix, str) else dict(mix)
 
 
 class FleetClient:
@@ -151,8 +164,22 @@ class FleetClient:
 
     # -- devices -----------------------------------------------------------------------------
 
-    def create_device(self, device_id: str | None = None, model: str | None = None) -> dict[str, Any]:
-        return dict(self._json("POST", "/v1/devices", json={"id": device_id, "model": model}))
+    def create_device(
+        self,
+        device_id: str | None = None,
+        model: str | None = None,
+        *,
+        profile: Mapping[str, Any] | None = None,
+        profile_mix: str | Mapping[str, Any] | None = None,
+        profile_seed: int = 0,
+    ) -> dict[str, Any]:
+        """Create one device, with a ``profile`` or one drawn from ``profile_mix`` (not both)."""
+        body: dict[str, Any] = {"id": device_id, "model": model}
+        if profile is not None:
+            body["profile"] = dict(profile)
+        if profile_mix is not None:
+            body |= {"profile_mix": _mix_body(profile_mix), "profile_seed": profile_seed}
+        return dict(self._json("POST", "/v1/devices", json=body))
 
     def device(self, device_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/devices/{device_id}"))
@@ -175,9 +202,17 @@ class FleetClient:
         count: int | None = None,
         prefix: str = "",
         model: str | None = None,
+        profile: Mapping[str, Any] | None = None,
+        profile_mix: str | Mapping[str, Any] | None = None,
+        profile_seed: int = 0,
     ) -> list[str]:
-        """Create many devices in one request (IDs, or a count with a prefix); returns their IDs."""
-        body = {"ids": ids, "count": count, "prefix": prefix, "model": model}
+        """Create many devices (IDs, or a count with a prefix); returns their IDs. With a ``profile``
+        every device gets it; with a ``profile_mix`` each device's is drawn with ``profile_seed``."""
+        body: dict[str, Any] = {"ids": ids, "count": count, "prefix": prefix, "model": model}
+        if profile is not None:
+            body["profile"] = dict(profile)
+        if profile_mix is not None:
+            body |= {"profile_mix": _mix_body(profile_mix), "profile_seed": profile_seed}
         return list(self._json("POST", "/v1/devices/bulk-create", json=body)["ids"])
 
     def delete_devices(self, ids: list[str]) -> int:
@@ -302,6 +337,36 @@ class FleetClient:
         body = {"ids": ids, "prefix": prefix, "all": all, **scheme}
         return dict(self._json("POST", f"/v1/datasets/{dataset}/assign", json=body))
 
+    # -- profiles ----------------------------------------------------------------------------
+
+    def profile_mixes(self) -> list[dict[str, Any]]:
+        """The built-in profile mixes, as ``describe()`` shows them (``GET /v1/profiles/mixes``)."""
+        return list(self._json("GET", "/v1/profiles/mixes")["mixes"])
+
+    def profile_mix(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/profiles/mixes/{name}"))
+
+    def assign_profiles(
+        self,
+        mix: str | Mapping[str, Any],
+        *,
+        ids: list[str] | None = None,
+        prefix: str | None = None,
+        all: bool = False,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Give the selected devices profiles drawn from ``mix`` (a built-in name or a mix object);
+        returns ``{"assigned": n, "classes": {class: n}}``."""
+        body = {"mix": _mix_body(mix), "ids": ids, "prefix": prefix, "all": all, "seed": seed}
+        return dict(self._json("POST", "/v1/profiles/assign", json=body))
+
+    def set_profile(self, device_id: str, profile: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """Give the device ``profile`` (returns its view), or take its profile away (None)."""
+        if profile is None:
+            self._request("DELETE", f"/v1/devices/{device_id}/profile")
+            return None
+        return dict(self._json("PUT", f"/v1/devices/{device_id}/profile", json=dict(profile)))
+
     def assignment(self, device_id: str) -> dict[str, Any] | None:
         found = self._json("GET", f"/v1/devices/{device_id}/assignment")["assignment"]
         return None if found is None else dict(found)
@@ -329,7 +394,9 @@ class FleetClient:
 
     def start_rounds(self, **body: Any) -> dict[str, Any]:
         """Start a run of federated rounds (``POST /v1/rounds``: ``prefix``/``ids``/``all``, ``rounds``,
-        ``participants``, ``epochs``, ``batch_size``, ``aggregation``, ``seed``...); returns it (202)."""
+        ``participants``, ``epochs``, ``batch_size``, ``aggregation``, ``seed``..., and for profiled
+        devices ``deadline`` (simulated seconds), ``stragglers`` ("drop" or "stale"), ``start_time``);
+        returns it (202)."""
         return dict(self._json("POST", "/v1/rounds", json=body))
 
     def round_run(self, run_id: str) -> dict[str, Any]:

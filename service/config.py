@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(
         False, description="log one JSON line per request to stdout, instead of uvicorn's access log"
     )
+    realtime_factor: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="real seconds per simulated second: profiled devices answer 503 while offline and "
+        "take their simulated time to answer (0: off)",
+    )
 
     def resident_cap(self) -> int | None:
         """The residency cap in interpreters: the tighter of the count and the byte budget."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,8 @@ from service.api.auth import Authenticate, KeyRing, peer_token
 from service.api.limits import BodyLimit
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
-from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, rounds, v2
+from service.api.realtime import RealTime, SimulatedTime
+from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, profiles, rounds, v2
 from service.cluster.ownership import SlotOwnership
 from service.cluster.participants import ShardParticipants, ViewSource
 from service.config import Settings
@@ -38,10 +40,13 @@ def create_app(
     """
     settings = settings or Settings()
     keys = KeyRing.load(settings.api_keys_file) if settings.api_keys_file is not None else None
+    simulated = SimulatedTime(settings.realtime_factor) if settings.realtime_factor > 0 else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.limiter = anyio.CapacityLimiter(settings.worker_threads)
+        if simulated is not None:
+            simulated.started = time.monotonic()  # simulated time starts with the app
 
         def open_fleet() -> Fleet:
             with tensorflow_start_up_quiet():  # TensorFlow is imported, and a first interpreter made, here
@@ -98,10 +103,12 @@ def create_app(
     openapi.install(app)
     for router in (health.router, models.router, fleet.router, devices.router, jobs.router):
         app.include_router(router)
-    for router in (datasets.router, rounds.devices, rounds.versions, rounds.rounds):
+    for router in (datasets.router, profiles.router, rounds.devices, rounds.versions, rounds.rounds):
         app.include_router(router)
     for router in (v2.router, metrics.router):
         app.include_router(router)
+    if simulated is not None:  # innermost: it sees the caller Authenticate found; off, it costs nothing
+        app.add_middleware(RealTime, clock=simulated)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
     )

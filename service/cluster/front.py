@@ -40,6 +40,8 @@ from service.fleet.fleet import process_rss_bytes
 
 log = logging.getLogger(__name__)
 
+PROFILE_FIELDS = ("profile", "profile_mix", "profile_seed")
+"""What of a bulk-create's body profiles the devices (passed on to each shard)."""
 ROUTE_DEADLINE = 10.0
 """Seconds the front keeps retrying a call no shard could take yet (a restart, a resize)."""
 CALL_TIMEOUT = 120.0
@@ -253,6 +255,7 @@ def create_front(
         return await shards.send(lambda view: view.owner(wanted["id"]).slot, request, orjson.dumps(wanted))
 
     async def bulk_create(request: Request) -> Response:
+        """Each shard creates its own devices; profiles drawn from a mix come out the same on any shard."""
         _principal(request).require_admin("POST /v1/devices/bulk-create")
         wanted = json_object(await body_of(request))
         ids = wanted.get("ids")
@@ -271,7 +274,8 @@ def create_front(
         made: list[tuple[int, list[str]]] = []
         failure: Response | None = None
         for slot, part in parts.items():
-            part_body = orjson.dumps({"ids": part, "model": wanted.get("model")})
+            profiled = {k: wanted[k] for k in PROFILE_FIELDS if k in wanted}  # drawn per ID: same anywhere
+            part_body = orjson.dumps({"ids": part, "model": wanted.get("model"), **profiled})
             reply = await shards.send(fixed(slot), request, part_body)
             if reply.status_code >= 300:
                 failure = reply
@@ -342,8 +346,9 @@ def create_front(
         answers = await shards.each(request)
         return _json({"ids": sorted(i for a in answers for i in orjson.loads(a.body)["ids"])})
 
-    async def assign(request: Request) -> Response:
-        """Each shard assigns its own devices: a device's split depends on the seed and its ID alone."""
+    async def each_assigns(request: Request) -> list[dict[str, Any]] | Response:
+        """The assignment asked of each shard for its own selected devices: their answers, or the first
+        failure's, relayed."""
         wanted = json_object(await body_of(request))
         parts = await selected(request, wanted)
         if not parts:
@@ -355,9 +360,23 @@ def create_front(
             if answer.status >= 300:
                 return _relay(answer)
             results.append(orjson.loads(answer.body))
+        return results
+
+    async def assign(request: Request) -> Response:
+        """Each shard assigns its own devices: a device's split depends on the seed and its ID alone."""
+        results = await each_assigns(request)
+        if isinstance(results, Response):
+            return results
         merged = {**results[0], "devices": sum(r["devices"] for r in results)}
         merged["seconds"] = max(r["seconds"] for r in results)
         return _json(merged)
+
+    async def assign_profiles(request: Request) -> Response:
+        """Each shard profiles its own devices: a device's profile depends on the seed and its ID alone."""
+        results = await each_assigns(request)
+        if isinstance(results, Response):
+            return results
+        return _json(merge_profile_assigns(results))
 
     async def rounds(request: Request) -> Response:
         """Slot 0 runs every run; a new one gets its devices by ID, and the model and evaluation split
@@ -444,6 +463,7 @@ def create_front(
         Route("/v2/models/{device_id}/{rest:path}", to_owner, methods=ALL_METHODS),
         Route("/v1/models/{model}", model, methods=ALL_METHODS),
         Route("/v1/datasets/{name}/assign", assign, methods=["POST"]),
+        Route("/v1/profiles/assign", assign_profiles, methods=["POST"]),
         Route("/v1/rounds/selection", selection, methods=["GET"]),
         Route("/v1/rounds", rounds, methods=["GET", "POST"]),
         Route("/{rest:path}", to_first, methods=ALL_METHODS),
@@ -483,6 +503,15 @@ def _relay(answer: Answer) -> Response:
 async def _relayed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _Relayed)
     return _relay(exc.answer)
+
+
+def merge_profile_assigns(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' answers to a profile assignment as one: devices and each class's count summed."""
+    classes: dict[str, int] = {}
+    for result in results:
+        for name, count in result["classes"].items():
+            classes[name] = classes.get(name, 0) + count
+    return {**results[0], "assigned": sum(r["assigned"] for r in results), "classes": classes}
 
 
 def _random_id(prefix: str) -> str:

@@ -6,13 +6,17 @@ peer token), whose answer carries the update as npz. A call no shard could take 
 restarts, the device moves in a resize) is tried again with a fresh view for up to ``ROUTE_DEADLINE``;
 a call that reached its shard and then broke is the participant's failure, not retried: the device
 may have trained.
+
+What the run plans with (devices' profiles and assignment sizes) is read from the devices' files in
+the shared data directory, whichever shard owns them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 import orjson
@@ -21,11 +25,14 @@ from service.api.auth import PEER_HEADER
 from service.client import raise_for_error
 from service.cluster.ownership import SlotOwnership
 from service.cluster.view import View
-from service.errors import Unavailable
+from service.errors import FleetError, Unavailable
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation
 from service.federated.rounds import Evaluation, Participation, Update
 from service.federated.wire import decode_update
+from service.fleet.files import read_json
+from service.fleet.record import RECORD, DeviceRecord
+from service.profiles import DeviceProfile
 
 ROUTE_DEADLINE = 30.0
 RETRY_PAUSE = 0.2
@@ -35,6 +42,8 @@ MISROUTED = frozenset({421, 503})
 
 ViewSource = Callable[[], View]
 """The fleet's current view (the coordinator's)."""
+MAX_CACHED_PROFILES = 1_000_000
+"""Devices' profiles kept between runs (a pointer and a float each; their class profiles are shared)."""
 
 
 class ShardParticipants:
@@ -47,6 +56,9 @@ class ShardParticipants:
         self._token = token
         self._view: View | None = None
         self._http = httpx.Client(timeout=httpx.Timeout(CALL_TIMEOUT, connect=5.0))
+        self._profiles: dict[str, tuple[tuple[int, int], DeviceProfile | None]] = {}
+        """Profiles read from devices' records, by device, with the record's (mtime, size) then."""
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._http.close()
@@ -101,6 +113,45 @@ class ShardParticipants:
 
     def flush(self) -> None:
         self.federation.flush()
+
+    def profiles(self, device_ids: Sequence[str]) -> dict[str, DeviceProfile]:
+        found: dict[str, DeviceProfile] = {}
+        for device_id in device_ids:
+            profile = self._profile(device_id)
+            if profile is not None:
+                found[device_id] = profile
+        return found
+
+    def _profile(self, device_id: str) -> DeviceProfile | None:
+        """The profile in the device's record file, read again only when the file changed; None for an
+        unprofiled device or a record that cannot be read (its part fails with the reason)."""
+        path = self.federation.fleet.devices_dir / device_id / RECORD
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._profiles.get(device_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            profile = DeviceRecord.parse(device_id, read_json(path, None), RECORD).profile
+        except FleetError:
+            return None
+        with self._lock:
+            if len(self._profiles) >= MAX_CACHED_PROFILES:
+                self._profiles.clear()
+            self._profiles[device_id] = (key, profile)
+        return profile
+
+    def sample_counts(self, device_id: str) -> tuple[int, int]:
+        directory = self.federation.fleet.devices_dir / device_id
+        found = self.federation.assignments.read(directory, self.federation.data_dir)
+        return (0, 0) if found is None else (len(found.train), len(found.test))
+
+    def version_size(self, model: str, version: int) -> int:
+        return self.federation.version_size(model, version)
 
 
 def _body(asked: Participation) -> dict[str, object]:

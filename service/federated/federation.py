@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.errors import DeviceBusy, InvalidRequest
+from service.errors import DeviceBusy, FleetError, InvalidRequest
 from service.federated import local
 from service.federated.assignment import AssignmentCache, assign_many
 from service.federated.checkpoints import Weights, read_weights
@@ -31,6 +31,7 @@ from service.fleet.fleet import Fleet, absent
 from service.fleet.record import CHECKPOINT, HISTORY, RECORD
 from service.fleet.weights import run_checkpoint
 from service.personalization.partition import ClassPools, PartitionSpec
+from service.profiles import DeviceProfile
 from service.runtime import ModelInterpreter
 
 SCRATCH_DIR = "rounds"
@@ -266,6 +267,28 @@ class Federation:
     def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
         return self.versions.pinned(model, version)
 
+    def profiles(self, device_ids: Sequence[str]) -> dict[str, DeviceProfile]:
+        """From the devices' records (read once a process; a participant reads its record anyway)."""
+        found: dict[str, DeviceProfile] = {}
+        for device_id in device_ids:
+            try:
+                profile = self.fleet.get(device_id).read_record().profile
+            except FleetError:  # gone, or a record that cannot be read: its part fails with the reason
+                continue
+            if profile is not None:
+                found[device_id] = profile
+        return found
+
+    def sample_counts(self, device_id: str) -> tuple[int, int]:
+        found = self.assignments.read(self.fleet.get(device_id).directory, self.data_dir)
+        return (0, 0) if found is None else (len(found.train), len(found.test))
+
+    def version_size(self, model: str, version: int) -> int:
+        try:
+            return self.versions.path(model, version).stat().st_size
+        except OSError as exc:
+            raise storage_error(f"could not read version {version} of model '{model}'", exc) from exc
+
     def flush(self) -> None:
         with self._lock:
             files, self._unflushed = self._unflushed, set()
@@ -302,10 +325,12 @@ class Federation:
                     self._unflushed.update(device.directory / name for name in (CHECKPOINT, RECORD, HISTORY))
             if version is not None:  # the checkpoint holds the update: no second save
                 weights = read_weights(device.checkpoint_path, root=self.data_dir)
+                _count_upload(device, device.checkpoint_path)
         elif version is not None and not stop():
             outgoing = device.write_weights()
             try:
                 weights = read_weights(outgoing, root=self.data_dir)
+                _count_upload(device, outgoing)
             finally:
                 outgoing.unlink(missing_ok=True)
         seconds = time.perf_counter() - started
@@ -320,3 +345,16 @@ class Federation:
         return Update(
             device.id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds
         )
+
+
+def _count_upload(device: Device, update: Path) -> None:
+    """A profiled device's clock counts sending its update (``local.participation_seconds``)."""
+    profile = device.profile  # its record is in memory: the part loaded the device
+    if profile is None:
+        return
+    try:
+        size = update.stat().st_size
+    except OSError as exc:
+        raise storage_error(f"could not read device '{device.id}''s update", exc) from exc
+    with device.lock:
+        device.advance(profile.upload_seconds(size))

@@ -17,6 +17,7 @@ from service.federated.assignment import Assignment, read_assignment
 from service.federated.datasets import Dataset, DatasetStore, labels_of
 from service.fleet.device import Device
 from service.fleet.record import HistorySource, scalar_loss
+from service.profiles import DeviceProfile
 from service.runtime import SignatureSpec
 
 EVAL_CHUNK = 1000
@@ -129,6 +130,25 @@ class LocalTraining:
 
     def steps(self, samples: int) -> int:
         return self.epochs * math.ceil(samples / self.batch_size)
+
+
+def participation_seconds(
+    profile: DeviceProfile, training: LocalTraining, samples: int, test_samples: int, weights_bytes: int
+) -> float:
+    """Simulated seconds of a profiled participant's part of a round: download the global weights
+    (``weights_bytes``, 0 without aggregation), train ``samples`` for every epoch, upload an update of
+    the same size (the same model's checkpoint), predict ``test_samples`` (0 unless local accuracy is
+    measured).
+
+    The round's coordinator plans with this; the device's clock counts the same parts as they happen
+    (``Device.adopt_weights``, ``Device.run`` per batch, the upload in ``Federation._participate``).
+    """
+    seconds = profile.train_seconds(samples * training.epochs)
+    if weights_bytes:
+        seconds += profile.download_seconds(weights_bytes) + profile.upload_seconds(weights_bytes)
+    if test_samples:
+        seconds += profile.infer_seconds(test_samples)
+    return seconds
 
 
 @dataclass(frozen=True)

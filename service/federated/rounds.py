@@ -16,6 +16,15 @@ time, its participants on ``workers`` threads). Each round:
 With ``aggregation="none"`` participants train from their own weights and nothing is aggregated:
 pure local personalization, measured the same way.
 
+Devices with a profile (``service.profiles``) take simulated time. Each round starts at a simulated
+time T (the run's ``start_time``, then the end of the round before): devices offline at T are not
+picked (when none is online, the round starts when the first comes online). A picked profiled
+participant takes ``d`` simulated seconds (``local.participation_seconds``: download, train, upload,
+local evaluation); it drops out, untrained, with its profile's ``dropout`` probability or when its
+online spell ends before T + d. With a ``deadline``, one with d over it is a straggler: it trains,
+and its update is dropped or (``stragglers="stale"``) added, discounted, to the mean of the round it
+would arrive in. Unprofiled devices take no simulated time and never drop out nor straggle.
+
 Two runs with the same seed over the same devices and data give identical metrics. A participant that
 fails (busy with a job, no data, deleted) is recorded and left out of the average; a round in which
 none finishes fails the run. Cancelling stops the run before its next training step; the round in
@@ -27,11 +36,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -41,17 +51,28 @@ from typing import Literal, Protocol
 import numpy as np
 
 from service.errors import FleetError, InvalidRequest, RoundEnded, RoundNotFound
-from service.federated.aggregation import ServerOptimizer, WeightedMean
+from service.federated.aggregation import ServerOptimizer, WeightedMean, is_averaged
 from service.federated.checkpoints import Weights, same_layout
-from service.federated.local import LocalTraining
+from service.federated.local import LocalTraining, participation_seconds
 from service.fleet.files import read_json, write_json
 from service.fleet.record import utc_now
+from service.profiles import DeviceProfile
+from service.profiles.availability import next_online, online_until
 
 log = logging.getLogger(__name__)
 
 Aggregation = Literal["fedavg", "fedavgm", "fedadam", "none"]
 AGGREGATIONS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "none")
 DeviceWeights = Literal["trained", "checkpoint", "saved"]
+Stragglers = Literal["drop", "stale"]
+STRAGGLERS: tuple[str, ...] = ("drop", "stale")
+MAX_STALENESS = 4
+"""Rounds late a stale update may be and still be added; a later one is dropped."""
+SHOWN_STRAGGLERS = 100
+"""Stragglers listed per round (``straggled`` counts them all)."""
+DROPOUT_STREAM = 0x64726F70
+"""Tags the generator of a participant's dropout draw: seeded by the run's seed, the round and the
+device's key like its shuffling, but not the same stream."""
 RunState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 ACTIVE: tuple[RunState, ...] = ("queued", "running")
 ROUNDS_DIR = "rounds"
@@ -105,6 +126,12 @@ class RoundSpec:
     owner: str = ""
     """The device prefix of the key that started the run ("" for an admin): only that key's holders
     (and admins) see the run or cancel it."""
+    deadline: float | None = None
+    """Simulated seconds a round waits for its participants (None: for all of them)."""
+    stragglers: Stragglers = "drop"
+    """What becomes of the update of a participant past the deadline: dropped, or added late (stale)."""
+    start_time: float = 0.0
+    """The simulated time the run's first round starts at (availability is read at it)."""
 
     def check(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -119,6 +146,20 @@ class RoundSpec:
             raise InvalidRequest(
                 f"participants must be between 1 and the {len(self.devices)} devices selected "
                 f"(got {self.participants})"
+            )
+        if self.deadline is not None and not (
+            isinstance(self.deadline, int | float) and 0 < self.deadline < math.inf
+        ):
+            raise InvalidRequest(
+                f"deadline must be a positive number of simulated seconds (got {self.deadline})"
+            )
+        if self.stragglers not in STRAGGLERS:
+            raise InvalidRequest(
+                f"unknown stragglers policy {self.stragglers!r}; choose one of {', '.join(STRAGGLERS)}"
+            )
+        if not (isinstance(self.start_time, int | float) and 0 <= self.start_time < math.inf):
+            raise InvalidRequest(
+                f"start_time must be a non-negative number of simulated seconds (got {self.start_time})"
             )
         self.training.check()
         self.optimizer().check()
@@ -190,6 +231,19 @@ class Participants(Protocol):
         """Keeps ``version`` while a round gives it to its participants."""
         ...
 
+    def profiles(self, device_ids: Sequence[str]) -> dict[str, DeviceProfile]:
+        """The profiles of those of ``device_ids`` that have one (a device whose record cannot be read
+        is left out: its part fails with the reason)."""
+        ...
+
+    def sample_counts(self, device_id: str) -> tuple[int, int]:
+        """The train and test samples assigned to the device ((0, 0) without an assignment)."""
+        ...
+
+    def version_size(self, model: str, version: int) -> int:
+        """Bytes of the version's weights file: what a participant downloads (and uploads back)."""
+        ...
+
 
 @dataclass
 class RoundMetrics:
@@ -200,6 +254,8 @@ class RoundMetrics:
     """The first ``SHOWN_PARTICIPANTS`` picked, in ID order."""
     picked: int = 0
     finished: int = 0
+    """Participants whose update counts in this round (trained on time): every picked one is counted
+    once, in ``finished``, ``straggled``, ``dropped`` or ``failed``."""
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     samples: int = 0
@@ -207,6 +263,18 @@ class RoundMetrics:
     global_accuracy: float | None = None
     mean_local_accuracy: float | None = None
     seconds: float = 0.0
+    straggled: int = 0
+    """Participants past the deadline: they trained, their update missed the round."""
+    dropped: int = 0
+    """Participants that dropped out (their dropout draw, or their online spell ended): untrained."""
+    offline: int = 0
+    """The run's devices not picked because they were offline when the round started."""
+    stale_added: int = 0
+    """Stale updates of earlier rounds' stragglers added to this round's mean."""
+    simulated_start: float = 0.0
+    simulated_seconds: float = 0.0
+    stragglers: list[str] = field(default_factory=list)
+    """The first ``SHOWN_STRAGGLERS`` stragglers, in participant order."""
 
 
 @dataclass
@@ -227,6 +295,8 @@ class Run:
     finished_at: str | None = None
     error: str | None = None
     cancel_requested: bool = False
+    simulated_time: float = 0.0
+    """The simulated time the last round finished ended at (the start time before any)."""
 
     def view(self) -> dict[str, object]:
         per_round = self.spec.participants or len(self.spec.devices)
@@ -245,6 +315,7 @@ class Run:
             "start_version": self.start_version,
             "version": self.version,
             "rounds": [asdict(r) for r in self.rounds],
+            "simulated_time": self.simulated_time,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -344,14 +415,15 @@ class RoundRunner:
             if self._closing:
                 raise FleetError("the service is stopping; no new rounds start")
             self._runs[run.id] = run
+            # Written before the worker can take the run: a run that ends at once (its first round
+            # fails) would otherwise have its final record overwritten by this queued one.
+            self._persist(run)
             self._queue.append(run)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="rounds", daemon=True)
                 self._thread.start()
             self._changed.notify_all()
-            view = run.view()
-        self._persist(run)
-        return view
+            return run.view()
 
     def cancel(self, run_id: str, owner: str | None = None) -> dict[str, object]:
         self.get(run_id, owner)
@@ -436,25 +508,45 @@ class RoundRunner:
             run.start_version = run.version = version
         devices = sorted(spec.devices)
         per_round = spec.participants or len(devices)
+        profiles = self.participants.profiles(devices)  # once a run: unprofiled rounds cost no more
+        late = _Late(spec, per_round)
+        now = run.simulated_time = spec.start_time
         persisted = time.monotonic()
         for number in range(1, spec.rounds + 1):
             if run.cancel_requested:
                 return
             started = time.perf_counter()
-            chosen = np.random.default_rng([spec.seed, number]).choice(len(devices), per_round, replace=False)
-            picked = [devices[i] for i in sorted(chosen)]
-            metrics = RoundMetrics(number, None, picked[:SHOWN_PARTICIPANTS], picked=len(picked))
+            now, online = _online(devices, profiles, now, number)
+            rng = np.random.default_rng([spec.seed, number])
+            chosen = rng.choice(len(online), min(per_round, len(online)), replace=False)
+            picked = [online[i] for i in sorted(chosen)]
+            metrics = RoundMetrics(
+                number,
+                None,
+                picked[:SHOWN_PARTICIPANTS],
+                picked=len(picked),
+                offline=len(devices) - len(online),
+                simulated_start=now,
+            )
             tally = _Tally(metrics, global_weights)
+            for update, rounds_late in late.arriving(number):
+                tally.take_stale(update, rounds_late)
             run.done_in_round = 0
             pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
             with pin:
-                self._round(run, picked, number, version, tally)
+                size = (
+                    self.participants.version_size(spec.model, version)
+                    if profiles and version is not None
+                    else 0
+                )
+                plans = [self._plan(spec, number, i, profiles.get(i), now, size) for i in picked]
+                self._round(run, plans, number, version, tally, late)
             if spec.device_weights == "saved":
                 self.participants.flush()
             if run.cancel_requested:
                 return
             metrics = tally.finish()
-            if federated:
+            if federated and tally.mean.count:
                 assert global_weights is not None and version is not None
                 global_weights, state = optimizer.step(global_weights, tally.mean.result(), state)
                 meta: dict[str, object] = {
@@ -471,86 +563,262 @@ class RoundRunner:
                     metrics.global_accuracy = self.participants.evaluate_version(
                         spec.model, version, spec.evaluation
                     )
+            metrics.simulated_seconds = tally.duration(spec.deadline)
             metrics.seconds = round(time.perf_counter() - started, 3)
             with self._lock:
                 run.rounds.append(metrics)
                 run.round = number
                 run.done_in_round = 0
+                run.simulated_time = now = now + metrics.simulated_seconds
             if time.monotonic() - persisted > PERSIST_EVERY:
                 self._persist(run)
                 persisted = time.monotonic()
 
-    def _round(self, run: Run, picked: list[str], number: int, version: int | None, tally: _Tally) -> None:
-        """Train every participant, adding finished updates to ``tally`` in the order they were picked."""
+    def _plan(
+        self,
+        spec: RoundSpec,
+        number: int,
+        device_id: str,
+        profile: DeviceProfile | None,
+        at: float,
+        weights_bytes: int,
+    ) -> _Plan:
+        """What becomes of a participant picked at simulated time ``at``, decided before it trains."""
+        if profile is None:
+            return _Plan(device_id)
+        try:
+            train, test = self.participants.sample_counts(device_id)
+        except FleetError as exc:
+            return _Plan(device_id, fate="failed", error=exc.message)
+        seconds = participation_seconds(
+            profile, spec.training, train, test if spec.local_accuracy else 0, weights_bytes
+        )
+        dropout = profile.profile.dropout
+        if dropout > 0:
+            draw = np.random.default_rng([spec.seed, number, device_key(device_id), DROPOUT_STREAM]).random()
+            if draw < dropout:
+                return _Plan(device_id, seconds, "dropped")
+        if online_until(profile, device_id, at) < at + seconds:
+            return _Plan(device_id, seconds, "dropped")
+        if spec.deadline is not None and seconds > spec.deadline:
+            return _Plan(device_id, seconds, "straggler", math.ceil(seconds / spec.deadline) - 1)
+        return _Plan(device_id, seconds)
+
+    def _round(
+        self, run: Run, plans: list[_Plan], number: int, version: int | None, tally: _Tally, late: _Late
+    ) -> None:
+        """Train the participants that did not drop out, adding their updates to ``tally`` in the order
+        they were picked."""
         spec = run.spec
         window = WINDOW_PER_WORKER * self.workers
         ready: dict[int, Future[Update]] = {}
         stop = lambda: run.cancel_requested  # noqa: E731
         with ThreadPoolExecutor(self.workers, thread_name_prefix=f"round-{run.id[:6]}") as pool:
             submitted = 0
-            for index in range(len(picked)):
-                while submitted < len(picked) and submitted < index + window and not run.cancel_requested:
-                    device_id = picked[submitted]
-                    asked = Participation(
-                        spec.model,
-                        version,
-                        spec.training,
-                        (spec.seed, number, device_key(device_id)),
-                        spec.local_accuracy,
-                        spec.device_weights,
-                        durable=False,
-                    )
-                    ready[submitted] = pool.submit(self.participants.participate, device_id, asked, stop)
+            for index, plan in enumerate(plans):
+                while submitted < len(plans) and submitted < index + window and not run.cancel_requested:
+                    ahead = plans[submitted]
+                    if ahead.trains:
+                        asked = Participation(
+                            spec.model,
+                            version,
+                            spec.training,
+                            (spec.seed, number, device_key(ahead.device)),
+                            spec.local_accuracy,
+                            spec.device_weights,
+                            durable=False,
+                        )
+                        train = self.participants.participate
+                        ready[submitted] = pool.submit(train, ahead.device, asked, stop)
                     submitted += 1
-                if index not in ready:
+                if not plan.trains:
+                    tally.skip(plan)
+                elif index not in ready:
                     return  # cancelled: nothing more was submitted
-                future = ready.pop(index)
-                try:
-                    update = future.result()
-                    if not run.cancel_requested:
-                        tally.take(update)
-                except FleetError as exc:
-                    tally.fail(picked[index], exc.message)
-                except Exception as exc:
-                    log.exception("participant %s of round run %s", picked[index], run.id)
-                    tally.fail(picked[index], f"{type(exc).__name__}: {exc}")
+                else:
+                    future = ready.pop(index)
+                    try:
+                        update = future.result()
+                        if not run.cancel_requested:
+                            tally.take(update, plan)
+                            late.offer(number, plan, update)
+                    except FleetError as exc:
+                        tally.fail(plan.device, exc.message)
+                    except Exception as exc:
+                        log.exception("participant %s of round run %s", plan.device, run.id)
+                        tally.fail(plan.device, f"{type(exc).__name__}: {exc}")
                 with self._lock:
                     run.done_in_round += 1
 
 
+def _online(
+    devices: list[str], profiles: dict[str, DeviceProfile], at: float, number: int
+) -> tuple[float, list[str]]:
+    """When round ``number`` starts and who is online then: ``at``, or, when no device is online at
+    ``at``, the first time one comes online (FleetError if none ever does)."""
+    if not profiles:
+        return at, devices
+    nexts = [next_online(profiles.get(i), i, at) for i in devices]
+    start = min(nexts)
+    if start == math.inf:
+        raise FleetError(
+            f"round {number}: no device of the run is online at simulated time {at:g} s, and none comes "
+            "online later (their profiles' availability)"
+        )
+    return start, [i for i, t in zip(devices, nexts, strict=True) if t <= start]
+
+
+Fate = Literal["on_time", "straggler", "dropped", "failed"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A picked participant: its simulated duration, what becomes of it, how many rounds late its update
+    arrives (a straggler's)."""
+
+    device: str
+    seconds: float = 0.0
+    fate: Fate = "on_time"
+    late: int = 0
+    error: str = ""
+
+    @property
+    def trains(self) -> bool:
+        return self.fate in ("on_time", "straggler")
+
+
+def staleness_weight(rounds_late: int) -> float:
+    """The factor on a stale update's samples: FedAsync's polynomial staleness function
+    ``(1 + k) ** -a`` with ``a = 0.5`` (Xie, Koyejo and Gupta, "Asynchronous Federated Optimization",
+    2019), ``k`` the rounds it is late."""
+    return (1.0 + rounds_late) ** -0.5
+
+
+class _Late:
+    """Stragglers' updates waiting for the round they arrive in (``stragglers="stale"``): at most
+    ``MAX_STALENESS`` times the participants per round (one round's are late by at most that many rounds)."""
+
+    def __init__(self, spec: RoundSpec, per_round: int) -> None:
+        self.keep = spec.deadline is not None and spec.stragglers == "stale"
+        self.last_round = spec.rounds
+        self.limit = per_round * MAX_STALENESS
+        self._by_round: dict[int, list[tuple[Update, int]]] = {}
+        self._count = 0
+
+    def offer(self, number: int, plan: _Plan, update: Update) -> None:
+        """Keep a straggler's update of round ``number`` for its arrival round, unless it arrives after
+        the run's last round or more than ``MAX_STALENESS`` rounds late (then it is dropped)."""
+        if not self.keep or plan.fate != "straggler" or update.weights is None:
+            return
+        arrival = number + plan.late
+        if plan.late > MAX_STALENESS or arrival > self.last_round or self._count >= self.limit:
+            return
+        self._by_round.setdefault(arrival, []).append((update, plan.late))
+        self._count += 1
+
+    def arriving(self, number: int) -> list[tuple[Update, int]]:
+        """The updates that arrive in round ``number`` (in the order they were sent), and how late."""
+        found = self._by_round.pop(number, [])
+        self._count -= len(found)
+        return found
+
+
+class _Mean:
+    """A round's mean: updates on time weighted by their samples, stale ones by their samples times
+    ``staleness_weight``. One ``WeightedMean`` per lateness (at most ``MAX_STALENESS + 1`` models),
+    combined at the end; with no stale update it is the on-time mean itself, bit for bit."""
+
+    def __init__(self) -> None:
+        self._by_late: dict[int, WeightedMean] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(mean.count for mean in self._by_late.values())
+
+    def add(self, weights: Weights, samples: int, rounds_late: int = 0) -> None:
+        self._by_late.setdefault(rounds_late, WeightedMean()).add(weights, samples)
+
+    def result(self) -> Weights:
+        groups = sorted((k, m) for k, m in self._by_late.items() if m.count)
+        if len(groups) == 1:
+            return groups[0][1].result()
+        parts = [(mean.result(), mean.samples * staleness_weight(k)) for k, mean in groups]
+        total = sum(weight for _, weight in parts)
+        combined: Weights = {}
+        for name, value in parts[0][0].items():  # other tensors: the first update's, as in WeightedMean
+            if is_averaged(value):
+                summed = sum(np.asarray(result[name], np.float64) * weight for result, weight in parts)
+                combined[name] = (np.asarray(summed) / total).astype(value.dtype)
+            else:
+                combined[name] = value
+        return combined
+
+
 class _Tally:
-    """One round's results as participants finish: the running average of their weights, and metrics."""
+    """One round's results as participants finish: the running average of their weights, and metrics.
+
+    Every picked participant ends up in one count: ``finished`` (its update is in the mean),
+    ``straggled``, ``dropped`` or ``failed``."""
 
     def __init__(self, metrics: RoundMetrics, global_weights: Weights | None) -> None:
         self.metrics = metrics
         self.global_weights = global_weights
-        self.mean = WeightedMean()
+        self.mean = _Mean()
         self.losses: list[tuple[float, int]] = []
         self.local: list[float] = []
+        self.longest = 0.0
+        """The longest simulated duration of a participant that finished."""
 
-    def take(self, update: Update) -> None:
+    def take(self, update: Update, plan: _Plan) -> None:
         if update.weights is not None:
             assert self.global_weights is not None
             problem = same_layout(self.global_weights, update.weights)
             if problem is not None:
                 raise InvalidRequest(f"its update does not fit the global weights: {problem}")
+        if plan.fate == "straggler":
+            self.metrics.straggled += 1
+            if len(self.metrics.stragglers) < SHOWN_STRAGGLERS:
+                self.metrics.stragglers.append(plan.device)
+            return
+        if update.weights is not None:
             self.mean.add(update.weights, update.samples)
         self.metrics.finished += 1
         self.metrics.samples += update.samples
+        self.longest = max(self.longest, plan.seconds)
         if update.mean_loss is not None:
             self.losses.append((update.mean_loss, update.samples))
         if update.local_accuracy is not None:
             self.local.append(update.local_accuracy)
+
+    def take_stale(self, update: Update, rounds_late: int) -> None:
+        """An earlier round's straggler's update (its layout was checked when it came)."""
+        assert update.weights is not None
+        self.mean.add(update.weights, update.samples, rounds_late)
+        self.metrics.stale_added += 1
+
+    def skip(self, plan: _Plan) -> None:
+        """A participant that did not train: dropped out, or failed before it was asked."""
+        if plan.fate == "dropped":
+            self.metrics.dropped += 1
+        else:
+            self.fail(plan.device, plan.error)
 
     def fail(self, device_id: str, message: str) -> None:
         self.metrics.failed += 1
         if len(self.metrics.failures) < SHOWN_FAILURES:
             self.metrics.failures.append({"device": device_id, "error": message})
 
+    def duration(self, deadline: float | None) -> float:
+        """The round's simulated seconds: the deadline when someone missed it, else the slowest finisher."""
+        if deadline is not None and (self.metrics.straggled or self.metrics.dropped):
+            return deadline
+        return self.longest
+
     def finish(self) -> RoundMetrics:
-        """The round's metrics; FleetError when no participant finished it."""
+        """The round's metrics; FleetError when every participant failed (no update and none dropped
+        out or straggled: then the round just makes no version)."""
         metrics = self.metrics
-        if metrics.finished == 0:
+        if metrics.finished == 0 and not (metrics.stale_added or metrics.straggled or metrics.dropped):
             first = metrics.failures[0]["error"] if metrics.failures else "none was picked"
             raise FleetError(f"round {metrics.round}: no participant finished (first failure: {first})")
         if self.losses:

@@ -387,6 +387,8 @@ class Device:
             checkpoint_bytes=stat.st_size if stat else None,
             has_spill=self.spill_path.exists() or self.handover_path.exists(),
             problem=" | ".join(problems) or None,
+            profile=record.profile.describe() if record and record.profile else None,
+            clock=record.clock if record else None,
         )
 
     # -- the interpreter ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,10 @@ from service.fleet.record import HISTORY, RECORD, TRASH, DeviceRecord, utc_now
 from service.fleet.residency import Residency, ResidencyStats
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats
+from service.profiles import DeviceProfile
+
+ProfilesFor = Callable[[Sequence[str]], Mapping[str, DeviceProfile]]
+"""Given the IDs about to be created, the profile of each (absent: none)."""
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +191,16 @@ class Fleet:
         return self.create_many(None if device_id is None else [device_id], count=1, model=model)[0]
 
     def create_many(
-        self, ids: Iterable[str] | None = None, *, count: int = 0, prefix: str = "", model: str | None = None
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        count: int = 0,
+        prefix: str = "",
+        model: str | None = None,
+        profiles: ProfilesFor | None = None,
     ) -> list[Device]:
-        """Create devices with the given IDs, or ``count`` of them named ``prefix`` + a random suffix.
+        """Create devices with the given IDs, or ``count`` of them named ``prefix`` + a random suffix;
+        ``profiles`` gives each its profile from the IDs chosen (random ones are known only here).
 
         All or nothing: an ID that is invalid or taken, or a request past ``max_devices``
         (LimitExceeded), fails the whole request before anything is made, and a failure on disk
@@ -227,9 +238,15 @@ class Fleet:
             created_at = utc_now()
             made: list[Device] = []
             one = len(wanted) == 1  # many records are flushed to disk together, at the end
+            profiled = {} if profiles is None else profiles(wanted)
             try:
                 for device_id in wanted:
-                    record = DeviceRecord(id=device_id, model=compiled.name, created_at=created_at)
+                    record = DeviceRecord(
+                        id=device_id,
+                        model=compiled.name,
+                        created_at=created_at,
+                        profile=profiled.get(device_id),
+                    )
                     directory = child(self.devices_dir, device_id)
                     made.append(
                         Device.create(

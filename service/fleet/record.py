@@ -118,6 +118,10 @@ class DeviceInfo:
     has_spill: bool
     problem: str | None = None
     """What is wrong with the device's files and the way out; None when nothing is known to be."""
+    profile: dict[str, object] | None = None
+    """The profile's ``describe()``; None for an unprofiled device (or an unreadable record)."""
+    clock: float | None = None
+    """Simulated seconds its operations took; None when the record cannot be read."""
 
 
 HISTORY_LIMIT = 10_000

@@ -16,7 +16,7 @@ from service.console import make_console
 from service.errors import DeviceExists, FleetError
 from service.model.dataset import load_fashion_mnist
 from service.personalization import federated_plots, federated_report
-from service.personalization.federated import FederatedConfig, FederatedSimulation
+from service.personalization.federated import FederatedConfig, FederatedSimulation, mix_name
 from service.personalization.harness import Simulation, SimulationConfig, SimulationResult
 from service.personalization.plots import write_plots
 from service.personalization.report import summarize, table, write_csv, write_json
@@ -47,12 +47,14 @@ class FederatedProgress:
 
     def __init__(self, progress: Progress, config: FederatedConfig) -> None:
         devices = config.partition.devices
+        runs = 1 if config.profiles is None else 2  # with profiles: on ideal phones, then profiled
         self.progress = progress
         self.tasks: dict[str, TaskID] = {
             "assign": progress.add_task("assign", total=1),
             "local_only": progress.add_task("local-only steps", total=devices * config.steps(config.epochs)),
             "rounds": progress.add_task(
-                f"rounds ({config.rounds} x {config.per_round})", total=config.rounds * config.per_round
+                f"rounds ({config.rounds} x {config.per_round}{', ideal then profiled' if runs > 1 else ''})",
+                total=runs * config.rounds * config.per_round,
             ),
             "evaluate": progress.add_task("evaluations", total=config.evaluations()),
             "fine_tune": progress.add_task(
@@ -163,6 +165,12 @@ def run_federated(
                 f"against {base_url}: {spec.kind} partition of '{config.dataset}' (server-side), "
                 f"{spec.train_per_device} train / {spec.test_per_device} test each, {config.rounds} rounds "
                 f"of {config.per_round} ({config.aggregation})"
+                + (
+                    ""
+                    if config.profiles is None
+                    else f"; on ideal phones, then profiled from mix '{mix_name(config.profiles)}'"
+                    + ("" if config.deadline is None else f" with a {config.deadline:g} s deadline")
+                )
             )
             with _progress(console) as progress:
                 result = plan.run(client, FederatedProgress(progress, config))

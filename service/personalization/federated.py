@@ -12,6 +12,12 @@ The devices are assigned their local data from a dataset the service keeps (one 
    (a job that saves), then is evaluated like the first arm.
 
 The global accuracy of arm 2 is one number (the same weights on the same samples), measured once.
+
+With ``profiles`` (a profile mix), the rounds run twice on the same partition: first on ideal phones
+(no profiles: the accuracy without heterogeneity), then on the devices profiled from the mix, with
+``deadline`` (simulated seconds per round) dropping stragglers or taking their updates late. Arms 2 and
+3 use the heterogeneous run; the report shows both runs' accuracy per round, the simulated round
+durations and which devices straggled.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ fine-tuning steps."""
 START_VERSION = 0
 """Rounds start from the model's own weights, the baseline the local-only arm starts from too."""
 
+
+def mix_name(mix: str | Mapping[str, Any]) -> str:
+    return mix if isinstance(mix, str) else str(mix.get("name", "custom"))
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -66,6 +77,11 @@ class FederatedConfig:
     device_prefix: str = "sim"
     timeout: float = 3600.0
     """Seconds any one job, or the whole run of rounds, may take."""
+    profiles: str | Mapping[str, Any] | None = None
+    """A profile mix (a built-in mix's name, or a mix as ``ProfileMix.describe()`` gives it)."""
+    deadline: float | None = None
+    """Simulated seconds a round waits for its participants (needs ``profiles``)."""
+    stragglers: Literal["drop", "stale"] = "drop"
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -79,6 +95,8 @@ class FederatedConfig:
             raise ValueError(
                 f"participants must be between 1 and the {devices} devices (got {self.participants})"
             )
+        if self.deadline is not None and (self.profiles is None or not self.deadline > 0):
+            raise ValueError("a deadline needs --profiles, and must be a positive number of seconds")
         numbers = (self.epochs, self.fine_tune_epochs or 1, self.batch_size, self.concurrency)
         if min(*numbers, self.global_test_size) < 1:
             raise ValueError(
@@ -146,9 +164,17 @@ class RoundRecord:
     mean_local_accuracy: float | None
     """The participants' mean accuracy on their own test data after this round's local training."""
     seconds: float
+    straggled: int = 0
+    dropped: int = 0
+    offline: int = 0
+    stragglers: tuple[str, ...] = ()
+    simulated_seconds: float | None = None
+    """What the round took on the profiled phones (None without profiles)."""
+    ideal_global_accuracy: float | None = None
+    """The same round's global accuracy in the run on ideal phones (with profiles only)."""
 
     @classmethod
-    def of(cls, view: Mapping[str, Any]) -> RoundRecord:
+    def of(cls, view: Mapping[str, Any], ideal: Mapping[str, Any] | None = None) -> RoundRecord:
         return cls(
             round=int(view["round"]),
             version=view.get("version"),
@@ -161,6 +187,12 @@ class RoundRecord:
             global_accuracy=view.get("global_accuracy"),
             mean_local_accuracy=view.get("mean_local_accuracy"),
             seconds=float(view.get("seconds", 0.0)),
+            straggled=int(view.get("straggled", 0)),
+            dropped=int(view.get("dropped", 0)),
+            offline=int(view.get("offline", 0)),
+            stragglers=tuple(view.get("stragglers", ())),
+            simulated_seconds=view.get("simulated_seconds") if ideal is not None else None,
+            ideal_global_accuracy=None if ideal is None else ideal.get("global_accuracy"),
         )
 
 
@@ -179,6 +211,16 @@ class FederatedResult:
     devices: list[FederatedDevice]
     seconds: float
     phase_seconds: Mapping[str, float]
+    classes: Mapping[str, str] = field(default_factory=dict)
+    """Each device's profile class (with profiles)."""
+
+    @property
+    def profiled(self) -> bool:
+        return self.config.profiles is not None
+
+    def straggled(self, device_id: str) -> int:
+        """Rounds in which the device straggled (as far as the rounds' lists of stragglers show)."""
+        return sum(device_id in r.stragglers for r in self.rounds)
 
     def mean(self, arm: str, where: Literal["local", "global_"]) -> float:
         values = [getattr(d.arms[arm], where) for d in self.devices]
@@ -251,6 +293,13 @@ class _Run:
         clock = time.monotonic()
         self._each(lambda d: self.client.reset(d.device_id), devices)
         run = self._rounds()
+        ideal: list[Mapping[str, Any]] | None = None
+        classes: dict[str, str] = {}
+        if self.config.profiles is not None:
+            ideal = list(run["rounds"])
+            self._each(lambda d: self.client.reset(d.device_id), devices)
+            classes = self._profile(created)
+            run = self._rounds(deadline=self.config.deadline)
         final = int(run["version"])
         start_global = self._global(created[0], START_VERSION)
         final_global = self._global(created[0], final)
@@ -268,10 +317,13 @@ class _Run:
             final_version=final,
             start_global_accuracy=start_global,
             global_test_count=test_count,
-            rounds=[RoundRecord.of(r) for r in run["rounds"]],
+            rounds=[
+                RoundRecord.of(r, None if ideal is None else ideal[i]) for i, r in enumerate(run["rounds"])
+            ],
             devices=[self._outcome(d) for d in devices],
             seconds=time.monotonic() - started,
             phase_seconds=self.phase_seconds,
+            classes=classes,
         )
 
     def _lap(self, phase: str, since: float) -> None:
@@ -386,8 +438,18 @@ class _Run:
 
     # -- rounds ------------------------------------------------------------------------------
 
-    def _rounds(self) -> dict[str, Any]:
+    def _profile(self, ids: list[str]) -> dict[str, str]:
+        """Profile the devices from the mix (seeded by the partition's seed); each one's class."""
+        assert self.config.profiles is not None
+        self.client.assign_profiles(self.config.profiles, ids=ids, seed=self.config.partition.seed)
+        views = in_parallel(self.config.concurrency, self.client.device, ids)
+        return {str(v["id"]): str((v.get("profile") or {}).get("class", "-")) for v in views}
+
+    def _rounds(self, deadline: float | None = None) -> dict[str, Any]:
         config = self.config
+        extra: dict[str, Any] = (
+            {} if deadline is None else {"deadline": deadline, "stragglers": config.stragglers}
+        )
         started = self.client.start_rounds(
             ids=self.ids,
             rounds=config.rounds,
@@ -398,6 +460,7 @@ class _Run:
             seed=config.partition.seed,
             start_version=START_VERSION,
             evaluate_on={"dataset": config.dataset, "split": "test", "limit": config.global_test_size},
+            **extra,
         )
         reported = 0
 

@@ -34,6 +34,16 @@ def accuracy_per_round(result: FederatedResult, path: Path) -> Path:
         color=GLOBAL_COLOR,
         label="global model, global test split",
     )
+    ideal = [(r.round, r.ideal_global_accuracy) for r in result.rounds if r.ideal_global_accuracy is not None]
+    if ideal:
+        ax.plot(
+            [0, *(n for n, _ in ideal)],
+            [result.start_global_accuracy, *(a for _, a in ideal)],
+            marker="o",
+            ls=":",
+            color="tab:gray",
+            label="global model on ideal phones (no heterogeneity)",
+        )
     local = [(r.round, r.mean_local_accuracy) for r in result.rounds if r.mean_local_accuracy is not None]
     if local:
         x, y = zip(*local, strict=True)
@@ -99,8 +109,33 @@ def accuracy_per_arm(result: FederatedResult, path: Path) -> Path:
     return save(fig, path)
 
 
+def round_durations(result: FederatedResult, path: Path) -> Path:
+    """Each round's simulated duration on the profiled phones as bars, the deadline as a line, and the
+    stragglers and dropouts of each round written on its bar."""
+    fig = Figure(figsize=(8, 4), dpi=DPI)
+    ax = fig.add_subplot()
+    rounds = [r.round for r in result.rounds]
+    seconds = [r.simulated_seconds or 0.0 for r in result.rounds]
+    bars = ax.bar(rounds, seconds, color=GLOBAL_COLOR, alpha=0.75, label="simulated round duration")
+    labels = [f"{r.straggled} late, {r.dropped} out" for r in result.rounds]
+    ax.bar_label(bars, labels=labels, fontsize=7, label_type="edge")
+    if result.config.deadline is not None:
+        ax.axhline(result.config.deadline, color="tab:red", ls="--", lw=1, label="deadline")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel("simulated seconds")
+    ax.set_title("What each round took on the profiled phones (stragglers late, dropouts out)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def write_plots(result: FederatedResult, directory: Path) -> list[Path]:
-    return [
+    written = [
         accuracy_per_round(result, directory / "rounds.png"),
         accuracy_per_arm(result, directory / "arms.png"),
     ]
+    if result.profiled:
+        written.append(round_durations(result, directory / "durations.png"))
+    return written

@@ -23,6 +23,8 @@ CSV_FIELDS = (
     *(f"{arm}_{where}" for arm in ARMS for where in ("local", "global")),
     "local_only_loss",
     "fine_tune_loss",
+    "profile_class",
+    "rounds_straggled",
 )
 START_NOTE = (
     "Every arm starts from the model's own weights (version 0): the embedded model is pre-trained on "
@@ -58,7 +60,7 @@ def describe_interest(device: FederatedDevice, dataset: str) -> str:
     return ", ".join(CLASS_NAMES[c] if named else f"class {c}" for c in classes) or "mixed"
 
 
-def device_row(device: FederatedDevice) -> dict[str, Any]:
+def device_row(device: FederatedDevice, result: FederatedResult) -> dict[str, Any]:
     row: dict[str, Any] = {
         "device_id": device.device_id,
         "preferred_classes": " ".join(str(c) for c in device.preferred_classes),
@@ -70,6 +72,8 @@ def device_row(device: FederatedDevice) -> dict[str, Any]:
         row[f"{arm}_global"] = round(device.arms[arm].global_, 4)
     row["local_only_loss"] = _rounded(device.local_only_loss, 5)
     row["fine_tune_loss"] = _rounded(device.fine_tune_loss, 5)
+    row["profile_class"] = result.classes.get(device.device_id)
+    row["rounds_straggled"] = result.straggled(device.device_id) if result.profiled else None
     return row
 
 
@@ -79,7 +83,7 @@ def _rounded(value: float | None, digits: int) -> float | None:
 
 def write_csv(result: FederatedResult, path: Path) -> Path:
     """One row per device: its data, and local and global accuracy in each arm."""
-    return write_rows(path, CSV_FIELDS, (device_row(d) for d in result.devices))
+    return write_rows(path, CSV_FIELDS, (device_row(d, result) for d in result.devices))
 
 
 def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path:
@@ -105,7 +109,7 @@ def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path
         },
         "headline": headline(result),
         "devices": [
-            device_row(d)
+            device_row(d, result)
             | {
                 "preferred_classes": list(d.preferred_classes),
                 "label_distribution": list(d.label_distribution),
@@ -140,33 +144,67 @@ def devices_table(result: FederatedResult) -> Table:
             t.add_column(f"{short[arm]}\n{where}", justify="right", footer=percent(means[arm][key]))
     gain = means["fine_tuned"]["local"] - means["local_only"]["local"]
     t.add_column("tuned vs\nlocal pts", justify="right", footer=signed_points(gain))
+    if result.profiled:
+        t.add_column("class")
+        t.add_column("rounds\nstraggled", justify="right")
     for d in result.devices:
         cells = [percent(getattr(d.arms[arm], key)) for arm in ARMS for key in ("local", "global_")]
         change = d.arms["fine_tuned"].local - d.arms["local_only"].local
-        t.add_row(d.device_id, describe_interest(d, config.dataset), *cells, signed_points(change))
+        profiled = [result.classes.get(d.device_id, "-"), str(result.straggled(d.device_id))]
+        t.add_row(
+            d.device_id,
+            describe_interest(d, config.dataset),
+            *cells,
+            signed_points(change),
+            *(profiled if result.profiled else []),
+        )
     return t
 
 
 def rounds_table(result: FederatedResult) -> Table:
-    """The run's rounds as the service measured them."""
-    t = Table(
-        title=f"round run {result.run_id}: from version 0 to version {result.final_version}",
-        caption="global: the round's new version on the global test split; local: the participants on "
-        "their own test data after the round's local training",
+    """The run's rounds as the service measured them; with profiles, beside the run on ideal phones."""
+    profiled = result.profiled
+    caption = (
+        "global: the round's new version on the global test split; local: the participants on their own "
+        "test data after the round's local training"
     )
-    headers = ("round", "version", "participants", "failed", "mean\nloss", "global\naccuracy")
+    if profiled:
+        deadline = result.config.deadline
+        caption += (
+            "; ideal: the same round on unprofiled phones; simulated: what the round took on the profiled "
+            "phones" + ("" if deadline is None else f" (deadline {deadline:g} s)")
+        )
+    t = Table(
+        title=f"round run {result.run_id}: from version 0 to version {result.final_version}", caption=caption
+    )
+    headers = ["round", "version", "participants", "failed", "mean\nloss", "global\naccuracy"]
+    if profiled:
+        headers += ["ideal\nglobal", "straggled", "dropped", "offline", "simulated\ns"]
     for name in (*headers, "mean local\naccuracy", "seconds"):
         t.add_column(name, justify="right")
-    t.add_row("0", "0", "-", "-", "-", percent(result.start_global_accuracy), "-", "-")
+    start = percent(result.start_global_accuracy)
+    t.add_row("0", "0", "-", "-", "-", start, *([start, "-", "-", "-", "-"] if profiled else []), "-", "-")
     for r in result.rounds:
+        extra = [
+            _percent_or_dash(r.ideal_global_accuracy),
+            str(r.straggled),
+            str(r.dropped),
+            str(r.offline),
+            "-" if r.simulated_seconds is None else f"{r.simulated_seconds:.1f}",
+        ]
         t.add_row(
             str(r.round),
             "-" if r.version is None else str(r.version),
             str(r.finished),
             str(r.failed),
             "-" if r.mean_loss is None else f"{r.mean_loss:.3f}",
-            "-" if r.global_accuracy is None else percent(r.global_accuracy),
-            "-" if r.mean_local_accuracy is None else percent(r.mean_local_accuracy),
+            _percent_or_dash(r.global_accuracy),
+            *(extra if profiled else []),
+            _percent_or_dash(r.mean_local_accuracy),
             f"{r.seconds:.1f}",
         )
     return t
+
+
+def _percent_or_dash(value: float | None) -> str:
+    return "-" if value is None else percent(value)

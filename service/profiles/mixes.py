@@ -112,7 +112,9 @@ class ProfileMix:
 
     @classmethod
     def parse(cls, value: object, where: str = "mix", source: str = "user") -> ProfileMix:
-        fields = object_fields(value, where, frozenset({"name", "classes", "sources"}))
+        fields = object_fields(
+            value, where, frozenset({"name", "classes", "source", "sources"})
+        )  # as described
         name = fields.get("name", "custom")
         if not isinstance(name, str) or not name:
             raise InvalidProfile(f"{where}.name must be a non-empty string")
@@ -122,7 +124,7 @@ class ProfileMix:
         parsed: list[MixClass] = []
         for index, item in enumerate(classes):
             at = f"{where}.classes[{index}]"
-            entry = object_fields(item, at, Profile.FIELDS | {"share"} - {"seed"})
+            entry = object_fields(item, at, (Profile.FIELDS | {"share"}) - {"seed"})
             if "class" not in entry:
                 raise InvalidProfile(f"{at}.class is missing: every class of a mix has a name")
             share = number_field(entry.get("share"), f"{at}.share", strict=True)

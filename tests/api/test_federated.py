@@ -20,6 +20,7 @@ from service.api import create_app
 from service.api.codecs import NPZ
 from service.config import Settings
 from service.model.dataset import FashionMNIST, one_hot
+from service.profiles import parse_profile
 from tests.local import local_client
 
 SMALL = "fm-small"
@@ -378,6 +379,38 @@ def test_bad_round_requests_are_refused(client: TestClient) -> None:
     assert error(
         client.post("/v1/rounds", json={"prefix": "badround", "evaluate_on": {"dataset": "nowhere"}}), 404
     )
+
+
+def test_bad_deadlines_straggler_policies_and_start_times_are_refused_naming_the_field(
+    client: TestClient,
+) -> None:
+    devices(client, "badclock", 2)
+    for body, field in (
+        ({"deadline": -1}, "deadline"),
+        ({"deadline": 0}, "deadline"),
+        ({"stragglers": "wait"}, "stragglers"),
+        ({"start_time": -5}, "start_time"),
+    ):
+        assert field in error(client.post("/v1/rounds", json={"prefix": "badclock", **body}), 422), body
+
+
+def test_a_deadline_leaves_out_the_slow_phones_update(client: TestClient) -> None:
+    ids = devices(client, "deadline", 3)
+    assign(client, "deadline", seed=4)
+    fleet = client.app.state.fleet  # type: ignore[attr-defined]
+    network = {"uplink_mbps": 1000, "downlink_mbps": 1000, "rtt_ms": 0}
+    for device_id, speed in zip(ids, (1.0, 0.01, 1.0), strict=True):  # 120 samples: 0.12 s or 12 s
+        fleet.get(device_id).set_profile(parse_profile({"network": network, "speed": speed}))
+    body = {"prefix": "deadline", "rounds": 2, "batch_size": 40, "deadline": 2.0, "start_time": 10}
+    run = start_run(client, **body)
+    spec = run["spec"]
+    assert (spec["deadline"], spec["stragglers"], spec["start_time"]) == (2.0, "drop", 10)
+    view = wait_run(client, run["id"])
+    assert view["state"] == "succeeded", view
+    for metrics in view["rounds"]:
+        assert metrics["finished"] == 2 and metrics["straggled"] == 1 and metrics["stragglers"] == [ids[1]]
+        assert metrics["samples"] == 2 * 120 and metrics["simulated_seconds"] == 2.0
+    assert [r["simulated_start"] for r in view["rounds"]] == [10, 12] and view["simulated_time"] == 14
 
 
 def test_participants_without_data_fail_the_round_with_their_reason(client: TestClient) -> None:

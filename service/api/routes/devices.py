@@ -11,8 +11,10 @@ from pydantic import BaseModel, Field
 from service.api.codecs import JSON, NPZ, read_inputs, tensor_response
 from service.api.deps import DeviceDep, FleetDep, PrincipalDep, check_access, device_model, in_thread
 from service.api.errors import documented
+from service.api.routes.profiles import PROFILE_DOC, ProfileFields
 from service.errors import Forbidden
 from service.fleet import Device, DeviceInfo
+from service.profiles import DeviceProfile, parse_profile
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 ERRORS = documented(e400="invalid device ID", e404="unknown device (or outside the key's prefix)")
@@ -62,7 +64,7 @@ TENSOR_OK: dict[int | str, dict[str, Any]] = {
 }
 
 
-class CreateDevice(BaseModel):
+class CreateDevice(ProfileFields):
     id: str | None = Field(None, description="the device ID; a random one if absent")
     model: str | None = Field(None, description="model name; the embedded default if absent")
 
@@ -81,6 +83,10 @@ class DeviceView(BaseModel):
     problem: str | None = Field(
         None, description="what is wrong with the device's files, if anything; reset or delete fixes it"
     )
+    profile: dict[str, Any] | None = Field(None, description="the phone it simulates; null: none")
+    clock: float | None = Field(
+        None, description="simulated seconds its operations took by its profile (0 without one)"
+    )
 
 
 class DevicePage(BaseModel):
@@ -97,10 +103,11 @@ def view(device: Device) -> DeviceView:
     "",
     status_code=status.HTTP_201_CREATED,
     responses=documented(
-        e400="invalid ID",
+        e400="invalid ID, or both a profile and a profile_mix",
         e403="the ID is outside the key's prefix",
-        e404="unknown model",
+        e404="unknown model or profile mix",
         e409="the ID exists",
+        e422="a bad profile or mix, naming the field",
     ),
 )
 async def create_device(
@@ -113,12 +120,12 @@ async def create_device(
     body = body or CreateDevice()
     if body.id is not None and not principal.may_touch(body.id):
         raise Forbidden(f"this key may only create devices whose IDs start with '{principal.prefix}'")
+    profiles = body.profiles()
 
     def create() -> DeviceInfo:
-        if body.id is None and principal.prefix:
-            device = fleet.create_many(None, count=1, prefix=principal.prefix, model=body.model)[0]
-        else:
-            device = fleet.create(body.id, body.model)
+        ids = None if body.id is None else [body.id]
+        prefix = principal.prefix if body.id is None else ""
+        device = fleet.create_many(ids, count=1, prefix=prefix, model=body.model, profiles=profiles)[0]
         return device.info()
 
     return DeviceView(**asdict(await in_thread(request, create)))
@@ -180,6 +187,33 @@ async def restart_device(device: DeviceDep, fleet: FleetDep, request: Request) -
         return view(device)
 
     return await in_thread(request, restart)
+
+
+@router.put(
+    "/{device_id}/profile",
+    responses=documented(
+        e400="invalid device ID",
+        e404="unknown device (or outside the key's prefix)",
+        e422="a bad profile, naming the field",
+    ),
+    openapi_extra={"requestBody": {"description": f"the profile: {PROFILE_DOC}"}},
+)
+async def set_profile(device: DeviceDep, request: Request, body: dict[str, Any]) -> DeviceView:
+    """Give the device a profile (its clock carries on from where it is)."""
+    profile: DeviceProfile = parse_profile(body)
+
+    def put() -> DeviceView:
+        device.set_profile(profile)
+        return view(device)
+
+    return await in_thread(request, put)
+
+
+@router.delete("/{device_id}/profile", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+async def delete_profile(device: DeviceDep, request: Request) -> Response:
+    """Take the profile away: the device is an ideal phone again, without a clock."""
+    await in_thread(request, device.set_profile, None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 async def run_signature(device: Device, signature: str, request: Request) -> Response:

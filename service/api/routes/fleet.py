@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from service.api.deps import AdminDep, FleetDep, PrincipalDep, in_thread
 from service.api.errors import documented
+from service.api.routes.profiles import ProfileFields
 from service.config import Settings
 from service.errors import LimitExceeded, NotSharded
 from service.fleet import Fleet
@@ -52,7 +53,7 @@ class Resize(BaseModel):
     count: Annotated[int, Field(ge=1, description="the new number of shards")]
 
 
-class BulkCreate(BaseModel):
+class BulkCreate(ProfileFields):
     ids: list[str] | None = Field(None, description="create devices with these IDs")
     count: Annotated[int, Field(ge=1)] | None = Field(
         None, description="or create this many, with random IDs"
@@ -136,8 +137,15 @@ async def resize(body: Resize, admin: AdminDep) -> ShardsView:
 async def bulk_create(body: BulkCreate, fleet: FleetDep, admin: AdminDep, request: Request) -> BulkResult:
     """Create many devices at once; all or nothing."""
     _check_size(request, len(body.ids) if body.ids is not None else body.count or 0)
+    profiles = body.profiles()
     made = await in_thread(
-        request, fleet.create_many, body.ids, count=body.count or 0, prefix=body.prefix, model=body.model
+        request,
+        fleet.create_many,
+        body.ids,
+        count=body.count or 0,
+        prefix=body.prefix,
+        model=body.model,
+        profiles=profiles,
     )
     return BulkResult(count=len(made), ids=[d.id for d in made])
 

@@ -256,6 +256,20 @@ class StartRounds(DeviceSelection):
         description="after a participant's update: keep its trained weights unsaved, drop them (back to its "
         "checkpoint), or save them as its checkpoint",
     )
+    deadline: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="simulated seconds a round waits for its profiled participants; default: all of them",
+    )
+    stragglers: Literal["drop", "stale"] = Field(
+        "drop",
+        description="a participant past the deadline: drop its update, or add it (discounted) to the round "
+        "it arrives in",
+    )
+    start_time: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="the simulated time the first round starts at"
+    )
 
 
 ROUND_ERRORS = documented(e404="unknown round run")
@@ -321,6 +335,9 @@ async def start_rounds(
             local_accuracy=body.local_accuracy,
             device_weights=body.device_weights,
             owner=run_owner(principal) or "",
+            deadline=body.deadline,
+            stragglers=body.stragglers,
+            start_time=body.start_time,
         )
         if spec.aggregation != "none":
             federation.resolve_version(model, spec.start_version)
