@@ -119,6 +119,9 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    simulated_seconds: float | None = None
+    """How far the device's simulated clock moved since the job started running (its profile's time
+    for the steps taken, and for any calls between them); None for a device without a profile."""
     cancel_requested: bool = False
 
     def view(self) -> dict[str, object]:
@@ -153,6 +156,22 @@ class _Run:
     executing: bool = False
     """A worker holds it (it is not in the queue)."""
     slice_seconds: float = SLICE_SECONDS
+    clock_start: float | None = None
+    """The device's clock when the job started running; None for an unprofiled device."""
+    clock_read: bool = False
+
+    def track_clock(self) -> None:
+        """Note the device's clock when the job starts, and its advance since then after each step.
+
+        A profile taken away midway resets the clock: the advance stays what it was."""
+        device = self.device
+        if not self.clock_read:
+            record = device.read_record()
+            self.clock_read = True
+            if record.profile is not None:
+                self.clock_start, self.job.simulated_seconds = record.clock, 0.0
+        elif self.clock_start is not None and device.profile is not None:
+            self.job.simulated_seconds = device.clock - self.clock_start
 
     def plan(self, count: int) -> None:
         """Start the current epoch over ``count`` samples; the job's remaining steps follow from it."""
@@ -587,6 +606,7 @@ class JobRunner:
         samples = self._load_samples(run)
         job, spec = run.job, run.job.spec
         assert run.order is not None
+        run.track_clock()
         until = time.monotonic() + run.slice_seconds
         while not job.cancel_requested:
             chosen = run.order[run.position : run.position + spec.batch_size]
@@ -597,6 +617,7 @@ class JobRunner:
                 run.loss_sum += loss
                 run.loss_count += 1
             job.steps_done += 1
+            run.track_clock()
             run.position += spec.batch_size
             if run.position >= run.count:  # the epoch is over
                 job.epoch += 1

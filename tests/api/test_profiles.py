@@ -4,6 +4,7 @@ real-time mode (offline devices refused with Retry-After), on the real interpret
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,28 @@ def test_the_clock_advances_by_the_profiles_compute_time(client: TestClient, tra
     listed = {d["id"]: d for d in ok(client.get("/v1/devices", params={"limit": 1000}))["devices"]}
     assert listed["clocked"]["clock"] == pytest.approx(after_infer, rel=1e-12, abs=0)
     assert listed["clocked"]["profile"]["class"] == "test-phone" and listed["unclocked"]["profile"] is None
+
+
+def test_a_job_reports_the_simulated_seconds_of_its_steps(client: TestClient, train_batch: Batch) -> None:
+    create(client, "jobbed", profile=PROFILE)
+    create(client, "plain-jobbed")
+    x, y = train_batch[0][:30], train_batch[1][:30]
+    for device_id in ("jobbed", "plain-jobbed"):
+        body = npz(x=x, y=y)
+        ok(client.post(f"/v1/devices/{device_id}/samples", content=body, headers={"content-type": NPZ}))
+        ok(client.post(f"/v1/devices/{device_id}/jobs", json={"epochs": 2, "batch_size": 10}), 202)
+    views = {}
+    deadline = time.monotonic() + 60
+    while len(views) < 2:
+        assert time.monotonic() < deadline, "the jobs did not finish"
+        for device_id in ("jobbed", "plain-jobbed"):
+            view = ok(client.get(f"/v1/devices/{device_id}/jobs"))["jobs"][0]
+            if view["state"] not in ("queued", "running"):
+                views[device_id] = view
+        time.sleep(0.05)
+    train_ms, speed = 3.0, 2.0  # PROFILE's: 2 epochs of 30 samples
+    assert views["jobbed"]["simulated_seconds"] == pytest.approx(60 * train_ms / speed / 1000, rel=1e-9)
+    assert views["plain-jobbed"]["simulated_seconds"] is None
 
 
 def test_a_profile_is_set_and_removed_and_survives_a_restart(

@@ -64,6 +64,9 @@ class JobView(BaseModel):
     started_at: str | None
     finished_at: str | None
     error: str | None
+    simulated_seconds: float | None = Field(
+        None, description="what the job's steps took on the device's profile (null without one)"
+    )
 
 
 class JobList(BaseModel):
