@@ -18,7 +18,7 @@ from service.cluster.view import View
 from service.errors import ERRORS_BY_CODE, FleetError, Unavailable
 
 NPZ = "application/x-npz"
-JOB_ENDED = ("succeeded", "failed", "cancelled", "interrupted")
+JOB_ENDED = ("succeeded", "failed", "cancelled", "interrupted", "dropped")
 """The states a job ends in."""
 Tensors = Mapping[str, Any]
 DEVICE_PATH = re.compile(r"^/v(?:1/devices|2/models)/([^/]+)(?:/|$)")

@@ -50,10 +50,14 @@ from service.errors import (
 from service.fleet.device import Device
 from service.fleet.files import read_json, write_json
 from service.fleet.record import scalar_loss, utc_now
+from service.profiles.availability import device_key
 
 log = logging.getLogger(__name__)
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted", "dropped"]
+"""``dropped``: the device's profile had it drop out of the job (``Profile.dropout``) midway."""
+DROPOUT_STREAM = 0xD50
+"""Tags the generator of a job's dropout, so that it draws apart from the job's shuffling."""
 ACTIVE: tuple[JobState, ...] = ("queued", "running")
 JOBS_FILE = "jobs.json"
 CORRUPT_SUFFIX = ".corrupt"
@@ -159,6 +163,8 @@ class _Run:
     clock_start: float | None = None
     """The device's clock when the job started running; None for an unprofiled device."""
     clock_read: bool = False
+    drop_at: int | None = None
+    """Steps after which the phone drops out of the job (its profile's dropout drew it); None: never."""
 
     def track_clock(self) -> None:
         """Note the device's clock when the job starts, and its advance since then after each step.
@@ -170,8 +176,20 @@ class _Run:
             self.clock_read = True
             if record.profile is not None:
                 self.clock_start, self.job.simulated_seconds = record.clock, 0.0
+                self.drop_at = self._dropout(record.profile.profile.dropout)
         elif self.clock_start is not None and device.profile is not None:
             self.job.simulated_seconds = device.clock - self.clock_start
+
+    def _dropout(self, probability: float) -> int | None:
+        """Whether the phone drops out of this job and after how many of its steps: drawn from the
+        job's seed and the device's ID (reproducible with a seed), uniformly over the job's steps."""
+        if probability <= 0:
+            return None
+        seed = self.job.spec.seed if self.job.spec.seed is not None else int(self.job.id, 16)
+        rng = np.random.default_rng([seed, device_key(self.device.id), DROPOUT_STREAM])
+        if rng.random() >= probability:
+            return None
+        return self.job.steps_done + int(rng.integers(0, max(1, self.job.steps_total - self.job.steps_done)))
 
     def plan(self, count: int) -> None:
         """Start the current epoch over ``count`` samples; the job's remaining steps follow from it."""
@@ -188,6 +206,10 @@ class _Table:
     jobs: dict[str, Job]
     run: _Run | None = None
     version: int = 0
+
+
+class _DroppedOut(Exception):
+    """The phone dropped out of its job (a profile's dropout): the job ends ``dropped``."""
 
 
 class _SampleCache:
@@ -543,11 +565,13 @@ class JobRunner:
                     run.table.version += 1
             if first:
                 self._persist_logged(run.device)
-            done, error = False, None
+            done, error, dropped = False, None, None
             try:
                 done = self._slice(run)
                 if done and run.job.spec.save and not run.job.cancel_requested:
                     run.device.save()
+            except _DroppedOut as exc:
+                dropped = str(exc)
             except FleetError as exc:
                 error = exc.message
             except Exception as exc:  # a worker must record every failure, not die of it
@@ -559,6 +583,8 @@ class JobRunner:
                     self._end(run, "interrupted" if self._closing else "cancelled", error)
                 elif error is not None:
                     self._end(run, "failed", error)
+                elif dropped is not None:
+                    self._end(run, "dropped", dropped)
                 elif done:
                     self._end(run, "succeeded")
                 else:  # its turn is over: to the back of the queue
@@ -609,6 +635,11 @@ class JobRunner:
         run.track_clock()
         until = time.monotonic() + run.slice_seconds
         while not job.cancel_requested:
+            if run.drop_at is not None and job.steps_done >= run.drop_at:
+                raise _DroppedOut(
+                    f"device '{run.device.id}' dropped out after {job.steps_done} of {job.steps_total} steps "
+                    "(its profile's dropout probability)"
+                )
             chosen = run.order[run.position : run.position + spec.batch_size]
             batch = {name: values[chosen] for name, values in samples.items()}
             loss = scalar_loss(run.device.run(spec.signature, batch, source="job"))

@@ -111,26 +111,55 @@ def test_the_clock_advances_by_the_profiles_compute_time(client: TestClient, tra
     assert listed["clocked"]["profile"]["class"] == "test-phone" and listed["unclocked"]["profile"] is None
 
 
-def test_a_job_reports_the_simulated_seconds_of_its_steps(client: TestClient, train_batch: Batch) -> None:
-    create(client, "jobbed", profile=PROFILE)
-    create(client, "plain-jobbed")
-    x, y = train_batch[0][:30], train_batch[1][:30]
-    for device_id in ("jobbed", "plain-jobbed"):
-        body = npz(x=x, y=y)
+def run_jobs(client: TestClient, batch: Batch, job: dict[str, Any], *device_ids: str) -> dict[str, Any]:
+    """Upload ``batch`` to each device, start ``job`` on each, and wait for them: their last views."""
+    for device_id in device_ids:
+        body = npz(x=batch[0], y=batch[1])
         ok(client.post(f"/v1/devices/{device_id}/samples", content=body, headers={"content-type": NPZ}))
-        ok(client.post(f"/v1/devices/{device_id}/jobs", json={"epochs": 2, "batch_size": 10}), 202)
-    views = {}
+        ok(client.post(f"/v1/devices/{device_id}/jobs", json=job), 202)
+    views: dict[str, Any] = {}
     deadline = time.monotonic() + 60
-    while len(views) < 2:
+    while len(views) < len(device_ids):
         assert time.monotonic() < deadline, "the jobs did not finish"
-        for device_id in ("jobbed", "plain-jobbed"):
-            view = ok(client.get(f"/v1/devices/{device_id}/jobs"))["jobs"][0]
+        for device_id in device_ids:
+            view = ok(client.get(f"/v1/devices/{device_id}/jobs"))["jobs"][-1]
             if view["state"] not in ("queued", "running"):
                 views[device_id] = view
         time.sleep(0.05)
+    return views
+
+
+def test_a_job_reports_the_simulated_seconds_of_its_steps(client: TestClient, train_batch: Batch) -> None:
+    create(client, "jobbed", profile=PROFILE)
+    create(client, "plain-jobbed")
+    batch = (train_batch[0][:30], train_batch[1][:30])
+    views = run_jobs(client, batch, {"epochs": 2, "batch_size": 10}, "jobbed", "plain-jobbed")
     train_ms, speed = 3.0, 2.0  # PROFILE's: 2 epochs of 30 samples
     assert views["jobbed"]["simulated_seconds"] == pytest.approx(60 * train_ms / speed / 1000, rel=1e-9)
     assert views["plain-jobbed"]["simulated_seconds"] is None
+
+
+def test_a_phone_drops_out_of_a_job_as_its_profile_says(client: TestClient, train_batch: Batch) -> None:
+    create(client, "flaky", profile={**PROFILE, "dropout": 1.0})
+    create(client, "steady", profile={**PROFILE, "dropout": 0.0})
+    create(client, "coin-a", profile={**PROFILE, "dropout": 0.5})
+    create(client, "coin-b", profile={**PROFILE, "dropout": 0.5})
+    batch = (train_batch[0][:40], train_batch[1][:40])
+    job = {"epochs": 5, "batch_size": 10, "seed": 3, "save": True}
+    views = run_jobs(client, batch, job, "flaky", "steady", "coin-a", "coin-b")
+    flaky = views["flaky"]
+    assert flaky["state"] == "dropped" and "dropped out after" in flaky["error"]
+    assert flaky["steps_done"] < flaky["steps_total"] == 20
+    assert not ok(client.get("/v1/devices/flaky"))["has_checkpoint"]  # a dropped job does not save
+    assert views["steady"]["state"] == "succeeded" and views["steady"]["steps_done"] == 20
+    for device_id in ("coin-a", "coin-b"):
+        ok(client.delete(f"/v1/devices/{device_id}/samples"), 204)
+    again = run_jobs(client, batch, job, "coin-a", "coin-b")  # the same seed: the same draws
+    for device_id in ("coin-a", "coin-b"):
+        assert (again[device_id]["state"], again[device_id]["steps_done"]) == (
+            views[device_id]["state"],
+            views[device_id]["steps_done"],
+        )
 
 
 def test_a_profile_is_set_and_removed_and_survives_a_restart(

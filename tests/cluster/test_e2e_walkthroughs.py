@@ -57,11 +57,12 @@ def client(server: ServerProcess) -> Iterator[FleetClient]:
         yield fleet_client
 
 
-def study(url: str) -> list[list[object]]:
-    """A seeded federated study's per-round metrics (devices of two shards when sharded)."""
+def study(url: str, profiled: bool = False) -> list[list[object]]:
+    """A seeded federated study's per-round metrics (devices of two shards when sharded); ``profiled``:
+    on phones of the ``phones`` mix (offline ones, dropouts), with a deadline that leaves some late."""
     with FleetClient(url, timeout=300) as fleet:
         ids = [f"twin-{i}" for i in range(6)]
-        fleet.create_devices(ids=ids)
+        fleet.create_devices(ids=ids, **({"profile_mix": "phones", "profile_seed": 5} if profiled else {}))
         fleet.assign(
             "fashion-mnist",
             prefix="twin-",
@@ -73,17 +74,20 @@ def study(url: str) -> list[list[object]]:
         )
         run = fleet.start_rounds(
             prefix="twin-",
-            rounds=2,
+            rounds=3 if profiled else 2,
             participants=4,
             batch_size=20,
             seed=8,
             aggregation="fedadam",
             start_version=0,
             evaluate_on={"dataset": "fashion-mnist", "limit": 1000},
+            **({"deadline": 0.5, "stragglers": "stale"} if profiled else {}),
         )
         done = fleet.wait_rounds(run["id"], timeout=300)
         assert done["state"] == "succeeded", done
-        keys = ("participants", "finished", "samples", "mean_loss", "global_accuracy", "mean_local_accuracy")
+        keys = ["participants", "finished", "samples", "mean_loss", "global_accuracy", "mean_local_accuracy"]
+        if profiled:
+            keys += ["offline", "dropped", "straggled", "stragglers", "stale_added", "simulated_seconds"]
         return [[r[k] for k in keys] for r in done["rounds"]]
 
 
@@ -96,3 +100,17 @@ def test_a_sharded_study_gives_what_one_process_gives(
     with ServerProcess(tmp_path_factory.mktemp("one") / "data") as alone:
         single = study(alone.url)
     assert sharded == single
+
+
+def test_a_sharded_study_on_profiled_phones_gives_what_one_process_gives(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Profiles drawn per device on each shard, read by the coordinator from the shared records."""
+    with FleetClient(server.url) as fleet:
+        fleet.delete_devices([d["id"] for d in fleet.devices() if d["id"].startswith("twin-")])
+    sharded = study(server.url, profiled=True)
+    with ServerProcess(tmp_path_factory.mktemp("one-profiled") / "data") as alone:
+        single = study(alone.url, profiled=True)
+    assert sharded == single
+    late_or_away = sum(int(r[6]) + int(r[7]) + int(r[8]) for r in sharded)  # offline, dropped, straggled
+    assert late_or_away > 0, sharded  # the profiles shaped the rounds

@@ -47,7 +47,9 @@ class StartJob(BaseModel):
 class JobView(BaseModel):
     id: str
     device: str
-    state: str = Field(description="queued, running, succeeded, failed, cancelled or interrupted")
+    state: str = Field(
+        description="queued, running, succeeded, failed, cancelled, interrupted or dropped (the profile's dropout)"
+    )
     epochs: int
     batch_size: int
     save: bool
