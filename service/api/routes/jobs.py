@@ -48,7 +48,7 @@ class JobView(BaseModel):
     id: str
     device: str
     state: str = Field(
-        description="queued, running, succeeded, failed, cancelled, interrupted or dropped (the profile's dropout)"
+        description="queued, running, succeeded, failed, cancelled, interrupted or dropped (profile dropout)"
     )
     epochs: int
     batch_size: int
