@@ -166,47 +166,46 @@ class ProfileMix:
         return assigned
 
 
+def _markov(on: float, off: float) -> dict[str, object]:
+    return {"kind": "markov", "mean_on_s": on, "mean_off_s": off}
+
+
+PHONE_CLASSES: tuple[dict[str, object], ...] = (
+    {
+        "class": "low",
+        "share": 0.3,
+        "speed": {"lognormal": {"median": 0.2, "sigma": 0.3}},
+        "network": {"uplink_mbps": 2.0, "downlink_mbps": 10.0, "rtt_ms": 120.0},
+        "availability": _markov(1800, 5400),
+        "dropout": 0.10,
+    },
+    {
+        "class": "mid",
+        "share": 0.5,
+        "speed": {"lognormal": {"median": 1.0, "sigma": 0.3}},
+        "network": {"uplink_mbps": 10.0, "downlink_mbps": 50.0, "rtt_ms": 60.0},
+        "availability": _markov(3600, 3600),
+        "dropout": 0.06,
+    },
+    {
+        "class": "high",
+        "share": 0.2,
+        "speed": {"lognormal": {"median": 2.0, "sigma": 0.3}},
+        "network": {"uplink_mbps": 30.0, "downlink_mbps": 150.0, "rtt_ms": 30.0},
+        "availability": _markov(7200, 2400),
+        "dropout": 0.02,
+    },
+)
+"""The built-in mixes' phones (figures from ``SOURCES``)."""
+
+
 def _phones(name: str, availability: Mapping[str, object] | None, dropout: bool) -> dict[str, object]:
-    classes = [
-        (
-            "low",
-            0.3,
-            0.2,
-            (2.0, 10.0, 120.0),
-            {"kind": "markov", "mean_on_s": 1800, "mean_off_s": 5400},
-            0.10,
-        ),
-        (
-            "mid",
-            0.5,
-            1.0,
-            (10.0, 50.0, 60.0),
-            {"kind": "markov", "mean_on_s": 3600, "mean_off_s": 3600},
-            0.06,
-        ),
-        (
-            "high",
-            0.2,
-            2.0,
-            (30.0, 150.0, 30.0),
-            {"kind": "markov", "mean_on_s": 7200, "mean_off_s": 2400},
-            0.02,
-        ),
-    ]
-    return {
-        "name": name,
-        "classes": [
-            {
-                "class": label,
-                "share": share,
-                "speed": {"lognormal": {"median": median, "sigma": 0.3}},
-                "network": {"uplink_mbps": up, "downlink_mbps": down, "rtt_ms": rtt},
-                "availability": availability if availability is not None else markov,
-                "dropout": rate if dropout else 0.0,
-            }
-            for label, share, median, (up, down, rtt), markov, rate in classes
-        ],
-    }
+    """The phones of ``PHONE_CLASSES``, with another availability for all, and without dropouts."""
+    classes = []
+    for phone in PHONE_CLASSES:
+        changed: dict[str, object] = {} if availability is None else {"availability": availability}
+        classes.append({**phone, **changed, **({} if dropout else {"dropout": 0.0})})
+    return {"name": name, "classes": classes}
 
 
 BUILTIN: dict[str, dict[str, object]] = {

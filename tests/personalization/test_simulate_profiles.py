@@ -10,16 +10,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.cli import main
 from service.server_process import ServerProcess
+from tests.personalization.test_simulate_federated import Simulated
 
 DEVICES, ROUNDS, TRAIN, TEST, DEADLINE = 6, 2, 60, 20, 10.0
 MIX = """\
@@ -32,17 +30,6 @@ classes:
     share: 0.5
     compute: {train_ms_per_sample: 1, infer_ms_per_sample: 0.2}
 """
-
-
-@dataclass(frozen=True)
-class Simulated:
-    code: int
-    printed: str
-    output: Path
-
-    def report(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads((self.output / "report.json").read_text())
-        return document
 
 
 @pytest.fixture(scope="module")
