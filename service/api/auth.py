@@ -216,5 +216,7 @@ class Authenticate:
                 response.headers["www-authenticate"] = "Bearer"
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["peer"] = self._bears(scope, PEER_HEADER, self.peer_token)  # another process of the fleet
         await self.app(scope, receive, send)

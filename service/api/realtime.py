@@ -3,12 +3,16 @@
 Simulated time runs from the app's start at ``1 / factor`` simulated seconds per real second. A call on a
 profiled device that its availability has offline now is refused (503 ``DeviceOffline``, with
 ``Retry-After`` until it comes online) before the route runs, so the device loses nothing; a call it
-takes is answered no sooner than its clock's advance during the call times the factor (the simulated
-time of the work it did). The wait is ``asyncio.sleep`` in the event loop: no thread is held.
+takes that does work on the phone (training, predicting, a checkpoint, adopting or evaluating: ``WORK``)
+is answered no sooner than its clock's advance during the call times the factor (the simulated time of
+the work it did; a job running on the device at the same time counts too). The wait is
+``asyncio.sleep`` in the event loop: no thread is held.
 
 The server's own view of the device is not the phone: ``/v1/devices/{id}`` itself (show, delete) and
-``/v1/devices/{id}/profile`` answer whatever the device's availability. With the factor 0 the middleware
-is not installed at all.
+``/v1/devices/{id}/profile`` answer whatever the device's availability, and reads (``GET``, such as
+polling a job) are not stretched. Calls between the processes of a sharded fleet (a round's
+participants, signed with the peer header) are the server's own, on the run's simulated clock, and
+pass untouched. With the factor 0 the middleware is not installed at all.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ DEVICE_CALL = re.compile(r"^/v(?:1/devices|2/models)/([^/]+)(/.*)?$")
 NOT_DEVICE_IDS = frozenset({"bulk-create", "bulk-delete"})
 SERVER_SIDE = frozenset({None, "/", "/profile"})
 """What follows ``/v1/devices/{id}`` on routes of the server's own record, answered while offline."""
+WORK = re.compile(r"^/(?:train|infer|save|restore|adopt|evaluate|signatures/[^/]+)$")
+"""What follows the device on the routes whose calls do the phone's work (``/v2/models/{id}/infer`` too)."""
 
 
 @dataclass
@@ -75,6 +81,8 @@ class RealTime:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = DEVICE_CALL.match(scope["path"]) if scope["type"] == "http" else None
+        if found is not None and scope.get("state", {}).get("peer"):
+            found = None  # another process of the fleet (its token checked): a round's participant
         device = None if found is None else await self._device(scope, found.group(1))
         profile = None if device is None else device.profile
         if found is None or device is None or profile is None:
@@ -87,7 +95,8 @@ class RealTime:
             response = error_response(status, refusal.code, refusal.message, path=path, headers=headers)
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, self._stretched(device, send))
+        work = scope["method"] != "GET" and WORK.match(found.group(2) or "") is not None
+        await self.app(scope, receive, self._stretched(device, send) if work else send)
 
     async def _device(self, scope: Scope, device_id: str) -> Device | None:
         """The device the call is on, if the caller may touch it and its record can be read; else None
@@ -101,7 +110,7 @@ class RealTime:
             return None
         try:
             device = fleet.get(device_id)
-            if device.profile is None:  # not read yet, or unprofiled: read it (blocking the first time)
+            if device.loaded_record() is None:  # not read yet: read it (blocking, once)
                 await anyio.to_thread.run_sync(device.read_record, limiter=getattr(state, "limiter", None))
         except FleetError:
             return None

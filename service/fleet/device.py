@@ -263,6 +263,10 @@ class Device:
         record.clock += seconds
         self._record_dirty = True
 
+    def loaded_record(self) -> DeviceRecord | None:
+        """The record if it has been read; None otherwise. Never touches the disk."""
+        return self._record
+
     def loaded_model(self) -> CompiledModel | None:
         """The device's model if ``load()`` has resolved it; None otherwise. Never touches the disk."""
         return self._model

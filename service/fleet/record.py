@@ -49,7 +49,7 @@ class DeviceRecord:
     profile: DeviceProfile | None = None
     """What phone the device simulates (``service.profiles``); None: an ideal one, with no clock."""
     clock: float = 0.0
-    """Simulated seconds its operations took, by its profile (``service.profiles.clock``)."""
+    """Simulated seconds its operations took, by its profile (``DeviceProfile.train_seconds`` etc.)."""
 
     def to_json(self) -> dict[str, object]:
         value: dict[str, object] = {
