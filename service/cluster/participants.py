@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -114,15 +114,7 @@ class ShardParticipants:
     def flush(self) -> None:
         self.federation.flush()
 
-    def profiles(self, device_ids: Sequence[str]) -> dict[str, DeviceProfile]:
-        found: dict[str, DeviceProfile] = {}
-        for device_id in device_ids:
-            profile = self._profile(device_id)
-            if profile is not None:
-                found[device_id] = profile
-        return found
-
-    def _profile(self, device_id: str) -> DeviceProfile | None:
+    def profile(self, device_id: str) -> DeviceProfile | None:
         """The profile in the device's record file, read again only when the file changed; None for an
         unprofiled device or a record that cannot be read (its part fails with the reason)."""
         path = self.federation.fleet.devices_dir / device_id / RECORD
@@ -146,9 +138,7 @@ class ShardParticipants:
         return profile
 
     def sample_counts(self, device_id: str) -> tuple[int, int]:
-        directory = self.federation.fleet.devices_dir / device_id
-        found = self.federation.assignments.read(directory, self.federation.data_dir)
-        return (0, 0) if found is None else (len(found.train), len(found.test))
+        return self.federation.sample_counts_in(self.federation.fleet.devices_dir / device_id)
 
     def version_size(self, model: str, version: int) -> int:
         return self.federation.version_size(model, version)

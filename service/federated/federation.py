@@ -267,20 +267,19 @@ class Federation:
     def pin(self, model: str, version: int) -> contextlib.AbstractContextManager[object]:
         return self.versions.pinned(model, version)
 
-    def profiles(self, device_ids: Sequence[str]) -> dict[str, DeviceProfile]:
-        """From the devices' records (read once a process; a participant reads its record anyway)."""
-        found: dict[str, DeviceProfile] = {}
-        for device_id in device_ids:
-            try:
-                profile = self.fleet.get(device_id).read_record().profile
-            except FleetError:  # gone, or a record that cannot be read: its part fails with the reason
-                continue
-            if profile is not None:
-                found[device_id] = profile
-        return found
+    def profile(self, device_id: str) -> DeviceProfile | None:
+        """From the device's record (read once a process; a participant reads its record anyway)."""
+        try:
+            return self.fleet.get(device_id).read_record().profile
+        except FleetError:  # gone, or a record that cannot be read: its part fails with the reason
+            return None
 
     def sample_counts(self, device_id: str) -> tuple[int, int]:
-        found = self.assignments.read(self.fleet.get(device_id).directory, self.data_dir)
+        return self.sample_counts_in(self.fleet.get(device_id).directory)
+
+    def sample_counts_in(self, directory: Path) -> tuple[int, int]:
+        """The train and test samples of the assignment in a device's directory ((0, 0) without one)."""
+        found = self.assignments.read(directory, self.data_dir)
         return (0, 0) if found is None else (len(found.train), len(found.test))
 
     def version_size(self, model: str, version: int) -> int:
@@ -313,8 +312,9 @@ class Federation:
         model, version = asked.model, asked.version
         data = device_data(device, self.datasets, self.assignments.read)
         started = time.perf_counter()
-        if version is not None:
-            device.adopt_weights(self.versions.path(model, version), f"version {version} of model '{model}'")
+        source = None if version is None else self.versions.path(model, version)
+        if source is not None:
+            device.adopt_weights(source, f"version {version} of model '{model}'")
         rng = np.random.default_rng(list(asked.seed))
         trained = local.train(device, data, asked.training, rng, "round", stop)
         weights = None
@@ -323,14 +323,14 @@ class Federation:
             if not asked.durable:
                 with self._lock:
                     self._unflushed.update(device.directory / name for name in (CHECKPOINT, RECORD, HISTORY))
-            if version is not None:  # the checkpoint holds the update: no second save
+            if source is not None:  # the checkpoint holds the update: no second save
                 weights = read_weights(device.checkpoint_path, root=self.data_dir)
-                _count_upload(device, device.checkpoint_path)
-        elif version is not None and not stop():
+                _count_upload(device, source)
+        elif source is not None and not stop():
             outgoing = device.write_weights()
             try:
                 weights = read_weights(outgoing, root=self.data_dir)
-                _count_upload(device, outgoing)
+                _count_upload(device, source)
             finally:
                 outgoing.unlink(missing_ok=True)
         seconds = time.perf_counter() - started
@@ -347,14 +347,15 @@ class Federation:
         )
 
 
-def _count_upload(device: Device, update: Path) -> None:
-    """A profiled device's clock counts sending its update (``local.participation_seconds``)."""
-    profile = device.profile  # its record is in memory: the part loaded the device
-    if profile is None:
-        return
-    try:
-        size = update.stat().st_size
-    except OSError as exc:
-        raise storage_error(f"could not read device '{device.id}''s update", exc) from exc
-    with device.lock:
+def _count_upload(device: Device, version: Path) -> None:
+    """A profiled device's clock counts sending its update, charged at the size of the version it trained
+    from, the same model's weights (``local.participation_seconds`` plans with that size too)."""
+    with device.lock:  # the profile is read where the clock advances: a profile set meanwhile is seen whole
+        profile = device.read_record().profile  # in memory: the part loaded the device
+        if profile is None:
+            return
+        try:
+            size = version.stat().st_size
+        except OSError as exc:
+            raise storage_error(f"could not read the size of device '{device.id}''s update", exc) from exc
         device.advance(profile.upload_seconds(size))

@@ -136,12 +136,13 @@ def participation_seconds(
     profile: DeviceProfile, training: LocalTraining, samples: int, test_samples: int, weights_bytes: int
 ) -> float:
     """Simulated seconds of a profiled participant's part of a round: download the global weights
-    (``weights_bytes``, 0 without aggregation), train ``samples`` for every epoch, upload an update of
-    the same size (the same model's checkpoint), predict ``test_samples`` (0 unless local accuracy is
-    measured).
+    (``weights_bytes``: the version file's size, 0 without aggregation), train ``samples`` for every
+    epoch, upload an update charged at the same size (the same model's weights), predict
+    ``test_samples`` (0 unless local accuracy is measured).
 
     The round's coordinator plans with this; the device's clock counts the same parts as they happen
-    (``Device.adopt_weights``, ``Device.run`` per batch, the upload in ``Federation._participate``).
+    (``Device.adopt_weights`` at the version file's size, ``Device.run`` per batch, the upload in
+    ``Federation._participate`` at the version file's size too): the two agree up to float rounding.
     """
     seconds = profile.train_seconds(samples * training.epochs)
     if weights_bytes:

@@ -3,7 +3,9 @@
 A run of ``rounds`` rounds over a set of devices, in the background (``RoundRunner``, one run at a
 time, its participants on ``workers`` threads). Each round:
 
-1. picks ``participants`` devices at random (seeded by the run's seed and the round's number);
+1. picks ``participants`` devices at random: the first online ones in a permutation of the run's
+   devices seeded by the run's seed and the round's number (a device's record is read when the walk
+   meets it: an unprofiled run reads only its participants');
 2. each participant adopts the current global version, trains ``epochs`` over its assigned data
    (shuffled by a seed of its own), and writes its weights for the server; it is then evaluated on
    its local test data, and its weights are kept, dropped or saved as the run says;
@@ -22,8 +24,11 @@ picked (when none is online, the round starts when the first comes online). A pi
 participant takes ``d`` simulated seconds (``local.participation_seconds``: download, train, upload,
 local evaluation); it drops out, untrained, with its profile's ``dropout`` probability or when its
 online spell ends before T + d. With a ``deadline``, one with d over it is a straggler: it trains,
-and its update is dropped or (``stragglers="stale"``) added, discounted, to the mean of the round it
-would arrive in. Unprofiled devices take no simulated time and never drop out nor straggle.
+and its update is dropped or (``stragglers="stale"``) added, discounted, to the mean of the first
+round that ends at or after T + d (``_Late``). A round lasts the deadline if anyone was late or
+dropped out; else until its last participant finished, dropped out or failed (at least
+``MIN_ROUND_SECONDS`` when one is profiled: simulated time always moves). Unprofiled devices take no
+simulated time and never drop out nor straggle.
 
 Two runs with the same seed over the same devices and data give identical metrics. A participant that
 fails (busy with a job, no data, deleted) is recorded and left out of the average; a round in which
@@ -34,14 +39,13 @@ progress makes no version. Run records are kept in ``data_dir/rounds/<id>.json``
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -57,7 +61,7 @@ from service.federated.local import LocalTraining, participation_seconds
 from service.fleet.files import read_json, write_json
 from service.fleet.record import utc_now
 from service.profiles import DeviceProfile
-from service.profiles.availability import next_online, online_until
+from service.profiles.availability import device_key, next_online, online_until
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,17 @@ Stragglers = Literal["drop", "stale"]
 STRAGGLERS: tuple[str, ...] = ("drop", "stale")
 MAX_STALENESS = 4
 """Rounds late a stale update may be and still be added; a later one is dropped."""
+MAX_PENDING_STALE = 32
+"""Stale updates kept at once, waiting for the round they arrive in (a model's weights each): a straggler
+whose update finds the list full has it dropped (it is counted as straggled, like any straggler). Which
+round an update arrives in is known only once that round has ended, so waiting updates cannot be summed
+ahead of it."""
+MIN_DEADLINE, MAX_DEADLINE = 0.001, 1e9
+"""The simulated seconds a round's deadline may be."""
+MAX_START_TIME = 1e12
+"""The latest simulated time a run may start at (about 31,700 years)."""
+MIN_ROUND_SECONDS = 0.001
+"""The shortest simulated round when a profiled participant was picked: simulated time always moves."""
 SHOWN_STRAGGLERS = 100
 """Stragglers listed per round (``straggled`` counts them all)."""
 DROPOUT_STREAM = 0x64726F70
@@ -87,11 +102,6 @@ WINDOW_PER_WORKER = 8
 idle the others, and at most this many updates wait (a model's weights each)."""
 PERSIST_EVERY = 1.0
 """Seconds between writes of a running run's record (it is written at every state change too)."""
-
-
-def device_key(device_id: str) -> int:
-    """A stable 64-bit number for a device ID (not Python's ``hash``: the same in every process)."""
-    return int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True)
@@ -148,18 +158,20 @@ class RoundSpec:
                 f"(got {self.participants})"
             )
         if self.deadline is not None and not (
-            isinstance(self.deadline, int | float) and 0 < self.deadline < math.inf
+            isinstance(self.deadline, int | float) and MIN_DEADLINE <= self.deadline <= MAX_DEADLINE
         ):
             raise InvalidRequest(
-                f"deadline must be a positive number of simulated seconds (got {self.deadline})"
+                f"deadline must be between {MIN_DEADLINE:g} and {MAX_DEADLINE:g} simulated seconds "
+                f"(got {self.deadline})"
             )
         if self.stragglers not in STRAGGLERS:
             raise InvalidRequest(
                 f"unknown stragglers policy {self.stragglers!r}; choose one of {', '.join(STRAGGLERS)}"
             )
-        if not (isinstance(self.start_time, int | float) and 0 <= self.start_time < math.inf):
+        if not (isinstance(self.start_time, int | float) and 0 <= self.start_time <= MAX_START_TIME):
             raise InvalidRequest(
-                f"start_time must be a non-negative number of simulated seconds (got {self.start_time})"
+                f"start_time must be between 0 and {MAX_START_TIME:g} simulated seconds "
+                f"(got {self.start_time})"
             )
         self.training.check()
         self.optimizer().check()
@@ -231,9 +243,9 @@ class Participants(Protocol):
         """Keeps ``version`` while a round gives it to its participants."""
         ...
 
-    def profiles(self, device_ids: Sequence[str]) -> dict[str, DeviceProfile]:
-        """The profiles of those of ``device_ids`` that have one (a device whose record cannot be read
-        is left out: its part fails with the reason)."""
+    def profile(self, device_id: str) -> DeviceProfile | None:
+        """The device's profile; None for an unprofiled device, or one whose record cannot be read (its
+        part fails with the reason)."""
         ...
 
     def sample_counts(self, device_id: str) -> tuple[int, int]:
@@ -241,7 +253,8 @@ class Participants(Protocol):
         ...
 
     def version_size(self, model: str, version: int) -> int:
-        """Bytes of the version's weights file: what a participant downloads (and uploads back)."""
+        """Bytes of the version's weights file: what a participant downloads, and what its update is
+        charged at when it uploads it back (``local.participation_seconds``)."""
         ...
 
 
@@ -268,7 +281,8 @@ class RoundMetrics:
     dropped: int = 0
     """Participants that dropped out (their dropout draw, or their online spell ended): untrained."""
     offline: int = 0
-    """The run's devices not picked because they were offline when the round started."""
+    """Devices skipped, offline when the round started, while picking (the run's devices are walked in a
+    seeded order until ``participants`` online ones are found: not every offline device is met)."""
     stale_added: int = 0
     """Stale updates of earlier rounds' stragglers added to this round's mean."""
     simulated_start: float = 0.0
@@ -508,43 +522,42 @@ class RoundRunner:
             run.start_version = run.version = version
         devices = sorted(spec.devices)
         per_round = spec.participants or len(devices)
-        profiles = self.participants.profiles(devices)  # once a run: unprofiled rounds cost no more
-        late = _Late(spec, per_round)
+        profiles = _Profiles(self.participants)
+        late = _Late(spec)
         now = run.simulated_time = spec.start_time
         persisted = time.monotonic()
         for number in range(1, spec.rounds + 1):
             if run.cancel_requested:
                 return
             started = time.perf_counter()
-            now, online = _online(devices, profiles, now, number)
-            rng = np.random.default_rng([spec.seed, number])
-            chosen = rng.choice(len(online), min(per_round, len(online)), replace=False)
-            picked = [online[i] for i in sorted(chosen)]
+            now, picked, offline = _pick(devices, profiles, spec.seed, number, per_round, now)
             metrics = RoundMetrics(
                 number,
                 None,
                 picked[:SHOWN_PARTICIPANTS],
                 picked=len(picked),
-                offline=len(devices) - len(online),
+                offline=offline,
                 simulated_start=now,
             )
             tally = _Tally(metrics, global_weights)
-            for update, rounds_late in late.arriving(number):
-                tally.take_stale(update, rounds_late)
             run.done_in_round = 0
             pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
             with pin:
+                profiled = tally.profiled = any(profiles.get(i) is not None for i in picked)
                 size = (
                     self.participants.version_size(spec.model, version)
-                    if profiles and version is not None
+                    if profiled and version is not None
                     else 0
                 )
                 plans = [self._plan(spec, number, i, profiles.get(i), now, size) for i in picked]
-                self._round(run, plans, number, version, tally, late)
+                self._round(run, plans, number, version, tally, late, now)
             if spec.device_weights == "saved":
                 self.participants.flush()
             if run.cancel_requested:
                 return
+            duration = tally.duration(spec.deadline)
+            for update, rounds_late in late.arriving(number, now + duration):
+                tally.take_stale(update, rounds_late)
             metrics = tally.finish()
             if federated and tally.mean.count:
                 assert global_weights is not None and version is not None
@@ -563,7 +576,7 @@ class RoundRunner:
                     metrics.global_accuracy = self.participants.evaluate_version(
                         spec.model, version, spec.evaluation
                     )
-            metrics.simulated_seconds = tally.duration(spec.deadline)
+            metrics.simulated_seconds = duration
             metrics.seconds = round(time.perf_counter() - started, 3)
             with self._lock:
                 run.rounds.append(metrics)
@@ -598,17 +611,25 @@ class RoundRunner:
             draw = np.random.default_rng([spec.seed, number, device_key(device_id), DROPOUT_STREAM]).random()
             if draw < dropout:
                 return _Plan(device_id, seconds, "dropped")
-        if online_until(profile, device_id, at) < at + seconds:
-            return _Plan(device_id, seconds, "dropped")
+        until = online_until(profile, device_id, at)
+        if until < at + seconds:  # gone when its spell ends (``until - at`` is at most ``seconds``)
+            return _Plan(device_id, seconds, "dropped", gone=max(0.0, until - at))
         if spec.deadline is not None and seconds > spec.deadline:
-            return _Plan(device_id, seconds, "straggler", math.ceil(seconds / spec.deadline) - 1)
+            return _Plan(device_id, seconds, "straggler")
         return _Plan(device_id, seconds)
 
     def _round(
-        self, run: Run, plans: list[_Plan], number: int, version: int | None, tally: _Tally, late: _Late
+        self,
+        run: Run,
+        plans: list[_Plan],
+        number: int,
+        version: int | None,
+        tally: _Tally,
+        late: _Late,
+        start: float,
     ) -> None:
-        """Train the participants that did not drop out, adding their updates to ``tally`` in the order
-        they were picked."""
+        """Train the participants that did not drop out (the round starting at simulated ``start``),
+        adding their updates to ``tally`` in the order they were picked."""
         spec = run.spec
         window = WINDOW_PER_WORKER * self.workers
         ready: dict[int, Future[Update]] = {}
@@ -641,31 +662,66 @@ class RoundRunner:
                         update = future.result()
                         if not run.cancel_requested:
                             tally.take(update, plan)
-                            late.offer(number, plan, update)
+                            late.offer(number, plan, update, start)
                     except FleetError as exc:
-                        tally.fail(plan.device, exc.message)
+                        tally.fail(plan.device, exc.message, plan.seconds)
                     except Exception as exc:
                         log.exception("participant %s of round run %s", plan.device, run.id)
-                        tally.fail(plan.device, f"{type(exc).__name__}: {exc}")
+                        tally.fail(plan.device, f"{type(exc).__name__}: {exc}", plan.seconds)
                 with self._lock:
                     run.done_in_round += 1
 
 
-def _online(
-    devices: list[str], profiles: dict[str, DeviceProfile], at: float, number: int
-) -> tuple[float, list[str]]:
-    """When round ``number`` starts and who is online then: ``at``, or, when no device is online at
-    ``at``, the first time one comes online (FleetError if none ever does)."""
-    if not profiles:
-        return at, devices
-    nexts = [next_online(profiles.get(i), i, at) for i in devices]
-    start = min(nexts)
-    if start == math.inf:
-        raise FleetError(
-            f"round {number}: no device of the run is online at simulated time {at:g} s, and none comes "
-            "online later (their profiles' availability)"
-        )
-    return start, [i for i, t in zip(devices, nexts, strict=True) if t <= start]
+class _Profiles:
+    """The profiles of a run's devices, each read once a run, when the run first needs it: picking walks
+    the devices in a seeded order and stops at the ``participants``-th online one, so an unprofiled run
+    reads only its participants' records."""
+
+    def __init__(self, participants: Participants) -> None:
+        self._participants = participants
+        self._known: dict[str, DeviceProfile | None] = {}
+
+    def get(self, device_id: str) -> DeviceProfile | None:
+        if device_id not in self._known:
+            self._known[device_id] = self._participants.profile(device_id)
+        return self._known[device_id]
+
+
+def _pick(
+    devices: list[str], profiles: _Profiles, seed: int, number: int, per_round: int, at: float
+) -> tuple[float, list[str], int]:
+    """When round ``number`` starts, its participants (in ID order), and how many offline devices were
+    skipped picking them: the first ``per_round`` devices online at ``at`` in a permutation seeded by the
+    run's seed and the round (unprofiled devices are always online). When no device is online at ``at``,
+    the round starts when the first comes online (FleetError if none ever does)."""
+    order = np.random.default_rng([seed, number]).permutation(len(devices))
+    picked, offline = _walk(devices, order, profiles, per_round, at)
+    if not picked:  # every profile was read: the walk met every device
+        start = min(next_online(profiles.get(i), i, at) for i in devices)
+        if start == math.inf:
+            raise FleetError(
+                f"round {number}: no device of the run is online at simulated time {at:g} s, and none "
+                "comes online later (their profiles' availability)"
+            )
+        at = start
+        picked, offline = _walk(devices, order, profiles, per_round, at)
+    return at, sorted(picked), offline
+
+
+def _walk(
+    devices: list[str], order: np.ndarray, profiles: _Profiles, per_round: int, at: float
+) -> tuple[list[str], int]:
+    picked: list[str] = []
+    offline = 0
+    for index in order:
+        device_id = devices[int(index)]
+        if next_online(profiles.get(device_id), device_id, at) == at:
+            picked.append(device_id)
+            if len(picked) == per_round:
+                break
+        else:
+            offline += 1
+    return picked, offline
 
 
 Fate = Literal["on_time", "straggler", "dropped", "failed"]
@@ -673,18 +729,24 @@ Fate = Literal["on_time", "straggler", "dropped", "failed"]
 
 @dataclass(frozen=True)
 class _Plan:
-    """A picked participant: its simulated duration, what becomes of it, how many rounds late its update
-    arrives (a straggler's)."""
+    """A picked participant: its simulated duration, what becomes of it."""
 
     device: str
     seconds: float = 0.0
     fate: Fate = "on_time"
-    late: int = 0
     error: str = ""
+    gone: float | None = None
+    """A dropout's simulated seconds into the round when it left (None: ``seconds``, the dropout draw's
+    and a failure's: the server notices when the part should have ended)."""
 
     @property
     def trains(self) -> bool:
         return self.fate in ("on_time", "straggler")
+
+    @property
+    def ends(self) -> float:
+        """Simulated seconds into the round when the server is done waiting for it."""
+        return self.seconds if self.gone is None else self.gone
 
 
 def staleness_weight(rounds_late: int) -> float:
@@ -695,31 +757,40 @@ def staleness_weight(rounds_late: int) -> float:
 
 
 class _Late:
-    """Stragglers' updates waiting for the round they arrive in (``stragglers="stale"``): at most
-    ``MAX_STALENESS`` times the participants per round (one round's are late by at most that many rounds)."""
+    """Stragglers' updates waiting for the round they arrive in (``stragglers="stale"``).
 
-    def __init__(self, spec: RoundSpec, per_round: int) -> None:
+    A straggler's update arrives at its round's start plus its simulated duration, and is added to the
+    first round whose simulated end is at or after that, ``k`` rounds after its own (rounds do not all
+    last the deadline: one where nobody is late ends earlier, one may start later, waiting for a device
+    to come online). It is dropped when ``k`` would be over ``MAX_STALENESS``, when the run ends first,
+    or when ``MAX_PENDING_STALE`` updates already wait."""
+
+    def __init__(self, spec: RoundSpec) -> None:
         self.keep = spec.deadline is not None and spec.stragglers == "stale"
-        self.last_round = spec.rounds
-        self.limit = per_round * MAX_STALENESS
-        self._by_round: dict[int, list[tuple[Update, int]]] = {}
-        self._count = 0
+        self._waiting: list[tuple[float, int, Update]] = []
+        """(arrival time, origin round, update), in the order they were sent."""
 
-    def offer(self, number: int, plan: _Plan, update: Update) -> None:
-        """Keep a straggler's update of round ``number`` for its arrival round, unless it arrives after
-        the run's last round or more than ``MAX_STALENESS`` rounds late (then it is dropped)."""
+    def offer(self, number: int, plan: _Plan, update: Update, start: float) -> None:
+        """Keep a straggler's update of round ``number`` (which started at simulated ``start``)."""
         if not self.keep or plan.fate != "straggler" or update.weights is None:
             return
-        arrival = number + plan.late
-        if plan.late > MAX_STALENESS or arrival > self.last_round or self._count >= self.limit:
+        if len(self._waiting) >= MAX_PENDING_STALE:
             return
-        self._by_round.setdefault(arrival, []).append((update, plan.late))
-        self._count += 1
+        self._waiting.append((start + plan.seconds, number, update))
 
-    def arriving(self, number: int) -> list[tuple[Update, int]]:
-        """The updates that arrive in round ``number`` (in the order they were sent), and how late."""
-        found = self._by_round.pop(number, [])
-        self._count -= len(found)
+    def arriving(self, number: int, end: float) -> list[tuple[Update, int]]:
+        """The updates that arrive in round ``number``, which ends at simulated ``end`` (in the order they
+        were sent), and how many rounds late; those that can no longer arrive in time are dropped."""
+        found: list[tuple[Update, int]] = []
+        waiting: list[tuple[float, int, Update]] = []
+        for arrival, origin, update in self._waiting:
+            if number - origin > MAX_STALENESS:
+                continue
+            if arrival <= end:
+                found.append((update, number - origin))
+            else:
+                waiting.append((arrival, origin, update))
+        self._waiting = [w for w in waiting if number + 1 - w[1] <= MAX_STALENESS]
         return found
 
 
@@ -767,7 +838,10 @@ class _Tally:
         self.losses: list[tuple[float, int]] = []
         self.local: list[float] = []
         self.longest = 0.0
-        """The longest simulated duration of a participant that finished."""
+        """Simulated seconds into the round when the last picked participant finished, dropped out or
+        failed (its plan's ``ends``)."""
+        self.profiled = False
+        """Whether a profiled participant was picked (its plan takes simulated time)."""
 
     def take(self, update: Update, plan: _Plan) -> None:
         if update.weights is not None:
@@ -784,7 +858,7 @@ class _Tally:
             self.mean.add(update.weights, update.samples)
         self.metrics.finished += 1
         self.metrics.samples += update.samples
-        self.longest = max(self.longest, plan.seconds)
+        self._waited(plan.seconds)
         if update.mean_loss is not None:
             self.losses.append((update.mean_loss, update.samples))
         if update.local_accuracy is not None:
@@ -800,19 +874,30 @@ class _Tally:
         """A participant that did not train: dropped out, or failed before it was asked."""
         if plan.fate == "dropped":
             self.metrics.dropped += 1
+            self._waited(plan.ends)
         else:
-            self.fail(plan.device, plan.error)
+            self.fail(plan.device, plan.error, plan.seconds)
 
-    def fail(self, device_id: str, message: str) -> None:
+    def fail(self, device_id: str, message: str, seconds: float = 0.0) -> None:
         self.metrics.failed += 1
+        self._waited(seconds)
         if len(self.metrics.failures) < SHOWN_FAILURES:
             self.metrics.failures.append({"device": device_id, "error": message})
 
+    def _waited(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
     def duration(self, deadline: float | None) -> float:
-        """The round's simulated seconds: the deadline when someone missed it, else the slowest finisher."""
+        """The round's simulated seconds: the deadline when someone missed it (straggled or dropped out);
+        else until the last picked participant finished, dropped out or failed (the slowest finisher
+        when none dropped out); never less than ``MIN_ROUND_SECONDS`` when someone was picked and
+        profiled, so that simulated time always moves."""
         if deadline is not None and (self.metrics.straggled or self.metrics.dropped):
             return deadline
-        return self.longest
+        longest = self.longest if deadline is None else min(self.longest, deadline)
+        if self.profiled and not longest > 0:
+            return MIN_ROUND_SECONDS
+        return longest
 
     def finish(self) -> RoundMetrics:
         """The round's metrics; FleetError when every participant failed (no update and none dropped

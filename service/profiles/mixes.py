@@ -30,9 +30,21 @@ import numpy as np
 
 from service.errors import InvalidProfile, ProfileMixNotFound
 from service.profiles.availability import device_key
-from service.profiles.profile import DeviceProfile, Profile, number_field, object_fields
+from service.profiles.profile import (
+    MAX_SPEED,
+    MIN_SPEED,
+    DeviceProfile,
+    Profile,
+    number_field,
+    object_fields,
+    speed_field,
+)
 
 MAX_CLASSES = 64
+MAX_SHARE = 1e6
+"""Largest share of one class (shares are relative: they need not add up to one)."""
+MAX_SIGMA = 3.0
+"""Largest sigma of a lognormal speed distribution (3: a factor of 20 either side of the median)."""
 MAX_MIX_BYTES = 1 << 20
 DAY = 86_400.0
 
@@ -51,7 +63,9 @@ SOURCES = {
 
 @dataclass(frozen=True)
 class Speed:
-    """A class's distribution of speed factors: ``fixed``, ``lognormal`` (median, sigma) or ``uniform``."""
+    """A class's distribution of speed factors: ``fixed``, ``lognormal`` (median, sigma) or ``uniform``
+    (lo, hi). The factors, the median and the bounds are within ``MIN_SPEED`` to ``MAX_SPEED``, sigma
+    within 0 to ``MAX_SIGMA``; a drawn factor is clipped into ``[MIN_SPEED, MAX_SPEED]``."""
 
     kind: str = "fixed"
     a: float = 1.0
@@ -60,7 +74,7 @@ class Speed:
     @classmethod
     def parse(cls, value: object, where: str) -> Speed:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return cls("fixed", number_field(value, where, strict=True))
+            return cls("fixed", speed_field(value, where))
         fields = object_fields(value, where, frozenset({"lognormal", "uniform"}))
         if len(fields) != 1:
             raise InvalidProfile(
@@ -70,24 +84,29 @@ class Speed:
             params = object_fields(fields["lognormal"], f"{where}.lognormal", frozenset({"median", "sigma"}))
             return cls(
                 "lognormal",
-                number_field(params.get("median"), f"{where}.lognormal.median", strict=True),
-                number_field(params.get("sigma"), f"{where}.lognormal.sigma"),
+                speed_field(params.get("median"), f"{where}.lognormal.median"),
+                number_field(params.get("sigma"), f"{where}.lognormal.sigma", maximum=MAX_SIGMA),
             )
         bounds = fields["uniform"]
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
             raise InvalidProfile(f"{where}.uniform must be [lo, hi]")
-        lo = number_field(bounds[0], f"{where}.uniform[0]", strict=True)
-        hi = number_field(bounds[1], f"{where}.uniform[1]", strict=True)
+        lo = speed_field(bounds[0], f"{where}.uniform[0]")
+        hi = speed_field(bounds[1], f"{where}.uniform[1]")
         if hi < lo:
             raise InvalidProfile(f"{where}.uniform is [{lo:g}, {hi:g}]: hi must be at least lo")
         return cls("uniform", lo, hi)
 
     def draw(self, rng: np.random.Generator) -> float:
+        """A speed factor, clipped into ``[MIN_SPEED, MAX_SPEED]`` (a lognormal's tails reach past them)."""
         if self.kind == "lognormal":
-            return float(self.a * math.exp(self.b * rng.standard_normal()))
-        if self.kind == "uniform":
-            return float(rng.uniform(self.a, self.b))
-        return self.a
+            # Clip the exponent first: exp never overflows, whatever the normal draw.
+            exponent = min(self.b * float(rng.standard_normal()), math.log(MAX_SPEED / self.a))
+            drawn = self.a * math.exp(exponent)
+        elif self.kind == "uniform":
+            drawn = float(rng.uniform(self.a, self.b))
+        else:
+            drawn = self.a
+        return min(max(drawn, MIN_SPEED), MAX_SPEED)
 
     def describe(self) -> object:
         if self.kind == "lognormal":
@@ -127,7 +146,7 @@ class ProfileMix:
             entry = object_fields(item, at, (Profile.FIELDS | {"share"}) - {"seed"})
             if "class" not in entry:
                 raise InvalidProfile(f"{at}.class is missing: every class of a mix has a name")
-            share = number_field(entry.get("share"), f"{at}.share", strict=True)
+            share = number_field(entry.get("share"), f"{at}.share", strict=True, maximum=MAX_SHARE)
             speed = Speed.parse(entry.get("speed", 1.0), f"{at}.speed")
             rest = {k: v for k, v in entry.items() if k not in ("share", "speed")}
             parsed.append(MixClass(Profile.parse(rest, at).profile, share, speed))

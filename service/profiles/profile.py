@@ -3,12 +3,18 @@ online, and how often it drops out. Parsed from JSON-like values, refused with t
 
 A device's profile is its class's ``Profile`` (shared by every device of that class: one object, however
 many devices) and its own ``speed`` (a draw of the mix's speed distribution): ``DeviceProfile``. That
-keeps 100,000 profiled devices at a pointer and a float each.
+keeps 100,000 profiled devices at a small object each (a pointer and a float).
+
+Every number is bounded (``MIN_SPEED`` to ``MAX_SPEED``, ``MAX_MS_PER_SAMPLE``, ``MIN_MBPS`` to
+``MAX_MBPS``, ``MAX_RTT_MS``, ``MAX_SECONDS``) so that no accepted profile makes a duration infinite or
+not a number.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -17,25 +23,47 @@ from service.errors import InvalidProfile
 
 AvailabilityKind = Literal["always", "trace", "markov"]
 AVAILABILITY_KINDS: tuple[AvailabilityKind, ...] = ("always", "trace", "markov")
-MAX_INTERVALS = 10_000
+MAX_INTERVALS = 1_000
 """On/off intervals one trace may hold."""
 MAX_CLASS_NAME = 64
+MIN_SPEED, MAX_SPEED = 1e-3, 1e3
+"""Bounds of every speed factor: a compute's, a device's, and one drawn from a mix's distribution."""
+MAX_MS_PER_SAMPLE = 1e6
+MIN_MBPS, MAX_MBPS = 1e-3, 1e6
+MAX_RTT_MS = 1e6
+MAX_SECONDS = 1e9
+"""Bound of a trace's interval ends and period, and of a markov availability's mean spells (about 32
+years)."""
+MIN_SPELL_S = 1.0
+"""Shortest mean spell of a markov availability (its ``mean_off_s`` may also be 0: never off)."""
 
 REFERENCE_TRAIN_MS = 0.5
 """Milliseconds a reference phone (``speed`` 1) takes to train one sample: a mid-range phone training
 the embedded 784-128-10 model (about 0.1 MFLOP forward, 0.3 MFLOP with the backward pass) through
-TFLite's Flex delegate, which runs one sample in well under a millisecond (see ``mixes.py``)."""
+TFLite's Flex delegate, which runs one sample in well under a millisecond (the mixes scale it by
+class: ``mixes.SOURCES``)."""
 REFERENCE_INFER_MS = 0.1
 """Milliseconds a reference phone takes to predict one sample (a forward pass only)."""
 
 
-def number_field(value: object, where: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+def number_field(
+    value: object, where: str, *, minimum: float = 0.0, maximum: float = math.inf, strict: bool = False
+) -> float:
+    """``value`` as a float within ``[minimum, maximum]`` (``(minimum, maximum]`` if ``strict``), else
+    ``InvalidProfile`` naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidProfile(f"{where} must be a finite number (got {value!r})")
     if value < minimum or (strict and value == minimum):
         bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
         raise InvalidProfile(f"{where} must be {bound} (got {value!r})")
+    if value > maximum:
+        raise InvalidProfile(f"{where} must be at most {maximum:g} (got {value!r})")
     return float(value)
+
+
+def speed_field(value: object, where: str) -> float:
+    """A speed factor: a number from ``MIN_SPEED`` to ``MAX_SPEED``."""
+    return number_field(value, where, minimum=MIN_SPEED, maximum=MAX_SPEED)
 
 
 def object_fields(value: object, where: str, allowed: frozenset[str]) -> Mapping[str, object]:
@@ -54,22 +82,27 @@ class Compute:
 
     @classmethod
     def parse(cls, value: object, where: str = "compute") -> Compute:
-        """``{"train_ms_per_sample", "infer_ms_per_sample"}``, or ``{"speed": s}``: the reference
-        phone's times divided by ``s`` (2 computes twice as fast)."""
+        """``{"train_ms_per_sample", "infer_ms_per_sample"}`` (each 0 to ``MAX_MS_PER_SAMPLE``), or
+        ``{"speed": s}``: the reference phone's times divided by ``s`` (2 computes twice as fast; from
+        ``MIN_SPEED`` to ``MAX_SPEED``)."""
         fields = object_fields(
             value, where, frozenset({"train_ms_per_sample", "infer_ms_per_sample", "speed"})
         )
         if "speed" in fields:
             if len(fields) > 1:
                 raise InvalidProfile(f"{where}: give either speed or the times per sample, not both")
-            speed = number_field(fields["speed"], f"{where}.speed", strict=True)
+            speed = speed_field(fields["speed"], f"{where}.speed")
             return cls(REFERENCE_TRAIN_MS / speed, REFERENCE_INFER_MS / speed)
         return cls(
             number_field(
-                fields.get("train_ms_per_sample", REFERENCE_TRAIN_MS), f"{where}.train_ms_per_sample"
+                fields.get("train_ms_per_sample", REFERENCE_TRAIN_MS),
+                f"{where}.train_ms_per_sample",
+                maximum=MAX_MS_PER_SAMPLE,
             ),
             number_field(
-                fields.get("infer_ms_per_sample", REFERENCE_INFER_MS), f"{where}.infer_ms_per_sample"
+                fields.get("infer_ms_per_sample", REFERENCE_INFER_MS),
+                f"{where}.infer_ms_per_sample",
+                maximum=MAX_MS_PER_SAMPLE,
             ),
         )
 
@@ -88,14 +121,20 @@ class Network:
 
     @classmethod
     def parse(cls, value: object, where: str = "network") -> Network:
+        """``{"uplink_mbps", "downlink_mbps"}`` (each ``MIN_MBPS`` to ``MAX_MBPS``) and ``rtt_ms`` (0 to
+        ``MAX_RTT_MS``), each optional."""
         fields = object_fields(value, where, frozenset({"uplink_mbps", "downlink_mbps", "rtt_ms"}))
         default = cls()
+
+        def rate(name: str, fallback: float) -> float:
+            return number_field(
+                fields.get(name, fallback), f"{where}.{name}", minimum=MIN_MBPS, maximum=MAX_MBPS
+            )
+
         return cls(
-            number_field(fields.get("uplink_mbps", default.uplink_mbps), f"{where}.uplink_mbps", strict=True),
-            number_field(
-                fields.get("downlink_mbps", default.downlink_mbps), f"{where}.downlink_mbps", strict=True
-            ),
-            number_field(fields.get("rtt_ms", default.rtt_ms), f"{where}.rtt_ms"),
+            rate("uplink_mbps", default.uplink_mbps),
+            rate("downlink_mbps", default.downlink_mbps),
+            number_field(fields.get("rtt_ms", default.rtt_ms), f"{where}.rtt_ms", maximum=MAX_RTT_MS),
         )
 
     def describe(self) -> dict[str, object]:
@@ -106,10 +145,14 @@ class Network:
 class Availability:
     """When the phone is online, in simulated seconds.
 
-    ``always``; ``trace``: online during the ``intervals`` ``[start, end)``, sorted and apart, repeated
-    every ``period`` seconds when one is given (a day's pattern); ``markov``: a two-state process whose
-    on and off spells last exponentially long with means ``mean_on_s`` and ``mean_off_s``, its spells
-    drawn per device from the device's ID and the mix's seed (``service.profiles.availability``).
+    ``always``; ``trace``: online during the ``intervals`` ``[start, end)``, sorted and apart (an
+    interval starts after the previous one ends: touching ones are refused; write them as one), ends at
+    most ``MAX_SECONDS``, repeated every ``period`` seconds (at most ``MAX_SECONDS``) when one is given
+    (a day's pattern; an interval ending at the period and one starting at 0 make one spell across the
+    period's edge); ``markov``: a two-state process whose on and off spells last exponentially long
+    with means ``mean_on_s`` (``MIN_SPELL_S`` to ``MAX_SECONDS``) and ``mean_off_s`` (0, never off, or
+    ``MIN_SPELL_S`` to ``MAX_SECONDS``), its spells drawn per device and per epoch of simulated time
+    from the device's ID and the profile's seed (``service.profiles.availability``).
     """
 
     kind: AvailabilityKind = "always"
@@ -142,18 +185,22 @@ class Availability:
             intervals = _intervals(fields.get("intervals"), f"{where}.intervals")
             period = fields.get("period")
             if period is not None:
-                period = number_field(period, f"{where}.period", strict=True)
+                period = number_field(period, f"{where}.period", strict=True, maximum=MAX_SECONDS)
                 if intervals[-1][1] > period:
                     raise InvalidProfile(
                         f"{where}.intervals end at {intervals[-1][1]:g}, after the period of {period:g} s"
                     )
             return cls("trace", intervals, period)
         if kind == "markov":
-            return cls(
-                "markov",
-                mean_on_s=number_field(fields.get("mean_on_s"), f"{where}.mean_on_s", strict=True),
-                mean_off_s=number_field(fields.get("mean_off_s"), f"{where}.mean_off_s"),
+            mean_on = number_field(
+                fields.get("mean_on_s"), f"{where}.mean_on_s", minimum=MIN_SPELL_S, maximum=MAX_SECONDS
             )
+            mean_off = number_field(fields.get("mean_off_s"), f"{where}.mean_off_s", maximum=MAX_SECONDS)
+            if 0 < mean_off < MIN_SPELL_S:
+                raise InvalidProfile(
+                    f"{where}.mean_off_s must be 0 (never off) or at least {MIN_SPELL_S:g} (got {mean_off:g})"
+                )
+            return cls("markov", mean_on_s=mean_on, mean_off_s=mean_off)
         return cls()
 
     def describe(self) -> dict[str, object]:
@@ -177,13 +224,14 @@ def _intervals(value: object, where: str) -> tuple[tuple[float, float], ...]:
         at = f"{where}[{index}]"
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise InvalidProfile(f"{at} must be a [start, end] pair (got {pair!r})")
-        start, end = number_field(pair[0], f"{at}[0]"), number_field(pair[1], f"{at}[1]")
+        start = number_field(pair[0], f"{at}[0]", maximum=MAX_SECONDS)
+        end = number_field(pair[1], f"{at}[1]", maximum=MAX_SECONDS)
         if end <= start:
             raise InvalidProfile(f"{at} ends at {end:g}, not after its start {start:g}")
-        if intervals and start < intervals[-1][1]:
+        if intervals and start <= intervals[-1][1]:
             raise InvalidProfile(
-                f"{at} starts at {start:g}, before interval {index - 1} ends ({intervals[-1][1]:g}): "
-                "intervals must be sorted and must not overlap"
+                f"{at} starts at {start:g}, not after interval {index - 1} ends ({intervals[-1][1]:g}): "
+                "intervals must be sorted and apart (neither overlapping nor touching; join touching ones)"
             )
         intervals.append((start, end))
     return tuple(intervals)
@@ -206,7 +254,7 @@ class Profile:
     @classmethod
     def parse(cls, value: object, where: str = "profile") -> DeviceProfile:
         """A device's profile from JSON: these fields, each optional, and ``speed`` (the device's own
-        factor on its compute times, default 1)."""
+        factor on its compute times, default 1, from ``MIN_SPEED`` to ``MAX_SPEED``)."""
         fields = object_fields(value, where, cls.FIELDS)
         name = fields.get("class", "custom")
         if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME:
@@ -225,7 +273,7 @@ class Profile:
             dropout,
             seed,
         )
-        return DeviceProfile(profile, number_field(fields.get("speed", 1.0), f"{where}.speed", strict=True))
+        return DeviceProfile(profile, speed_field(fields.get("speed", 1.0), f"{where}.speed"))
 
     def describe(self) -> dict[str, object]:
         return {
@@ -264,20 +312,25 @@ class DeviceProfile:
         return network.rtt_ms / 1000.0 + size * 8 / (network.uplink_mbps * 1e6)
 
 
-_INTERNED: dict[Profile, Profile] = {}
+_INTERNED: OrderedDict[Profile, Profile] = OrderedDict()
+_INTERNED_LOCK = threading.Lock()
 MAX_INTERNED = 4096
 """Distinct class profiles kept for sharing (a mix has a few; a fleet of hand-set ones may have more)."""
 
 
 def intern(profile: Profile) -> Profile:
-    """One shared object per distinct class profile: devices read back from disk share them again."""
-    found = _INTERNED.get(profile)
-    if found is not None:
-        return found
-    if len(_INTERNED) >= MAX_INTERNED:
-        _INTERNED.clear()
-    _INTERNED[profile] = profile
-    return profile
+    """One shared object per distinct class profile: devices read back from disk share them again.
+    At most ``MAX_INTERNED`` are kept; past that the least recently interned or found one is dropped
+    (devices that hold it keep it, later ones get a new shared object)."""
+    with _INTERNED_LOCK:
+        found = _INTERNED.get(profile)
+        if found is not None:
+            _INTERNED.move_to_end(profile)
+            return found
+        _INTERNED[profile] = profile
+        if len(_INTERNED) > MAX_INTERNED:
+            _INTERNED.popitem(last=False)
+        return profile
 
 
 def parse_profile(value: object, where: str = "profile") -> DeviceProfile:

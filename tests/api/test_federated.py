@@ -388,8 +388,11 @@ def test_bad_deadlines_straggler_policies_and_start_times_are_refused_naming_the
     for body, field in (
         ({"deadline": -1}, "deadline"),
         ({"deadline": 0}, "deadline"),
+        ({"deadline": 5e-324}, "deadline"),
+        ({"deadline": 1e10}, "deadline"),
         ({"stragglers": "wait"}, "stragglers"),
         ({"start_time": -5}, "start_time"),
+        ({"start_time": 1e13}, "start_time"),
     ):
         assert field in error(client.post("/v1/rounds", json={"prefix": "badclock", **body}), 422), body
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 
+import numpy as np
 import pytest
 
+from service.errors import InvalidProfile
 from service.profiles import DeviceProfile, parse_profile
-from service.profiles.availability import next_online, online, online_until
+from service.profiles.availability import epoch_seconds, next_online, online, online_until
 
 INTERVALS = [[10, 20], [30, 40]]
+HOUR, DAY = 3600.0, 86_400.0
 
 
 def trace(period: float | None = None) -> DeviceProfile:
@@ -93,7 +97,7 @@ def test_trace_interval_at_the_edges_of_its_period() -> None:
     assert online(profile, "d", 99.5) and online(profile, "d", 100) and online(profile, "d", 0)
     assert not online(profile, "d", 10) and not online(profile, "d", 50)
     assert next_online(profile, "d", 50) == 90
-    assert online_until(profile, "d", 95) == 100  # a spell across the period's edge ends at it
+    assert online_until(profile, "d", 95) == 110  # a spell across the period's edge goes on past it
     assert online_until(profile, "d", 100) == 110
 
 
@@ -159,3 +163,88 @@ def test_always_and_unprofiled_are_always_on() -> None:
         assert online(profile, "p", 1e9)
         assert next_online(profile, "p", 5.0) == 5.0
         assert online_until(profile, "p", 5.0) == math.inf
+
+
+def test_touching_trace_intervals_are_refused_naming_the_interval() -> None:
+    with pytest.raises(InvalidProfile, match=r"intervals\[1\].*apart"):
+        parse_profile({"availability": {"kind": "trace", "intervals": [[0, 10], [10, 20]]}})
+
+
+def test_a_night_spell_across_midnight_goes_on_until_the_morning() -> None:
+    night = parse_profile(
+        {"availability": {"kind": "trace", "intervals": [[0, 6 * HOUR], [23 * HOUR, DAY]], "period": DAY}}
+    )
+    assert online_until(night, "d", 23 * HOUR) == DAY + 6 * HOUR
+    assert online_until(night, "d", 5 * DAY + 23.5 * HOUR) == 6 * DAY + 6 * HOUR
+    assert online_until(night, "d", 5 * DAY + 3 * HOUR) == 5 * DAY + 6 * HOUR
+    assert online_until(night, "d", 12 * HOUR) == 12 * HOUR
+    assert next_online(night, "d", 12 * HOUR) == 23 * HOUR
+
+
+def test_a_spell_ending_at_the_period_without_one_from_zero_ends_there() -> None:
+    profile = parse_profile(
+        {"availability": {"kind": "trace", "intervals": [[10, 20], [90, 100]], "period": 100}}
+    )
+    assert online_until(profile, "d", 95) == 100
+    assert next_online(profile, "d", 100) == 110
+
+
+def test_a_trace_of_the_whole_period_is_online_for_ever() -> None:
+    profile = parse_profile({"availability": {"kind": "trace", "intervals": [[0, 100]], "period": 100}})
+    assert online_until(profile, "d", 50) == math.inf
+    assert online(profile, "d", 1e8 + 0.5)
+
+
+def test_a_trace_reads_the_period_and_the_time_within_it_consistently() -> None:
+    # floor(at / period) * period and at % period disagree here by a period; divmod does not.
+    period, at = 3.7, 124249.7
+    profile = parse_profile({"availability": {"kind": "trace", "intervals": [[1, 2]], "period": period}})
+    cycles, _ = divmod(at, period)
+    assert next_online(profile, "d", at) == pytest.approx(cycles * period + period + 1, abs=1e-6)
+    assert next_online(profile, "d", at) - at < period
+
+
+@pytest.mark.parametrize("at", [1e9, 1e12, 3.3e13])
+def test_markov_answers_far_in_simulated_time_quickly_and_consistently(at: float) -> None:
+    profile = markov(100, 300)
+    started = time.perf_counter()
+    start = next_online(profile, "p", at)
+    end = online_until(profile, "p", start)
+    assert time.perf_counter() - started < 0.5
+    assert at <= start < at + 100_000  # the old spells from 0 gave up: never online
+    assert online(profile, "p", start) and end > start and not online(profile, "p", end)
+    assert online(profile, "p", (start + end) / 2)
+
+
+def test_markov_far_in_time_is_online_its_stationary_share() -> None:
+    profile = markov(100, 300)
+    times = np.random.default_rng(1).uniform(1e11, 1e12, 2000)
+    share = sum(online(profile, f"phone-{i % 20}", float(t)) for i, t in enumerate(times)) / len(times)
+    assert share == pytest.approx(0.25, abs=0.05)
+
+
+def test_markov_spells_run_on_across_epochs() -> None:
+    profile = markov(100, 300)
+    length = epoch_seconds(profile.profile.availability)
+    for device_id in ("a", "b", "c"):
+        for epoch in range(1, 30):
+            at = epoch * length
+            start = next_online(profile, device_id, at - 1)
+            end = online_until(profile, device_id, start)
+            assert online(profile, device_id, start) and not online(profile, device_id, end)
+            assert end > start >= at - 1
+
+
+def test_markov_is_the_same_far_in_time_for_the_same_seed_and_device() -> None:
+    times = [1e10 + 37.0 * i for i in range(200)]
+    first = [online(markov(100, 300), "phone-1", t) for t in times]
+    assert [online(markov(100, 300), "phone-1", t) for t in times] == first
+    assert [online(markov(100, 300), "phone-2", t) for t in times] != first
+    assert 0 < sum(first) < len(first)
+
+
+def test_markov_before_time_zero_is_offline_until_its_first_spell() -> None:
+    profile = markov(100, 300)
+    assert not online(profile, "p", -5.0)
+    assert next_online(profile, "p", -5.0) == next_online(profile, "p", 0.0)
+    assert online_until(profile, "p", -5.0) == -5.0

@@ -26,7 +26,15 @@ from service.errors import InvalidRequest, InvalidTensor
 from service.federated.aggregation import ServerOptimizer
 from service.federated.federation import Selection
 from service.federated.local import INFER_SIGNATURE, LocalTraining
-from service.federated.rounds import MAX_ROUNDS, Evaluation, Participation, RoundSpec
+from service.federated.rounds import (
+    MAX_DEADLINE,
+    MAX_ROUNDS,
+    MAX_START_TIME,
+    MIN_DEADLINE,
+    Evaluation,
+    Participation,
+    RoundSpec,
+)
 from service.federated.wire import encode_update
 from service.fleet.models import DEFAULT_MODEL
 
@@ -258,7 +266,8 @@ class StartRounds(DeviceSelection):
     )
     deadline: float | None = Field(
         None,
-        gt=0,
+        ge=MIN_DEADLINE,
+        le=MAX_DEADLINE,
         allow_inf_nan=False,
         description="simulated seconds a round waits for its profiled participants; default: all of them",
     )
@@ -268,7 +277,11 @@ class StartRounds(DeviceSelection):
         "it arrives in",
     )
     start_time: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="the simulated time the first round starts at"
+        0.0,
+        ge=0,
+        le=MAX_START_TIME,
+        allow_inf_nan=False,
+        description="the simulated time the first round starts at",
     )
 
 
