@@ -106,4 +106,4 @@ def test_a_deadline_without_profiles_or_a_bad_mix_file_is_refused(
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes:\n  - class: x\n    share: 1\n    compute: {speed: -2}\n")
     assert main(["simulate", *common, "--profiles", str(bad)]) == 2
-    assert "compute.speed must be greater than 0" in capsys.readouterr().err
+    assert "compute.speed must be at least 0.001" in capsys.readouterr().err
