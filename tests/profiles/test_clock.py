@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from service.fleet.device import Device
 from service.fleet.jobs import Job, JobRunner, JobSpec
 from service.profiles import DeviceProfile, parse_profile
 from service.profiles.profile import REFERENCE_INFER_MS, REFERENCE_TRAIN_MS
+from tests.fleet.test_jobs import until
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -24,14 +23,6 @@ TRAIN_MS, INFER_MS, SPEED = 2.0, 0.5, 4.0
 def profiled(**extra: object) -> DeviceProfile:
     compute = {"train_ms_per_sample": TRAIN_MS, "infer_ms_per_sample": INFER_MS}
     return parse_profile({"class": "test", "compute": compute, "speed": SPEED, **extra})
-
-
-def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 def train(device: Device, batch: Batch, steps: int) -> None:
