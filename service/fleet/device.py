@@ -575,28 +575,28 @@ class Device:
             # Only "infer" is known to leave weights alone; any other signature may change them.
             self._weights_changed |= signature != "infer"
             outputs = interpreter.run(signature, checked)
-            profile = self.read_record().profile
-            if profile is not None:
-                self._advance_for(profile, signature, training, checked)
+            record = self.read_record()  # in memory: the activation read it
+            if record.profile is not None:  # the phone's time for the batch
+                batch = next((len(v) for v in checked.values() if np.ndim(v) > 0), 1)
+                compute = record.profile.train_seconds if training else record.profile.infer_seconds
+                self.advance(compute(batch))
             if history is not None:
-                record = self.read_record()  # in memory: the activation read it
                 record.train_steps += 1
                 if self.stats is not None:
                     self.stats.train_steps.inc()
                 record.last_loss = scalar_loss(outputs)
                 if record.last_loss is not None:
                     self._history_dirty = True
-                    entry = {"step": record.train_steps, "loss": record.last_loss, "source": source}
-                    history.append({**entry, "at": time.time()})
+                    history.append(
+                        {
+                            "step": record.train_steps,
+                            "loss": record.last_loss,
+                            "source": source,
+                            "at": time.time(),
+                        }
+                    )
                 self._record_dirty = True
             return outputs
-
-    def _advance_for(
-        self, profile: DeviceProfile, signature: str, training: bool, inputs: Mapping[str, np.ndarray]
-    ) -> None:
-        """The simulated time of a call on ``inputs``: training or predicting on their batch."""
-        batch = next((len(v) for v in inputs.values() if np.ndim(v) > 0), 1)
-        self.advance(profile.train_seconds(batch) if training else profile.infer_seconds(batch))
 
     def save(self, durable: bool = True) -> dict[str, np.ndarray]:
         """Write the interpreter's weights to the device's checkpoint, atomically, then the counters.

@@ -152,6 +152,7 @@ def test_a_phone_drops_out_of_a_job_as_its_profile_says(client: TestClient, trai
     assert flaky["steps_done"] < flaky["steps_total"] == 20
     assert not ok(client.get("/v1/devices/flaky"))["has_checkpoint"]  # a dropped job does not save
     assert views["steady"]["state"] == "succeeded" and views["steady"]["steps_done"] == 20
+    assert {views["coin-a"]["state"], views["coin-b"]["state"]} == {"dropped"}  # seed 3 draws both out
     for device_id in ("coin-a", "coin-b"):
         ok(client.delete(f"/v1/devices/{device_id}/samples"), 204)
     again = run_jobs(client, batch, job, "coin-a", "coin-b")  # the same seed: the same draws
