@@ -253,9 +253,11 @@ class FleetClient:
         shuffle: bool = True,
         seed: int | None = None,
         data: str | None = None,
+        steps: int | None = None,
     ) -> dict[str, Any]:
         """Start training over the device's samples (``data="assigned"``: its assigned data; None: the
-        samples if it has any, else its assigned data) in the background; returns the job (202)."""
+        samples if it has any, else its assigned data) in the background; returns the job (202).
+        ``steps`` stops it after that many batches."""
         body = {
             "epochs": epochs,
             "batch_size": batch_size,
@@ -263,6 +265,7 @@ class FleetClient:
             "shuffle": shuffle,
             "seed": seed,
             "data": data,
+            "steps": steps,
         }
         return dict(self._json("POST", f"/v1/devices/{device_id}/jobs", json=body))
 

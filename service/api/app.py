@@ -24,6 +24,7 @@ from service.config import Settings
 from service.federated.federation import Federation
 from service.fleet import DEFAULT_MODEL, Fleet
 from service.runtime.quiet import tensorflow_start_up_quiet
+from service.ui import ui_routes
 
 
 def create_app(
@@ -95,7 +96,10 @@ def create_app(
         version=__version__,
         summary="A fleet of simulated phones doing on-device training with TensorFlow Lite.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package, not a CDN (service.ui)
+        redoc_url=None,
     )
+    app.router.routes.extend(ui_routes())
     app.state.settings = settings
     app.state.keys = keys
     app.state.fleet = app.state.federation = None

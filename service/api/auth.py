@@ -24,10 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response, status_of
 from service.errors import AccessDenied, Forbidden, InvalidRequest, NotAuthenticated
+from service.ui import ASSETS, PAGES
 
 Role = Literal["admin", "devices"]
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-"""Probes answer anyone: orchestrators and load balancers carry no keys."""
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", *PAGES})
+"""Probes answer anyone: orchestrators and load balancers carry no keys. So do the dashboard's and the
+API docs' pages (``/ui/...``, ``/docs``): static files holding no data, whose scripts then call the API
+with the key the user types in."""
 KEY_PATTERN = re.compile(r"[\x21-\x22\x24-\x7e]{16,256}")
 """Keys: 16 to 256 printable ASCII characters but space and ``#`` (``openssl rand -hex 32`` makes one)."""
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -50,6 +53,10 @@ class Principal:
     def require_admin(self, what: str) -> None:
         if not self.is_admin:
             raise Forbidden(f"{what} needs an admin key; this key may only touch devices '{self.prefix}*'")
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(ASSETS)
 
 
 LOOPBACK_ADMIN = Principal("admin")
@@ -201,7 +208,7 @@ class Authenticate:
         return token is not None and hmac.compare_digest(_digest(token), digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and _is_open(scope["path"])):
             await self.app(scope, receive, send)
             return
         if scope["type"] != "http":  # no websocket routes: nothing else is let in

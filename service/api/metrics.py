@@ -8,16 +8,17 @@ that ``FleetCollector`` reads at scrape time, so the fleet layer never imports p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import get_args
+from typing import Any, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector
+from prometheus_client import Histogram as PromHistogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from service.api.observe import RequestRecord
 from service.fleet import Fleet
 from service.fleet.jobs import JobState
-from service.fleet.stats import HistogramSnapshot
+from service.fleet.stats import Histogram, HistogramSnapshot
 
 REQUEST_SECONDS_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -32,15 +33,17 @@ class RequestMetrics:
         self.requests = Counter(
             "fleet_http_requests", "HTTP requests finished", ["method", "route", "status"], registry=registry
         )
-        self.seconds = Histogram(
+        self.seconds = PromHistogram(
             "fleet_http_request_duration_seconds",
             "HTTP request durations, from the first byte in to the last byte out",
             ["method", "route"],
             buckets=REQUEST_SECONDS_BUCKETS,
             registry=registry,
         )
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._series: dict[tuple[str, str, int], tuple[Counter, PromHistogram]] = {}
         """Labelled children by (method, route, status): ``labels()`` costs more than the observation."""
+        self._routes: dict[tuple[str, str], RouteTally] = {}
+        """The same counts as plain numbers, for ``GET /v1/fleet`` (one per route template: bounded)."""
 
     def observe(self, record: RequestRecord) -> None:
         key = (record.method, record.route, record.status)
@@ -48,8 +51,39 @@ class RequestMetrics:
         if series is None:
             requests = self.requests.labels(record.method, record.route, str(record.status))
             series = self._series[key] = (requests, self.seconds.labels(record.method, record.route))
+            self._routes.setdefault((record.method, record.route), RouteTally())
         series[0].inc()
         series[1].observe(record.seconds)
+        self._routes[record.method, record.route].observe(record.status, record.seconds)
+
+    def by_route(self) -> list[dict[str, Any]]:
+        """Per route since start: method, route, requests, errors (status 400 and up), seconds
+        (sum) and cumulative counts at each of ``REQUEST_SECONDS_BUCKETS``, then the total."""
+        return [
+            {"method": method, "route": route, **tally.view()}
+            for (method, route), tally in sorted(self._routes.copy().items())
+        ]
+
+
+class RouteTally:
+    """One route's requests, errors and durations."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+        self.seconds = Histogram(REQUEST_SECONDS_BUCKETS)
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.errors += status >= 400
+        self.seconds.observe(seconds)
+
+    def view(self) -> dict[str, Any]:
+        snapshot = self.seconds.snapshot()
+        return {
+            "requests": snapshot.count,
+            "errors": self.errors,
+            "seconds": snapshot.sum,
+            "buckets": list(snapshot.cumulative_counts),
+        }
 
 
 def _histogram_buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:

@@ -37,6 +37,7 @@ from service.config import Settings
 from service.errors import FleetError, InvalidRequest, LimitExceeded, Unavailable
 from service.fleet.files import check_id
 from service.fleet.fleet import process_rss_bytes
+from service.ui import ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -466,6 +467,7 @@ def create_front(
         Route("/v1/profiles/assign", assign_profiles, methods=["POST"]),
         Route("/v1/rounds/selection", selection, methods=["GET"]),
         Route("/v1/rounds", rounds, methods=["GET", "POST"]),
+        *ui_routes(),
         Route("/{rest:path}", to_first, methods=ALL_METHODS),
     ]
 

@@ -15,10 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-_SUMMED_STATUS = ("devices", "resident", "activations", "evictions", "spills", "process_rss_bytes")
+_SUMMED_STATUS = (
+    "devices", "resident", "activations", "evictions", "spills", "train_steps", "process_rss_bytes"
+)  # fmt: skip
 _CAP_STATUS = ("max_resident", "max_resident_bytes")
 """Residency caps: the fleet's cap is the sum of the shards' caps, and there is none if any shard has none."""
-_SHARED_STATUS = ("interpreter_bytes",)
+_SHARED_STATUS = ("interpreter_bytes", "request_buckets")
 """Settings every shard shares: taken from the first."""
 
 
@@ -56,6 +58,12 @@ def merge_fleet_status(statuses: Sequence[Mapping[str, Any]], front_rss_bytes: i
         values = [status[key] for status in statuses if key in status]
         if key in _CAP_STATUS:
             merged[key] = None if any(v is None for v in values) else sum(values)
+        elif key == "jobs":
+            merged[key] = _sum_counts(values)
+        elif key == "requests":
+            merged[key] = _merge_routes(values)
+        elif key == "time":
+            merged[key] = max(values)
         elif key in _SHARED_STATUS:
             merged[key] = values[0]
         elif key in _SUMMED_STATUS or all(_is_int(v) for v in values):
@@ -64,6 +72,30 @@ def merge_fleet_status(statuses: Sequence[Mapping[str, Any]], front_rss_bytes: i
             merged[key] = values[0]
     merged["process_rss_bytes"] = merged.get("process_rss_bytes", 0) + front_rss_bytes
     return merged
+
+
+def _sum_counts(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, n in count.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+def _merge_routes(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The shards' per-route request counts, summed route by route (buckets element-wise)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for routes in lists:
+        for route in routes:
+            key = (route["method"], route["route"])
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = {**route, "buckets": list(route["buckets"])}
+                continue
+            for field in ("requests", "errors", "seconds"):
+                seen[field] += route[field]
+            seen["buckets"] = [a + b for a, b in zip(seen["buckets"], route["buckets"], strict=True)]
+    return [merged[key] for key in sorted(merged)]
 
 
 class _Families(Collector):

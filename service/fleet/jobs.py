@@ -99,12 +99,20 @@ class JobSpec:
     data: JobData | None = None
     """Train over the device's uploaded samples or its assigned data; None: the samples if it has
     any, else its assignment."""
+    steps: int | None = None
+    """Stop after this many training steps, even within an epoch (one step: one batch)."""
 
     def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.epochs < 1 or self.batch_size < 1 or (self.steps is not None and self.steps < 1):
             raise InvalidRequest(
-                f"epochs and batch_size must be at least 1 (got {self.epochs}, {self.batch_size})"
+                f"epochs, batch_size and steps must be at least 1 (got {self.epochs}, {self.batch_size}, "
+                f"{self.steps})"
             )
+
+    def steps_total(self, count: int, epochs_left: int, steps_done: int = 0) -> int:
+        """The steps done and those of ``epochs_left`` epochs over ``count`` samples, within ``steps``."""
+        planned = steps_done + epochs_left * math.ceil(count / self.batch_size)
+        return planned if self.steps is None else min(planned, self.steps)
 
 
 @dataclass
@@ -196,7 +204,7 @@ class _Run:
         job, spec = self.job, self.job.spec
         self.count, self.position, self.loss_sum, self.loss_count = count, 0, 0.0, 0
         self.order = self.rng.permutation(count) if spec.shuffle else np.arange(count)
-        job.steps_total = job.steps_done + (spec.epochs - job.epoch) * math.ceil(count / spec.batch_size)
+        job.steps_total = spec.steps_total(count, spec.epochs - job.epoch, job.steps_done)
 
 
 @dataclass(eq=False)
@@ -409,10 +417,10 @@ class JobRunner:
         device.callable_signature(signature)
         if spec.save:
             device.checkpoint_signature("save")
-        batches = math.ceil(count / spec.batch_size)
-        if spec.epochs * batches > self.max_steps:
+        batches, total = math.ceil(count / spec.batch_size), spec.steps_total(count, spec.epochs)
+        if total > self.max_steps:
             raise LimitExceeded(
-                f"the job would take {spec.epochs * batches:,} training steps ({spec.epochs:,} epochs of "
+                f"the job would take {total:,} training steps ({spec.epochs:,} epochs of "
                 f"{batches:,} batches of {spec.batch_size}); one job may take {self.max_steps:,} "
                 "(FLEET_MAX_JOB_STEPS): ask for fewer epochs or a larger batch_size"
             )
@@ -440,7 +448,7 @@ class JobRunner:
                         f"device '{device.id}' already runs job '{table.run.job.id}'; one job at a time"
                     )
                 job = Job(id=uuid.uuid4().hex[:12], device=device.id, spec=spec)
-                job.steps_total = spec.epochs * math.ceil(count / spec.batch_size)
+                job.steps_total = spec.steps_total(count, spec.epochs)
                 run = _Run(device, job, table, np.random.default_rng(spec.seed), count)
                 table.jobs[job.id] = job
                 table.run = run
@@ -658,6 +666,8 @@ class JobRunner:
                     return True
                 run.position, run.loss_sum, run.loss_count = 0, 0.0, 0
                 run.order = run.rng.permutation(run.count) if spec.shuffle else run.order
+            if job.steps_done >= job.steps_total:  # the job's own step limit, within an epoch
+                return True
             if time.monotonic() >= until:
                 break
         return False

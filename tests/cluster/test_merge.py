@@ -139,13 +139,36 @@ def test_fleet_has_no_cap_if_any_shard_has_none() -> None:
 def test_unknown_status_keys_sum_ints_else_take_the_first() -> None:
     merged = merge_fleet_status(
         [
-            status(1, 1, 1, jobs=2, draining=True, mode="shard", load=0.5),
-            status(2, 1, 1, jobs=5, draining=True, mode="other", load=0.25),
+            status(1, 1, 1, queued=2, draining=True, mode="shard", load=0.5),
+            status(2, 1, 1, queued=5, draining=True, mode="other", load=0.25),
         ],
         front_rss_bytes=0,
     )
     assert merged["draining"] is True
-    assert (merged["jobs"], merged["mode"], merged["load"]) == (7, "shard", 0.5)
+    assert (merged["queued"], merged["mode"], merged["load"]) == (7, "shard", 0.5)
+
+
+def test_jobs_and_requests_add_up_route_by_route() -> None:
+    def route(method: str, path: str, n: int, errors: int, seconds: float, buckets: list[int]) -> dict:
+        return {"method": method, "route": path, "requests": n, "errors": errors, "seconds": seconds,
+                "buckets": buckets}  # fmt: skip
+
+    merged = merge_fleet_status(
+        [
+            status(1, 1, 1, jobs={"running": 1, "succeeded": 2}, time=10.0, request_buckets=[0.1],
+                   requests=[route("GET", "/v1/fleet", 3, 1, 0.3, [2, 3])]),
+            status(1, 1, 1, jobs={"succeeded": 4}, time=12.5, request_buckets=[0.1],
+                   requests=[route("POST", "/v1/rounds", 1, 0, 0.5, [0, 1]),
+                             route("GET", "/v1/fleet", 2, 0, 0.1, [2, 2])]),
+        ],
+        front_rss_bytes=0,
+    )  # fmt: skip
+    assert merged["jobs"] == {"running": 1, "succeeded": 6}
+    assert merged["time"] == 12.5 and merged["request_buckets"] == [0.1]
+    assert merged["requests"] == [
+        route("GET", "/v1/fleet", 5, 1, pytest.approx(0.4), [4, 5]),
+        route("POST", "/v1/rounds", 1, 0, 0.5, [0, 1]),
+    ]
 
 
 def test_fleet_status_needs_a_shard() -> None:

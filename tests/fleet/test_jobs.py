@@ -104,6 +104,22 @@ def test_a_job_past_max_steps_is_refused_before_it_starts(fleet: Fleet, runners:
     assert finished(runner, device, job).state == "succeeded"
 
 
+def test_a_job_with_a_step_limit_stops_there_even_within_an_epoch(
+    fleet: Fleet, runners: list[JobRunner]
+) -> None:
+    runner = JobRunner(1, max_steps=10)
+    runners.append(runner)
+    device = fleet.get("d0")  # 50 samples: 5 batches of 10 an epoch
+    job = runner.start(device, JobSpec(epochs=1_000, batch_size=10, steps=7))  # within max_steps
+    assert job.steps_total == 7
+    done = finished(runner, device, job)
+    assert (done.state, done.steps_done, done.epoch, len(done.epoch_losses)) == ("succeeded", 7, 1, 1)
+    assert device.info().train_steps == 7
+    one = finished(runner, device, runner.start(device, JobSpec(batch_size=10, steps=1)))
+    assert (one.steps_done, one.epoch, device.info().train_steps) == (1, 0, 8)
+    assert runner.start(device, JobSpec(epochs=1, batch_size=10, steps=99)).steps_total == 5
+
+
 def test_cancel_stops_a_job_before_its_next_step(fleet: Fleet, runners: list[JobRunner]) -> None:
     """With 30-second slices, only a check before every step can stop the job after one more step."""
     runner = JobRunner(1, slice_seconds=30)

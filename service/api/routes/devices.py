@@ -138,18 +138,30 @@ async def list_devices(
     request: Request,
     after: Annotated[str | None, Query(description="list IDs after this one (from next_after)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    prefix: Annotated[str, Query(max_length=128, description="only IDs that start with this")] = "",
 ) -> DevicePage:
-    """Devices in ID order, a page at a time (a ``devices`` key sees those under its prefix only)."""
+    """Devices in ID order, a page at a time (a ``devices`` key sees those under its prefix only);
+    ``total`` counts those the page is drawn from."""
+    narrowest = _narrowest(prefix, principal.prefix)
 
     def page() -> DevicePage:
-        found = fleet.page(after, limit, prefix=principal.prefix)
+        if narrowest is None:
+            return DevicePage(devices=[], total=0, next_after=None)
+        found = fleet.page(after, limit, prefix=narrowest)
         return DevicePage(
             devices=[view(d) for d in found.devices],
-            total=fleet.count(principal.prefix),
+            total=fleet.count(narrowest),
             next_after=found.next_after,
         )
 
     return await in_thread(request, page)
+
+
+def _narrowest(asked: str, allowed: str) -> str | None:
+    """The prefix of IDs that start with both ``asked`` and ``allowed``; None when no ID can."""
+    if asked.startswith(allowed):
+        return asked
+    return allowed if allowed.startswith(asked) else None
 
 
 @router.get("/{device_id}", responses=ERRORS)

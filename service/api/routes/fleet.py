@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, status
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from service.api.deps import AdminDep, FleetDep, PrincipalDep, in_thread
 from service.api.errors import documented
+from service.api.metrics import REQUEST_SECONDS_BUCKETS, RequestMetrics
 from service.api.routes.profiles import ProfileFields
 from service.config import Settings
 from service.errors import LimitExceeded, NotSharded
@@ -25,6 +27,15 @@ BULK_ERRORS = documented(
 )
 
 
+class RouteRequests(BaseModel):
+    method: str
+    route: str = Field(description="the route template, or 'unmatched'")
+    requests: int
+    errors: int = Field(description="answers with status 400 and up")
+    seconds: float = Field(description="the sum of their durations")
+    buckets: list[int] = Field(description="cumulative counts at each of request_buckets, then the total")
+
+
 class FleetStatus(BaseModel):
     devices: int = Field(description="devices registered")
     resident: int = Field(description="interpreters in memory")
@@ -34,7 +45,16 @@ class FleetStatus(BaseModel):
     activations: int = Field(description="interpreters created since start")
     evictions: int
     spills: int = Field(description="evictions that wrote unsaved weights to a spill file")
+    train_steps: int = Field(description="training steps run since start")
+    jobs: dict[str, int] = Field(description="background training jobs by state")
     process_rss_bytes: int
+    requests: list[RouteRequests] = Field(
+        description="HTTP requests finished since start, per method and route template"
+    )
+    request_buckets: list[float] = Field(
+        description="the upper bounds in seconds of every route's duration buckets (then +Inf)"
+    )
+    time: float = Field(description="the server's clock (Unix seconds): rates are differences over it")
 
 
 class ShardsView(BaseModel):
@@ -90,10 +110,12 @@ def _check_size(request: Request, n: int) -> None:
     responses=documented(e403="needs an admin key"),
 )
 async def fleet_status(fleet: FleetDep, admin: AdminDep, request: Request) -> FleetStatus:
-    return await in_thread(request, _status, fleet, request.app.state.settings)
+    """Counts since start: a rate is the difference of two answers over their ``time``."""
+    metrics = request.app.state.metrics.requests
+    return await in_thread(request, _status, fleet, request.app.state.settings, metrics)
 
 
-def _status(fleet: Fleet, settings: Settings) -> FleetStatus:
+def _status(fleet: Fleet, settings: Settings, metrics: RequestMetrics) -> FleetStatus:
     stats = fleet.residency_stats()
     return FleetStatus(
         devices=len(fleet),
@@ -104,8 +126,28 @@ def _status(fleet: Fleet, settings: Settings) -> FleetStatus:
         activations=stats.activations,
         evictions=stats.evictions,
         spills=stats.spills,
+        train_steps=fleet.stats.train_steps.value,
+        jobs=fleet.jobs_by_state(),
         process_rss_bytes=process_rss_bytes(),
+        requests=[RouteRequests(**route) for route in metrics.by_route()],
+        request_buckets=list(REQUEST_SECONDS_BUCKETS),
+        time=time.time(),
     )
+
+
+class KeyView(BaseModel):
+    role: str = Field(description="'admin', or 'devices' for a key limited to a prefix")
+    prefix: str = Field(description="the IDs this key may touch start with this ('' for an admin)")
+
+
+@router.get(
+    "/v1/whoami",
+    summary="What the caller's key may do: its role and device prefix",
+    responses=documented(e401="needs an API key"),
+)
+async def whoami(principal: PrincipalDep) -> KeyView:
+    """The dashboard asks it to show each key only what it may touch."""
+    return KeyView(role=principal.role, prefix=principal.prefix)
 
 
 @router.get(

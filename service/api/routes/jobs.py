@@ -42,6 +42,9 @@ class StartJob(BaseModel):
         description="train over the uploaded samples or the data assigned from a dataset; "
         "default: the samples if there are any, else the assigned data",
     )
+    steps: int | None = Field(
+        None, ge=1, le=100_000_000, description="stop after this many steps (batches), even within an epoch"
+    )
 
 
 class JobView(BaseModel):
@@ -57,6 +60,7 @@ class JobView(BaseModel):
     seed: int | None
     signature: str
     data: str | None = Field(None, description="samples or assigned")
+    steps: int | None = Field(None, description="the step limit asked for, if any")
     steps_done: int
     steps_total: int
     epoch: int = Field(description="epochs finished")
