@@ -184,11 +184,13 @@ class FleetClient:
     def device(self, device_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/devices/{device_id}"))
 
-    def devices(self, page_size: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every device, following the pagination."""
+    def devices(self, page_size: int = 1000, prefix: str = "") -> Iterator[dict[str, Any]]:
+        """Every device (whose ID starts with ``prefix``), following the pagination."""
         after: str | None = None
         while True:
-            params: dict[str, Any] = {"limit": page_size} | ({"after": after} if after else {})
+            params: dict[str, Any] = {"limit": page_size, "prefix": prefix}
+            if after:
+                params["after"] = after
             page = self._json("GET", "/v1/devices", params=params)
             yield from page["devices"]
             after = page["next_after"]

@@ -13,6 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from service.model.build import BuildResult, BuildSettings, build, write_outputs
 from service.model.dataset import FashionMNIST, load_fashion_mnist, one_hot
 
+pytest_plugins = ["tests.browser"]  # Chromium pages, for tests/ui and the sharded dashboard
+
 
 @pytest.fixture(scope="session")
 def fashion_mnist() -> FashionMNIST:

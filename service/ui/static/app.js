@@ -216,6 +216,8 @@
       const r = (pick) => rate(null, pick);
       const cap = status.max_resident === null ? "no cap" : `cap ${num(status.max_resident)}`;
       const jobs = Object.entries(status.jobs).sort();
+      const span = snapshots[snapshots.length - 1].time - snapshots[0].time;
+      const live = { xLabel: "seconds ago", yMin: 0, xMin: -Math.max(60, span), xMax: 0 };
       fill(body, 
         h("div", { class: "cards" },
           card("Devices", num(status.devices), "devices"),
@@ -230,8 +232,8 @@
           card("Shards", shards.sharded ? num(shards.shards.length) : "one process", "shards")),
         h("p", { class: "muted" }, `Since start: ${num(status.activations)} activations, ${num(status.evictions)} evictions, ${num(status.spills)} spills. Rates are over the last ${RATE_WINDOW} s.`),
         h("div", { class: "grid2" },
-          lineChart({ title: "Train steps per second", series: [series((s) => s.train_steps, "train steps / s")], xLabel: "seconds ago", yMin: 0 }),
-          lineChart({ title: "Requests per second", series: [series(totalRequests, "requests / s")], xLabel: "seconds ago", yMin: 0 })),
+          lineChart({ title: "Train steps per second", series: [series((s) => s.train_steps, "train steps / s")], ...live }),
+          lineChart({ title: "Requests per second", series: [series(totalRequests, "requests / s")], ...live })),
         h("h2", {}, "Requests by route"),
         table(`Over the last ${RATE_WINDOW} s; p95 is the bucket bound it falls in.`,
           ["Method", "Route", { label: "Req / s", num: true }, { label: "Errors / s", num: true }, { label: "Mean", num: true },
@@ -334,16 +336,16 @@
         lineChart({ title: `Training loss of ${id}`, xLabel: "step", series: Object.entries(bySource).map(([name, points]) => ({ name, points })),
           summary: losses.length ? `${num(losses.length)} steps; last loss ${fmt(losses[losses.length - 1].loss)}, lowest ${fmt(Math.min(...losses.map((e) => e.loss)))}.` : "No training steps yet." }),
         h("div", { class: "grid2" },
-          h("section", {}, h("h2", {}, "Record"), facts([
+          h("section", { id: "record" }, h("h2", {}, "Record"), facts([
             ["Model", device.model || "—"], ["Created", device.created_at || "—"],
             ["Checkpoint", device.has_checkpoint ? `${bytes(device.checkpoint_bytes)}, saved ${device.checkpoint_saved_at}` : "none"],
             ["Unsaved weights spilled", device.has_spill ? "yes" : "no"], ["Problem", device.problem || "none"]])),
-          h("section", {}, h("h2", {}, "Profile"), p ? facts([
+          h("section", { id: "profile" }, h("h2", {}, "Profile"), p ? facts([
             ["Class", p.class || "custom"], ["Speed", p.speed === undefined ? "—" : num(p.speed, 2) + "×"],
             ["Compute", `${p.compute.train_ms_per_sample ?? "—"} ms / training sample, ${p.compute.infer_ms_per_sample ?? "—"} ms / inference`],
             ["Network", `${p.network.uplink_mbps} Mbit/s up, ${p.network.downlink_mbps} down, RTT ${p.network.rtt_ms} ms`],
             ["Availability", p.availability.kind], ["Dropout", pct(p.dropout)]]) : h("p", { class: "muted" }, "None: an ideal phone.")),
-          h("section", {}, h("h2", {}, "Data"), facts([
+          h("section", { id: "data" }, h("h2", {}, "Data"), facts([
             ["Samples", `${num(samples.count)} of ${num(samples.capacity)} (${bytes(samples.bytes)})`],
             ["Assigned", assignment && assignment.assignment
               ? `${assignment.assignment.dataset}: ${num(assignment.assignment.train_size)} train, ${num(assignment.assignment.test_size)} test (${assignment.assignment.scheme})`

@@ -31,7 +31,7 @@
   }
 
   // series: [{name, points: [[x, y], ...]}]; returns a <figure> with the SVG, a legend and a caption.
-  function lineChart({ title, series, xLabel, yLabel, summary, yMin, yMax }) {
+  function lineChart({ title, series, xLabel, yLabel, summary, yMin, yMax, xMin, xMax }) {
     const figure = document.createElement("figure");
     figure.className = "chart";
     const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
@@ -46,6 +46,8 @@
       let [y0, y1] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
       if (yMin !== undefined) y0 = Math.min(y0, yMin);
       if (yMax !== undefined) y1 = Math.max(y1, yMax);
+      if (xMin !== undefined) x0 = Math.min(x0, xMin);
+      if (xMax !== undefined) x1 = Math.max(x1, xMax);
       if (x1 === x0) { x0 -= 1; x1 += 1; }
       if (y1 === y0) {
         if (yMin !== undefined && y0 === yMin) y1 = y0 + 1;
