@@ -11,6 +11,8 @@
     python3 drive.py device    BASE_URL TIMEOUT_S    poll until the device answers (its shard is back)
     python3 drive.py federated BASE_URL              assign devices data from the built-in dataset,
                                                      run two FedAvg rounds, check their versions
+    python3 drive.py pages     BASE_URL              the dashboard and the API docs answer without a key,
+                                                     from the image's own files; the fleet's figures with one
 
 Requests carry ``Authorization: Bearer $FLEET_API_KEY`` when that variable is set; ``before`` also
 checks that a request without it is refused. Exits non-zero with a message on the first failed check.
@@ -260,6 +262,25 @@ def federated(base: str, timeout: float = 300.0) -> None:
     print(f"  2 rounds of 3 participants: versions up to {latest}, global accuracy {accuracy}")
 
 
+PAGE_FILES = (
+    "/ui/", "/ui/app.js", "/ui/charts.js", "/ui/app.css", "/docs", "/redoc",
+    "/ui/vendor/swagger-ui/swagger-ui-bundle.js", "/ui/vendor/redoc/redoc.standalone.js",
+)  # fmt: skip
+
+
+def pages(base: str) -> None:
+    """The pages are open and come from the package (a wheel without its static files fails here)."""
+    for path in PAGE_FILES:
+        status, body = request(base, "GET", path, key=False)
+        if status != 200 or not body:
+            raise CheckFailed(f"GET {path} without a key: HTTP {status}, expected 200 and a body")
+        print(f"  GET {path} -> {status} ({len(body)} characters)")
+    status = call(base, "GET", "/v1/fleet")
+    missing = {"train_steps", "jobs", "requests", "time"} - set(status)
+    if missing:
+        raise CheckFailed(f"GET /v1/fleet lacks the dashboard's figures: {sorted(missing)}")
+
+
 def main(argv: list[str]) -> int:
     try:
         if len(argv) >= 2 and argv[0] == "wait":
@@ -278,6 +299,8 @@ def main(argv: list[str]) -> int:
             device_back(argv[1].rstrip("/"), float(argv[2]))
         elif len(argv) == 2 and argv[0] == "federated":
             federated(argv[1].rstrip("/"))
+        elif len(argv) == 2 and argv[0] == "pages":
+            pages(argv[1].rstrip("/"))
         else:
             print(__doc__, file=sys.stderr)
             return 2

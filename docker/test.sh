@@ -360,6 +360,8 @@ cluster_flow() {
     step "waiting for /healthz and /readyz (Ray's nodes, then two shards importing TensorFlow)"
     wait_ready 300
     "$PY" "$HERE/drive.py" shards "$BASE_URL" 2 || fail "the two shards"
+    step "the dashboard and the API docs, served by the front from the image's files"
+    "$PY" "$HERE/drive.py" pages "$BASE_URL" || fail "the pages"
 
     step "create a device, train it, save its checkpoint, record its logits"
     "$PY" "$HERE/drive.py" before "$BASE_URL" "$WORK/state.json" || fail "driving the sharded service"
@@ -423,6 +425,9 @@ wait_ready 180
 
 step "the checkpoint survived: restore it, infer, compare with the logits recorded after save"
 "$PY" "$HERE/drive.py" after "$BASE_URL" "$WORK/state.json" || fail "driving the service after the restart"
+
+step "the dashboard and the API docs, from the image's files"
+"$PY" "$HERE/drive.py" pages "$BASE_URL" || fail "the pages"
 
 step "federated rounds on the built-in dataset (Debian's files, mounted read-only)"
 "$PY" "$HERE/drive.py" federated "$BASE_URL" || fail "federated rounds in the container"

@@ -283,3 +283,23 @@ def test_a_devices_key_assigns_and_runs_rounds_on_its_own_devices_and_sees_only_
     assert keyed.get(f"/v1/rounds/{mine.json()['id']}", headers=alice).json()["spec"]["devices"] == 2
     for path in ("/v1/datasets", "/v1/rounds", "/v1/models/fashion_mnist/versions"):
         assert keyed.get(path).status_code == 401, path
+
+
+def test_the_pages_are_open_but_nothing_behind_them(keyed: TestClient) -> None:
+    for path in ("/ui/", "/ui/app.js", "/ui/vendor/swagger-ui/swagger-ui.css", "/docs", "/redoc"):
+        answer = keyed.get(path)
+        assert answer.status_code == 200, path
+        assert "default-src 'self'" in answer.headers["content-security-policy"], path
+    assert keyed.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
+    for path in ("/openapi.json", "/v1/fleet", "/v1/whoami", "/ui/../v1/fleet", "/ui/%2e%2e/v1/fleet"):
+        answer = keyed.get(path)
+        assert answer.status_code in (401, 404), path  # never the API's answer without a key
+        assert "devices" not in answer.text, path
+    outside = keyed.get("/ui/..%2f..%2fconfig.py")  # StaticFiles keeps to its folder
+    assert outside.status_code == 404 and "Settings" not in outside.text
+
+
+def test_whoami_says_what_a_key_may_touch(keyed: TestClient) -> None:
+    assert keyed.get("/v1/whoami", headers=bearer(ADMIN)).json() == {"role": "admin", "prefix": ""}
+    assert keyed.get("/v1/whoami", headers=bearer(ALICE)).json() == {"role": "devices", "prefix": "alice-"}
+    assert keyed.get("/v1/whoami").status_code == 401
