@@ -91,7 +91,14 @@ def test_the_fleet_page_shows_the_apis_numbers_and_follows_training(
     rate = figure(page, "requests_rate")
     expect(rate).not_to_have_text("—", timeout=LIVE_MS)  # a rate needs two snapshots
     assert float(rate.inner_text().replace(",", "")) > 0  # the page's own polling, at least
+
+    long = admin.start_job("lab-1", epochs=1_000, batch_size=1, data="assigned")  # trains while we look
+    steps_chart = page.locator("figure.chart figcaption").first
+    expect(steps_chart).to_have_text(re.compile(r"over ([6-9]|\d{2,}) points"), timeout=10_000)  # 1 a second
+    expect(figure(page, "train_steps_rate")).not_to_have_text(re.compile(r"^(0\.0|—)$"))
     screenshot(page, "fleet", full_page=True)
+    admin.cancel_job("lab-1", long["id"])
+    admin.wait_job("lab-1", long["id"], timeout=15)
 
 
 def test_the_devices_page_pages_through_the_fleet_a_page_at_a_time(
