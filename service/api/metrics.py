@@ -40,7 +40,7 @@ class RequestMetrics:
             buckets=REQUEST_SECONDS_BUCKETS,
             registry=registry,
         )
-        self._series: dict[tuple[str, str, int], tuple[Counter, PromHistogram]] = {}
+        self._series: dict[tuple[str, str, int], tuple[Counter, PromHistogram, RouteTally]] = {}
         """Labelled children by (method, route, status): ``labels()`` costs more than the observation."""
         self._routes: dict[tuple[str, str], RouteTally] = {}
         """The same counts as plain numbers, for ``GET /v1/fleet`` (one per route template: bounded)."""
@@ -50,11 +50,11 @@ class RequestMetrics:
         series = self._series.get(key)
         if series is None:
             requests = self.requests.labels(record.method, record.route, str(record.status))
-            series = self._series[key] = (requests, self.seconds.labels(record.method, record.route))
-            self._routes.setdefault((record.method, record.route), RouteTally())
+            tally = self._routes.setdefault((record.method, record.route), RouteTally())
+            series = self._series[key] = (requests, self.seconds.labels(record.method, record.route), tally)
         series[0].inc()
         series[1].observe(record.seconds)
-        self._routes[record.method, record.route].observe(record.status, record.seconds)
+        series[2].observe(record.status, record.seconds)
 
     def by_route(self) -> list[dict[str, Any]]:
         """Per route since start: method, route, requests, errors (status 400 and up), seconds

@@ -303,3 +303,22 @@ def test_whoami_says_what_a_key_may_touch(keyed: TestClient) -> None:
     assert keyed.get("/v1/whoami", headers=bearer(ADMIN)).json() == {"role": "admin", "prefix": ""}
     assert keyed.get("/v1/whoami", headers=bearer(ALICE)).json() == {"role": "devices", "prefix": "alice-"}
     assert keyed.get("/v1/whoami").status_code == 401
+
+
+def test_a_listing_filtered_by_prefix_stays_within_the_keys_prefix(keyed: TestClient) -> None:
+    admin, alice = bearer(ADMIN), bearer(ALICE)
+    ids = ["alice-1", "alice-2", "alice-20", "bob-1"]
+    assert keyed.post("/v1/devices/bulk-create", json={"ids": ids}, headers=admin).status_code == 201
+
+    def listed(prefix: str, headers: dict[str, str]) -> tuple[list[str], int]:
+        page = keyed.get("/v1/devices", params={"prefix": prefix}, headers=headers).json()
+        return [d["id"] for d in page["devices"]], page["total"]
+
+    assert listed("alice-2", admin) == (["alice-2", "alice-20"], 2)
+    assert listed("", admin) == (ids, 4)
+    assert listed("b", admin) == (["bob-1"], 1)
+    assert listed("alice-2", alice) == (["alice-2", "alice-20"], 2)  # within the key's prefix
+    assert listed("a", alice) == (["alice-1", "alice-2", "alice-20"], 3)  # narrowed to it
+    assert listed("bob-", alice) == ([], 0)  # outside it: nothing, not even a count
+    too_long = keyed.get("/v1/devices", params={"prefix": "a" * 129}, headers=admin)
+    assert too_long.status_code == 422 and "prefix" in too_long.text

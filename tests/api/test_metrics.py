@@ -122,3 +122,29 @@ def test_openmetrics_when_asked(client: TestClient) -> None:
     response = client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
+
+
+def test_the_fleet_status_carries_the_same_counts_as_json(capped: TestClient, train_batch: Batch) -> None:
+    """What the dashboard reads: GET /v1/fleet agrees with /metrics, route by route."""
+    ids = [f"phone-{i}" for i in range(3)]
+    capped.post("/v1/devices/bulk-create", json={"ids": ids})
+    for device in ids:
+        assert capped.post(f"/v1/devices/{device}/train", json=body(train_batch)).status_code == 200
+    capped.post("/v1/devices/nobody/train", json=body(train_batch))
+    before = capped.get("/v1/fleet").json()
+    samples = scrape(capped)
+    status = capped.get("/v1/fleet").json()
+
+    assert status["train_steps"] == 3 == value(samples, "fleet_train_steps_total")
+    assert status["time"] >= before["time"]
+    routes = {(r["method"], r["route"]): r for r in status["requests"]}
+    train = routes["POST", TRAIN]
+    assert (train["requests"], train["errors"]) == (4, 1)
+    assert len(train["buckets"]) == len(status["request_buckets"]) + 1 and train["buckets"][-1] == 4
+    assert train["buckets"] == sorted(train["buckets"])  # cumulative
+    assert train["seconds"] == pytest.approx(
+        value(samples, "fleet_http_request_duration_seconds_sum", method="POST", route=TRAIN)
+    )
+    assert routes["GET", "/v1/fleet"]["requests"] == 1  # the first status call; this one counts later
+    assert routes["GET", "/metrics"]["requests"] == 1
+    assert status["jobs"] == {}  # none yet: the jobs tests count them (fleet.jobs_by_state, as /metrics)

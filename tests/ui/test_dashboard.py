@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect
 from service.client import FleetClient
 from service.server_process import ServerProcess
 from tests.browser import ADMIN_KEY, NARROW, BrowserLog, OpenPage, screenshot, store_key
+from tests.ui.conftest import with_keys
 
 DEVICES_KEY = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfd0d1d2d3d4d5d6d7"
 """A ``devices`` key for the IDs starting with ``lab-``."""
@@ -27,10 +28,8 @@ LIVE_MS = 3_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("dashboard")
-    keys = root / "keys"
-    keys.write_text(f"{ADMIN_KEY} admin\n{DEVICES_KEY} devices lab-\n")
-    with ServerProcess(root / "data", env={"FLEET_API_KEYS_FILE": str(keys)}) as running:
+    keys = f"{ADMIN_KEY} admin\n{DEVICES_KEY} devices lab-\n"
+    with with_keys(tmp_path_factory.mktemp("dashboard"), keys) as running:
         yield running
 
 
