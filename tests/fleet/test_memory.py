@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from service.fleet.memory import MMAP_THRESHOLD, _libc
+from service.fleet.memory import MMAP_THRESHOLD, TRIM_THRESHOLD, _libc
 
 pytestmark = pytest.mark.skipif(_libc() is None, reason="glibc's malloc only")
 
@@ -27,14 +27,24 @@ PROBE = textwrap.dedent(
     libc.mallinfo2.restype = Mallinfo2
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
-    made = configure_allocator() if sys.argv[1] == "configured" else None
+    mode = sys.argv[1]
+    made = None
+    if mode == "configured":
+        made = configure_allocator()
+    elif mode == "mmap-only":  # the threshold fixed, the trim threshold left as glibc then leaves it
+        made = configure_allocator(trim_threshold=None)
     # Freeing a mapped 8 MiB block raises glibc's own threshold past 4 MiB.
     libc.free(libc.malloc(8 << 20))
     before = libc.mallinfo2().hblks
     block = libc.malloc(4 << 20)
     mapped = libc.mallinfo2().hblks - before
     libc.free(block)
-    print(json.dumps({"made": made, "mapped": mapped}))
+    # 4 MiB of small blocks at the heap's top, freed: kept for reuse, or given back to the OS?
+    small = [libc.malloc(64 << 10) for _ in range(64)]
+    for pointer in reversed(small):
+        libc.free(pointer)
+    kept = libc.mallinfo2().keepcost
+    print(json.dumps({"made": made, "mapped": mapped, "kept_mib": kept >> 20}))
     """
 )
 
@@ -49,5 +59,14 @@ def probe(mode: str) -> dict[str, object]:
 
 def test_large_blocks_keep_pages_of_their_own_after_configuration() -> None:
     assert MMAP_THRESHOLD < 4 << 20
-    assert probe("default") == {"made": None, "mapped": 0}, "glibc's own threshold no longer rises"
-    assert probe("configured") == {"made": True, "mapped": 1}
+    default, configured = probe("default"), probe("configured")
+    assert (default["made"], default["mapped"]) == (None, 0), "glibc's own threshold no longer rises"
+    assert (configured["made"], configured["mapped"]) == (True, 1)
+
+
+def test_freed_small_blocks_stay_for_reuse_up_to_the_trim_threshold() -> None:
+    """Fixing the mmap threshold alone leaves glibc trimming every free past 128 KiB at a heap's top
+    (each train step's tensors then fault fresh pages in); the trim threshold keeps them."""
+    assert TRIM_THRESHOLD >= 4 << 20
+    assert probe("mmap-only")["kept_mib"] == 0
+    assert probe("configured")["kept_mib"] >= 4
