@@ -25,5 +25,6 @@ def banner(settings: Settings, keys: KeyRing | None) -> str:
             f"  default model:  {DEFAULT_MODEL} (embedded)",
             f"  API keys:       {access}",
             f"  model upload:   {upload}",
+            f"  dashboard:      http://{host}:{settings.port}/ui/ (API docs: /docs)",
         ]
     )

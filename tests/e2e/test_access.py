@@ -26,11 +26,12 @@ def test_serve_starts_clean_and_says_where_and_how(
         client.train("phone", x=train_batch[0], y=train_batch[1])  # the Flex delegate's first run
         client.save("phone")
         log = server.log.read_text()
-    head = log.splitlines()[:5]
+    head = log.splitlines()[:6]
     assert head[0].startswith("tflite-fleet ") and f"http://127.0.0.1:{server.port}" in head[0]
     assert str(data.resolve()) in head[1]
     assert "fashion_mnist" in head[2]
     assert "API keys" in head[3] and "protected mode" in head[3]
+    assert f"dashboard:      http://127.0.0.1:{server.port}/ui/" in head[5]
     for noise in ("cuda", "XLA", "xla", "cuInit", "E0000", "W0000", "absl", "delegate"):
         assert noise not in log, f"{noise!r} in the server's output:\n{log[:3000]}"
 

@@ -442,7 +442,10 @@
     sessionStorage.removeItem(KEY);
     refreshKey().then(refreshNow);
   });
-  window.addEventListener("hashchange", go);
+  window.addEventListener("hashchange", () => {
+    go();
+    document.getElementById("view").focus({ preventScroll: true }); // screen readers start at the new page
+  });
   refreshKey();
   go();
 })();
