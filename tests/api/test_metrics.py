@@ -43,12 +43,18 @@ def capped(tmp_path: Path) -> TestClient:
         yield client
 
 
-def test_requests_are_counted_per_route_template(capped: TestClient, train_batch: Batch) -> None:
+def train_three_and_miss_one(client: TestClient, batch: Batch) -> list[str]:
+    """Three devices train once each (200), and a call to an unknown one (404); their IDs."""
     ids = [f"phone-{i}" for i in range(3)]
-    capped.post("/v1/devices/bulk-create", json={"ids": ids})
+    client.post("/v1/devices/bulk-create", json={"ids": ids})
     for device in ids:
-        assert capped.post(f"/v1/devices/{device}/train", json=body(train_batch)).status_code == 200
-    capped.post("/v1/devices/nobody/train", json=body(train_batch))
+        assert client.post(f"/v1/devices/{device}/train", json=body(batch)).status_code == 200
+    client.post("/v1/devices/nobody/train", json=body(batch))
+    return ids
+
+
+def test_requests_are_counted_per_route_template(capped: TestClient, train_batch: Batch) -> None:
+    ids = train_three_and_miss_one(capped, train_batch)
     capped.get("/no/such/thing")
     samples = scrape(capped)
 
@@ -126,11 +132,7 @@ def test_openmetrics_when_asked(client: TestClient) -> None:
 
 def test_the_fleet_status_carries_the_same_counts_as_json(capped: TestClient, train_batch: Batch) -> None:
     """What the dashboard reads: GET /v1/fleet agrees with /metrics, route by route."""
-    ids = [f"phone-{i}" for i in range(3)]
-    capped.post("/v1/devices/bulk-create", json={"ids": ids})
-    for device in ids:
-        assert capped.post(f"/v1/devices/{device}/train", json=body(train_batch)).status_code == 200
-    capped.post("/v1/devices/nobody/train", json=body(train_batch))
+    train_three_and_miss_one(capped, train_batch)
     before = capped.get("/v1/fleet").json()
     samples = scrape(capped)
     status = capped.get("/v1/fleet").json()
