@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from service.client import FleetClient
 from service.server_process import ServerProcess
@@ -62,7 +62,7 @@ def shown(first: int, last: int, total: int) -> str:
     return f"{first:,}\u2013{last:,} of {total:,}"
 
 
-def figure(page: Page, name: str) -> Any:
+def figure(page: Page, name: str) -> Locator:
     return page.locator(f'[data-figure="{name}"]')
 
 

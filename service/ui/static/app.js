@@ -170,9 +170,13 @@
     const body = h("div", {});
     view.append(h("h1", {}, "Fleet"), body);
 
-    function rate(name, pick) {
+    // The newest snapshot and the oldest within RATE_WINDOW of it: every rate on the page is over these.
+    function rateWindow() {
       const last = snapshots[snapshots.length - 1];
-      const first = snapshots.find((s) => s.time >= last.time - RATE_WINDOW) || last;
+      return [snapshots.find((s) => s.time >= last.time - RATE_WINDOW) || last, last];
+    }
+    function rate(pick) {
+      const [first, last] = rateWindow();
       if (first === last) return null;
       return (pick(last.status) - pick(first.status)) / (last.time - first.time);
     }
@@ -187,8 +191,7 @@
     const totalRequests = (s) => s.requests.reduce((n, r) => n + r.requests, 0);
 
     function routeRows() {
-      const last = snapshots[snapshots.length - 1];
-      const first = snapshots.find((s) => s.time >= last.time - RATE_WINDOW) || last;
+      const [first, last] = rateWindow();
       const bounds = last.status.request_buckets;
       const before = new Map(first.status.requests.map((r) => [r.method + " " + r.route, r]));
       const span = last.time - first.time;
@@ -213,7 +216,6 @@
       const [status, shards] = await Promise.all([get("/v1/fleet"), get("/v1/fleet/shards")]);
       snapshots.push({ time: status.time, status });
       if (snapshots.length > HISTORY) snapshots.shift();
-      const r = (pick) => rate(null, pick);
       const cap = status.max_resident === null ? "no cap" : `cap ${num(status.max_resident)}`;
       const jobs = Object.entries(status.jobs).sort();
       const span = snapshots[snapshots.length - 1].time - snapshots[0].time;
@@ -222,12 +224,12 @@
         h("div", { class: "cards" },
           card("Devices", num(status.devices), "devices"),
           card(`Resident (${cap})`, num(status.resident), "resident"),
-          card("Train steps / s", num(r((s) => s.train_steps), 1), "train_steps_rate"),
+          card("Train steps / s", num(rate((s) => s.train_steps), 1), "train_steps_rate"),
           card("Train steps", num(status.train_steps), "train_steps"),
-          card("Activations / s", num(r((s) => s.activations), 1), "activations_rate"),
-          card("Evictions / s", num(r((s) => s.evictions), 1), "evictions_rate"),
-          card("Spills / s", num(r((s) => s.spills), 1), "spills_rate"),
-          card("Requests / s", num(r(totalRequests), 1), "requests_rate"),
+          card("Activations / s", num(rate((s) => s.activations), 1), "activations_rate"),
+          card("Evictions / s", num(rate((s) => s.evictions), 1), "evictions_rate"),
+          card("Spills / s", num(rate((s) => s.spills), 1), "spills_rate"),
+          card("Requests / s", num(rate(totalRequests), 1), "requests_rate"),
           card("Memory (RSS)", bytes(status.process_rss_bytes), "rss"),
           card("Shards", shards.sharded ? num(shards.shards.length) : "one process", "shards")),
         h("p", { class: "muted" }, `Since start: ${num(status.activations)} activations, ${num(status.evictions)} evictions, ${num(status.spills)} spills. Rates are over the last ${RATE_WINDOW} s.`),
