@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.cluster.view import View
+from service.cluster.view import MOVING_HEADER, View
 from service.errors import ERRORS_BY_CODE, FleetError, Unavailable
 
 NPZ = "application/x-npz"
@@ -129,7 +129,7 @@ class FleetClient:
         except httpx.ConnectError:  # nothing was sent
             self._view = None
             return None
-        if response.status_code == 421 or (response.status_code == 503 and "moving" in response.text):
+        if response.status_code == 421 or (response.status_code == 503 and MOVING_HEADER in response.headers):
             self._view = None
             return None
         return response

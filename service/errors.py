@@ -42,7 +42,8 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   └── StorageFull         (no space left, or the file size limit)
     ├── CorruptState            (a device's file on disk cannot be read back)
     ├── Unavailable             (try again shortly: a shard restarts, a device moves between shards)
-    │   └── DeviceOffline       (real-time mode: the device's profile has it offline until Retry-After)
+    │   ├── DeviceOffline       (real-time mode: the device's profile has it offline until Retry-After)
+    │   └── DeviceMoving        (sharded fleet: the device moves, or just moved, to another shard)
     ├── NotOwner                (sharded fleet: another shard owns the device in the current epoch)
     ├── DatasetUnavailable
     └── ModelBuildError
@@ -221,6 +222,13 @@ class Unavailable(FleetError):
 
 class DeviceOffline(Unavailable):
     code = "device_offline"
+
+
+class DeviceMoving(Unavailable):
+    """Refused, not applied: a resize moves the device to another shard (or just did); the same call
+    succeeds at its owner once the resize commits, so a front retries it rather than relay it."""
+
+    code = "device_moving"
 
 
 class NotOwner(FleetError):

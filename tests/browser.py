@@ -4,7 +4,11 @@ A plugin of the whole suite (``tests/conftest.py``), so that the sharded fleet's
 
 Every page a test opens proves, when the test ends, that the browser saw nothing wrong: no console
 error, no uncaught exception, no failed request, and no request to a host but this machine's (those
-are aborted, then reported). A test that expects an error, a 401 say, allows it with ``browser_log``.
+go to a proxy that is not there, so they fail, and are reported). A test that expects an error, a 401
+say, allows it with ``browser_log``.
+
+Nothing is intercepted (``page.route``): with the sync API an intercepted request waits until Python
+next calls Playwright, so a page's call would hang while the test waits on the server.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Request,
-    Route,
     ViewportSize,
     WebSocket,
     expect,
@@ -43,6 +46,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Off-machine requests go to a port nothing listens on, and fail; loopback ones go direct.
+    "--proxy-server=http://127.0.0.1:9",
 ]
 TIMEOUT_MS = 15_000
 """Every wait of a page (Playwright's ``expect`` and ``wait_for`` too) gives up after this long."""
@@ -91,9 +96,9 @@ class BrowserLog:
     def watch(self, page: Page) -> None:
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.problems.append(f"uncaught exception: {error}"))
+        page.on("request", self._request)
         page.on("requestfailed", self._failed)
         page.on("websocket", self._websocket)
-        page.context.route("**/*", self._route)
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
@@ -101,20 +106,17 @@ class BrowserLog:
             if not any(pattern.search(text) for pattern in self.allowed):
                 self.problems.append(f"console error: {text}")
 
+    def _request(self, request: Request) -> None:
+        if not on_this_machine(request.url):
+            self.problems.append(f"request off this machine: {request.method} {request.url}")
+
     def _failed(self, request: Request) -> None:
-        if on_this_machine(request.url):  # an off-machine one is reported by _route
+        if on_this_machine(request.url):  # an off-machine one is reported by _request
             self.problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
 
     def _websocket(self, socket: WebSocket) -> None:
-        if not on_this_machine(socket.url):  # routes do not see WebSockets
+        if not on_this_machine(socket.url):
             self.problems.append(f"WebSocket off this machine: {socket.url}")
-
-    def _route(self, route: Route) -> None:
-        if on_this_machine(route.request.url):
-            route.fallback()
-        else:
-            self.problems.append(f"request off this machine: {route.request.method} {route.request.url}")
-            route.abort("blockedbyclient")
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,13 @@ from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
+from service.cluster.view import MOVING_HEADER
 from service.errors import (
     BodyTooLarge,
     Conflict,
     CorruptState,
     DatasetUnavailable,
+    DeviceMoving,
     FleetError,
     Forbidden,
     InvalidModel,
@@ -105,7 +107,8 @@ def error_response(
 def error_headers(error: FleetError) -> dict[str, str]:
     """What an error says beside its body: when to retry, which epoch a shard holds."""
     if isinstance(error, Unavailable):
-        return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        retry = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        return retry | {MOVING_HEADER: "1"} if isinstance(error, DeviceMoving) else retry
     if isinstance(error, NotOwner):
         return {EPOCH_HEADER: str(error.epoch)}  # shards send it on every answer; this one may be alone
     return {}

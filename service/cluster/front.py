@@ -32,7 +32,7 @@ from service.api.limits import BodyLimit
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
 from service.cluster.state import ClusterState
-from service.cluster.view import View
+from service.cluster.view import MOVING_HEADER, View
 from service.config import Settings
 from service.errors import FleetError, InvalidRequest, LimitExceeded, Unavailable
 from service.fleet.files import check_id
@@ -48,6 +48,7 @@ ROUTE_DEADLINE = 10.0
 CALL_TIMEOUT = 120.0
 MOVE_POLL = 0.05
 """Seconds between the front's tries of a call to a device moving between shards (a resize)."""
+MOVING = MOVING_HEADER.lower().encode()
 HOP_HEADERS = frozenset(
     {
         b"host",
@@ -136,7 +137,7 @@ class Shards:
             else:
                 if answer.status == 421:
                     await self.refresh(None, view)
-                elif answer.status == 503 and b"moving between shards" in answer.body:
+                elif answer.status == 503 and answer.header(MOVING) is not None:
                     retry_after = MOVE_POLL  # the commit ends it: look again soon
                 else:
                     return answer

@@ -6,7 +6,7 @@ import threading
 
 from service.cluster.state import ClusterState
 from service.cluster.view import owner_slot
-from service.errors import FleetError, NotOwner, Unavailable
+from service.errors import DeviceMoving, FleetError, NotOwner, Unavailable
 
 MOVE_RETRY_AFTER = 0.5
 """Seconds a caller is told to wait for a device that is moving between shards."""
@@ -56,7 +56,7 @@ class SlotOwnership:
     def refusal(self, device_id: str) -> FleetError:
         epoch, shards, _ = self._state
         if self.moving(device_id):
-            return Unavailable(
+            return DeviceMoving(
                 f"device '{device_id}' is moving between shards (resize from epoch {epoch}); retry",
                 retry_after=MOVE_RETRY_AFTER,
             )

@@ -11,6 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+MOVING_HEADER = "Fleet-Moving"
+"""On a 503 (``DeviceMoving``): refused, not applied, because the device moves between shards; the
+front and ``FleetClient(direct=True)`` send the call again. A header, not the body's error code: an
+error under ``/v2`` (the Open Inference Protocol's shape) carries no code."""
+
 
 def _score(slot: int, device_id: str) -> int:
     digest = hashlib.blake2b(f"{slot}\0{device_id}".encode(), digest_size=8).digest()

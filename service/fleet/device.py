@@ -55,11 +55,11 @@ import numpy as np
 
 from service.errors import (
     CorruptState,
+    DeviceMoving,
     DeviceNotFound,
     FleetError,
     InvalidTensor,
     NoCheckpoint,
-    Unavailable,
 )
 from service.fleet.files import (
     MISSING,
@@ -425,7 +425,7 @@ class Device:
         if self.deleted:
             raise DeviceNotFound(f"device '{self.id}' was deleted")
         if self.moved:
-            raise Unavailable(f"device '{self.id}' moved to another shard; retry", retry_after=0.2)
+            raise DeviceMoving(f"device '{self.id}' moved to another shard; retry", retry_after=0.2)
 
     def _interpreter_or_activate(self) -> ModelInterpreter:
         """The live interpreter; creating one restores the spill, else the checkpoint, if present."""
@@ -492,7 +492,7 @@ class Device:
     def hand_over(self) -> None:
         """Give the device up to another process: wait for a running call, write the counters and
         history, spill unsaved weights durably, free the interpreter. A failure to write leaves the
-        device here as it was, and raises; afterwards every call on this object raises Unavailable.
+        device here as it was, and raises; afterwards every call on this object raises DeviceMoving.
         """
         with self.lock:
             if self.deleted or self.moved:

@@ -10,7 +10,7 @@ import pytest
 from service.cluster.ownership import SlotOwnership
 from service.cluster.state import ClusterState, Membership
 from service.cluster.view import owner_slot
-from service.errors import NotOwner, Unavailable
+from service.errors import DeviceMoving, NotOwner, Unavailable
 from service.fleet import Fleet
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -47,10 +47,10 @@ def test_hand_over_keeps_unsaved_weights_and_counters(tmp_path: Path, train_batc
     trained = device.run("infer", {"x": train_batch[0]})["logits"]
 
     owners[0].fence(2)
-    with pytest.raises(Unavailable, match="moving between shards"):
+    with pytest.raises(DeviceMoving, match="moving between shards"):
         fleets[0].get(mover)
     assert fleets[0].hand_over([mover]) == [mover]
-    with pytest.raises(Unavailable, match="moved to another shard"):
+    with pytest.raises(DeviceMoving, match="moved to another shard"):
         device.run("infer", {"x": train_batch[0]})  # a caller still holding the old object
     with pytest.raises(Unavailable):
         device.delete()

@@ -79,7 +79,8 @@ class TrainLoad:
         self.statuses: dict[int, int] = defaultdict(int)
         self.answered_by: dict[tuple[str, str], set[str]] = defaultdict(set)
         """(device, epoch) -> the shards (slot/incarnation) that acknowledged a train of it."""
-        self.retry_after_missing = 0
+        self.refusals: list[str] = []
+        """What each answer other than 200 said: its status, Retry-After and message."""
         self._bodies = {
             device: npz(x=x, y=y) for device, (x, y) in ((d, batch_of(data, i)) for i, d in enumerate(ids))
         }
@@ -112,8 +113,9 @@ class TrainLoad:
                             self.acked[device] += 1
                             key = (device, response.headers.get("fleet-epoch", "?"))
                             self.answered_by[key].add(response.headers.get("fleet-shard", "?"))
-                        elif response.status_code == 503 and "retry-after" not in response.headers:
-                            self.retry_after_missing += 1
+                        else:
+                            retry = f"Retry-After {response.headers.get('retry-after')}"
+                            self.refusals.append(f"{response.status_code} ({retry}): {response.text}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -309,7 +311,7 @@ def test_resize_under_load_loses_no_update(
     assert load.statuses[200] > 0
     # A moving device's calls wait at the front, and a slot taken away refuses what reaches it late:
     # the resizes cost the clients time, never an error.
-    assert set(load.statuses) == {200}, dict(load.statuses)
+    assert set(load.statuses) == {200}, (dict(load.statuses), load.refusals)
     many = {key: who for key, who in load.answered_by.items() if len(who) > 1}
     assert not many, f"devices answered by two shards in one epoch: {many}"
     probe = fashion_mnist.test_images[:8]

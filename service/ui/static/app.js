@@ -28,7 +28,34 @@
     }
     return node;
   }
-  const fill = (node, ...children) => { node.replaceChildren(); return put(node, children); };
+  // A refresh replaces a page's content, but never under the user's hand: while a pointer is pressed
+  // the new content waits (a click whose button is swapped between press and release is lost), and
+  // the focused control and the open <details> with a data-key are found again in the new content.
+  const HOLD_LIMIT = 5000; // ms: a press whose release never came stops holding refreshes back
+  let pressedAt = 0;
+  const waiting = new Map(); // node -> the children it waits to show
+  document.addEventListener("pointerdown", () => { pressedAt = performance.now(); }, true);
+  for (const type of ["pointerup", "pointercancel"]) {
+    document.addEventListener(type, () => {
+      pressedAt = 0;
+      setTimeout(() => { for (const [node, children] of waiting) swap(node, children); waiting.clear(); }, 0); // after the click
+    }, true);
+  }
+  function fill(node, ...children) {
+    if (pressedAt && performance.now() - pressedAt < HOLD_LIMIT) waiting.set(node, children);
+    else swap(node, children);
+    return node;
+  }
+  function swap(node, children) {
+    const focused = node.contains(document.activeElement) ? document.activeElement.closest("[data-key]")?.dataset.key : undefined;
+    const open = [...node.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key);
+    node.replaceChildren();
+    put(node, children);
+    const keyed = (key) => node.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    for (const key of open) keyed(key)?.setAttribute("open", "");
+    const again = focused && keyed(focused);
+    if (again) (again.tagName === "DETAILS" ? again.querySelector("summary") : again).focus({ preventScroll: true });
+  }
   const num = (v, digits) => (v === null || v === undefined || !Number.isFinite(v) ? "—"
     : digits === undefined ? v.toLocaleString("en-US") : v.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }));
   const pct = (v) => (v === null || v === undefined ? "—" : (100 * v).toFixed(1) + "%");
@@ -92,11 +119,13 @@
       state.textContent = e.status === 401 ? "a key is needed" : e.message;
     }
   }
-  function banner(message, ok) {
+  // What an action said stays until the next action or page; what a refresh said, until a refresh works.
+  function banner(message, ok, fromRefresh) {
     const node = document.getElementById("banner");
     node.hidden = !message;
     node.textContent = message || "";
     node.className = ok ? "ok" : "";
+    node.dataset.from = fromRefresh ? "refresh" : "action";
   }
   function shown(error) {
     if (error.status === 401) return "This needs an API key: type it in above (it stays in this tab only).";
@@ -129,24 +158,33 @@
       if (link.dataset.page === name) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
-    current = { ...made, alive: true, timer: null };
+    current = { ...made, alive: true, timer: null, busy: false, again: false };
     tick(current);
   }
+  // One refresh at a time per page: a refresh asked for during another runs once it is done.
   async function tick(page) {
     if (!page.alive) return;
+    if (page.busy) { page.again = true; return; }
+    page.busy = true;
+    clearTimeout(page.timer);
+    let stopped = false;
     try {
       await page.refresh();
-      if (!page.alive) return;
-      banner("");
-      updated();
+      if (page.alive) {
+        if (document.getElementById("banner").dataset.from === "refresh") banner("");
+        updated();
+      }
     } catch (e) {
-      if (!page.alive) return;
-      banner(shown(e));
-      if (e.status === 404 && page.stopOn404) return;
+      if (page.alive) banner(shown(e), false, true);
+      stopped = e.status === 404 && page.stopOn404;
+    } finally {
+      page.busy = false;
     }
-    if (page.alive && page.every) page.timer = setTimeout(() => tick(page), page.every);
+    if (!page.alive) return;
+    if (page.again) { page.again = false; tick(page); }
+    else if (page.every && !stopped) page.timer = setTimeout(() => tick(page), page.every);
   }
-  function refreshNow() { if (current) { clearTimeout(current.timer); tick(current); } }
+  function refreshNow() { if (current) tick(current); }
   function act(label, run, attrs) {
     return h("button", { type: "button", ...attrs, onclick: async (event) => {
       const button = event.currentTarget;
@@ -359,7 +397,8 @@
               ` ${num(j.steps_done)} / ${num(j.steps_total)}`),
             td(j.loss === null ? "—" : fmt(j.loss), true), td(j.started_at ? age(j.started_at) : "—"), td(j.error || ""),
             h("td", {}, j.state === "running" || j.state === "queued"
-              ? act("Cancel", async () => { await api("POST", `${base}/jobs/${j.id}/cancel`); return `Cancelled job ${j.id}`; }) : null))),
+              ? act("Cancel", async () => { await api("POST", `${base}/jobs/${j.id}/cancel`); return `Cancelled job ${j.id}`; },
+                { "data-key": `cancel job ${j.id}` }) : null))),
           { id: "jobs" }) : h("p", { class: "muted" }, "No jobs."));
     }
     return { refresh, every: PAGE_EVERY, stopOn404: true };
@@ -399,7 +438,7 @@
           card("Mean local accuracy", last ? pct(last.mean_local_accuracy) : "—", "local_accuracy"),
           card("Version", run.version === null ? "—" : num(run.version), "version"),
           card("Simulated time", num(run.simulated_time, 1) + " s", "simulated_time")),
-        h("div", { class: "toolbar" }, active ? act("Cancel run", async () => { await api("POST", `/v1/rounds/${encodeURIComponent(id)}/cancel`); return "Cancelled"; }, { class: "danger" }) : null,
+        h("div", { class: "toolbar" }, active ? act("Cancel run", async () => { await api("POST", `/v1/rounds/${encodeURIComponent(id)}/cancel`); return "Cancelled"; }, { class: "danger", "data-key": "cancel run" }) : null,
           h("span", { class: "muted" }, `${run.spec.aggregation}, ${run.spec.participants} of ${num(run.spec.devices)} devices a round, ` +
             `${run.spec.training.epochs} epoch(s) of batch ${run.spec.training.batch_size}, seed ${run.spec.seed}` +
             (run.spec.deadline ? `, deadline ${run.spec.deadline} s (${run.spec.stragglers})` : "")),
@@ -418,16 +457,17 @@
             td(num(r.finished), true), td(num(r.failed), true), td(num(r.straggled), true), td(num(r.dropped), true),
             td(fmt(r.mean_loss), true), td(pct(r.global_accuracy), true), td(pct(r.mean_local_accuracy), true),
             td(num(r.seconds, 2), true), td(num(r.simulated_seconds, 1), true),
-            h("td", {}, idList("participants", r.participants), " ", idList("stragglers", r.stragglers)))), { id: "per-round" })
+            h("td", {}, idList(`participants of round ${r.round}`, "participants", r.participants), " ",
+              idList(`stragglers of round ${r.round}`, "stragglers", r.stragglers)))), { id: "per-round" })
           : h("p", { class: "muted" }, "No round has finished yet."));
     }
     return { refresh, every: PAGE_EVERY, stopOn404: true };
   }
-  function idList(label, ids) {
+  function idList(key, label, ids) {
     ids = ids || [];
     if (!ids.length) return h("span", { class: "muted" }, `no ${label}`);
     const shown = ids.slice(0, 50);
-    return h("details", {}, h("summary", {}, `${num(ids.length)} ${label}`),
+    return h("details", { "data-key": key }, h("summary", {}, `${num(ids.length)} ${label}`),
       shown.map((d, i) => [i ? ", " : "", h("a", { href: "#/devices/" + encodeURIComponent(d) }, d)]),
       ids.length > shown.length ? ` and ${num(ids.length - shown.length)} more` : "");
   }

@@ -1,0 +1,127 @@
+"""The front's routing against real shard apps (two service apps on loopback sharing a data directory,
+no Ray): a call to a device that a resize moves waits at the front and lands at its new owner."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from starlette.requests import Request
+
+from service.api.app import create_app
+from service.cluster.front import Shards
+from service.cluster.ownership import SlotOwnership
+from service.cluster.view import MOVING_HEADER, owner_slot
+from service.config import Settings
+from service.errors import FleetError
+
+TOKEN = b"front-token"
+MOVER = next(f"phone-{i}" for i in range(100) if owner_slot(f"phone-{i}", 2) == 1)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` on a loopback port, by uvicorn in a thread; yields its address."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the shard app did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def shard_app(data_dir: Path, slot: int, shards: int, epoch: int) -> tuple[FastAPI, SlotOwnership]:
+    ownership = SlotOwnership(slot, shards, epoch)
+    return create_app(Settings(data_dir=data_dir), ownership=ownership, front_token=TOKEN), ownership
+
+
+def request(method: str, path: str) -> Request:
+    """A client's request as the front's route sees it."""
+    return Request(
+        {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "scheme": "http",
+            "server": ("front", 80),
+            "client": ("127.0.0.1", 5000),
+        }
+    )
+
+
+def test_a_call_to_a_moving_device_waits_at_the_front_and_lands_at_its_new_owner(tmp_path: Path) -> None:
+    old_app, old = shard_app(tmp_path, slot=0, shards=1, epoch=1)
+    with serving(old_app) as old_address:
+        with httpx.Client(base_url=old_address) as http:
+            assert http.post("/v1/devices", json={"id": MOVER}).status_code == 201
+            x = np.zeros((1, 28, 28), np.float32).tolist()
+            body = {"inputs": {"x": x, "y": np.eye(10, dtype=np.float32)[:1].tolist()}}
+            assert http.post(f"/v1/devices/{MOVER}/train", json=body).status_code == 200
+            old.fence(2)  # a resize to 2 slots begins: the device moves to slot 1
+            refused = http.post(f"/v1/devices/{MOVER}/train", json=body)
+            assert refused.status_code == 503 and refused.headers[MOVING_HEADER] == "1", refused.text
+
+        views: list[dict[str, Any]] = [{"epoch": 1, "shards": [{"slot": 0, "address": old_address}]}]
+
+        async def fetch(slot: int | None) -> dict[str, Any]:
+            return views[-1]
+
+        def resize() -> None:  # what the coordinator does, half a second into the call
+            time.sleep(0.5)
+            assert old_app.state.fleet.hand_over([MOVER]) == [MOVER]
+            old.commit(2, 2)
+            new_app, _ = shard_app(tmp_path, slot=1, shards=2, epoch=2)
+            address = stack.enter_context(serving(new_app))
+            shards = [{"slot": 0, "address": old_address}, {"slot": 1, "address": address}]
+            views.append({"epoch": 2, "shards": shards})
+
+        async def through_front() -> tuple[int, bytes, float]:
+            shards = Shards(fetch, TOKEN)
+            started = time.monotonic()
+            mover = threading.Thread(target=resize)
+            mover.start()
+            try:
+                encoded = httpx.Request("POST", "/", json=body).content
+                answer = await shards.call(
+                    lambda view: owner_slot(MOVER, view.size),
+                    request("POST", f"/v1/devices/{MOVER}/train"),
+                    encoded,
+                )
+                return answer.status, answer.body, time.monotonic() - started
+            finally:
+                await asyncio.to_thread(mover.join, 60)
+                await shards.pool.close()
+
+        with ExitStack() as stack:
+            try:
+                # A loop of its own, in a thread: the browser tests leave one set on this thread.
+                with ThreadPoolExecutor(1) as loop:
+                    status, answer, waited = loop.submit(asyncio.run, through_front()).result()
+            except FleetError as exc:
+                raise AssertionError(f"the front gave up on the moving device: {exc}") from exc
+            assert status == 200, answer
+            assert waited >= 0.5  # it waited for the resize
+            moved = httpx.get(f"{views[-1]['shards'][1]['address']}/v1/devices/{MOVER}").json()
+            assert moved["train_steps"] == 2  # the new owner trained it, once, on the handed-over weights
