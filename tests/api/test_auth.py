@@ -64,6 +64,7 @@ def test_the_keys_file_is_parsed_and_errors_name_the_line_not_the_key() -> None:
 
 
 def test_loopback_in_every_form_is_local_and_nothing_else_is() -> None:
+    host: str | None
     for host in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
         assert is_loopback(host), host
     for host in ("10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "localhost", "testclient", "", None):

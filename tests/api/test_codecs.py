@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from tests.local import local_client
 NO_LIMIT = 1 << 40
 MiB = 1 << 20
 
-ARRAYS = {
+ARRAYS: dict[str, np.ndarray | np.generic] = {
     "x": np.random.default_rng(0).random((5, 28, 28), dtype=np.float32),
     "scalar": np.float32(3.5),
     "empty": np.zeros((0, 3)),
@@ -73,7 +74,7 @@ def test_truncated_archive_is_refused() -> None:
         decode_npz(buffer.getvalue()[:-100], NO_LIMIT)
 
 
-def npz(save: Callable[..., None], **arrays: np.ndarray) -> bytes:
+def npz(save: Callable[..., None], **arrays: np.ndarray | np.generic) -> bytes:
     buffer = io.BytesIO()
     save(buffer, **arrays)
     return buffer.getvalue()
@@ -125,7 +126,7 @@ def deflated_member(name: str, data: bytes, *, claimed_size: int, claimed_crc: i
     return bytes(body)
 
 
-def npy(array: np.ndarray) -> bytes:
+def npy(array: np.ndarray | np.generic) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
@@ -245,10 +246,10 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     calls: list[object] = []
 
     class Spy(REAL_ZIPFILE):
-        def __init__(self, file: object, mode: str = "r", *args: object, **kwargs: object) -> None:
+        def __init__(self, file: Any, mode: Any = "r", *args: Any, **kwargs: Any) -> None:
             if mode == "r":
                 calls.append(file)
-            super().__init__(file, mode, *args, **kwargs)  # type: ignore[arg-type]
+            super().__init__(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(codecs.zipfile, "ZipFile", Spy)
     return calls

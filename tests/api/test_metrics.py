@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def body(batch: Batch, n: int = 4) -> dict:
 
 
 @pytest.fixture
-def capped(tmp_path: Path) -> TestClient:
+def capped(tmp_path: Path) -> Iterator[TestClient]:
     with local_client(create_app(Settings(data_dir=tmp_path / "data", max_resident=1))) as client:
         yield client
 

@@ -9,6 +9,7 @@ calls by its token. The functions are imported, so pytest runs them here with th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -57,12 +58,13 @@ def client(server: ServerProcess) -> Iterator[FleetClient]:
         yield fleet_client
 
 
-def study(url: str, profiled: bool = False) -> list[list[object]]:
+def study(url: str, profiled: bool = False) -> list[list[Any]]:
     """A seeded federated study's per-round metrics (devices of two shards when sharded); ``profiled``:
     on phones of the ``phones`` mix (offline ones, dropouts), with a deadline that leaves some late."""
     with FleetClient(url, timeout=300) as fleet:
         ids = [f"twin-{i}" for i in range(6)]
-        fleet.create_devices(ids=ids, **({"profile_mix": "phones", "profile_seed": 5} if profiled else {}))
+        profile: dict[str, Any] = {"profile_mix": "phones", "profile_seed": 5} if profiled else {}
+        fleet.create_devices(ids=ids, **profile)
         fleet.assign(
             "fashion-mnist",
             prefix="twin-",
@@ -95,7 +97,7 @@ def test_a_sharded_study_gives_what_one_process_gives(
     server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     sharded = study(server.url)
-    slots = [{owner_slot(str(i), 2) for i in participants} for participants, *_ in sharded]  # type: ignore[attr-defined]
+    slots = [{owner_slot(str(i), 2) for i in participants} for participants, *_ in sharded]
     assert {0, 1} in slots, slots  # a round had participants of both shards
     with ServerProcess(tmp_path_factory.mktemp("one") / "data") as alone:
         single = study(alone.url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,7 @@ def test_serve_starts_clean_and_says_where_and_how(
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("keyed")
     keys = root / "keys.txt"
     keys.write_text(f"{ADMIN} admin\n{PHONES} devices phone-\n", encoding="utf-8")

@@ -27,7 +27,7 @@ from service.federated.assignment import (
     write_assignment,
 )
 from service.model.dataset import FashionMNIST
-from service.personalization.partition import ClassPools, PartitionSpec, device_split
+from service.personalization.partition import ClassPools, PartitionKind, PartitionSpec, device_split
 from tests.fleet.test_recovery import file_size_limit
 
 assignment_module = importlib.import_module("service.federated.assignment")
@@ -196,7 +196,7 @@ def contents(places: list[tuple[str, Path]], root: Path) -> dict[str, tuple[byte
 
 @pytest.mark.parametrize("kind", ["dirichlet", "shards"])
 def test_assign_many_gives_each_device_its_own_split_in_any_order_or_batching(
-    pools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+    pools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: PartitionKind
 ) -> None:
     spec = PartitionSpec(kind=kind, train_per_device=600, test_per_device=100, seed=9)
     first, second = tmp_path / "first", tmp_path / "second"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import TypedDict
 
 import pytest
 
@@ -49,7 +50,15 @@ PROBE = textwrap.dedent(
 )
 
 
-def probe(mode: str) -> dict[str, object]:
+class Probe(TypedDict):
+    """What the probe process prints."""
+
+    made: bool | None
+    mapped: int
+    kept_mib: int
+
+
+def probe(mode: str) -> Probe:
     env = {"PATH": "/usr/bin:/bin"}  # no MALLOC_* from the caller's environment
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env=env, timeout=60

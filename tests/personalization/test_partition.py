@@ -20,6 +20,7 @@ from service.model.dataset import FashionMNIST
 from service.personalization.partition import (
     ClassPools,
     DeviceSplit,
+    PartitionKind,
     PartitionSpec,
     balanced_subset,
     class_quotas,
@@ -186,7 +187,9 @@ def keyed(spec: PartitionSpec, pools: ClassPools, n: int = 40) -> list[DeviceSpl
 
 
 @pytest.mark.parametrize(("k", "train"), [(2, 600), (3, 700), (1, 50), (4, 5)])
-def test_shards_train_is_k_contiguous_shards_of_the_label_sorted_train_set(labels, pools, k, train) -> None:
+def test_shards_train_is_k_contiguous_shards_of_the_label_sorted_train_set(
+    labels: tuple[np.ndarray, np.ndarray], pools, k, train
+) -> None:
     spec = PartitionSpec(kind="shards", classes_per_device=k, train_per_device=train, test_per_device=50)
     size, excess = spec.shard_size, k * spec.shard_size - train
     for s in keyed(spec, pools) + partition(*labels, PartitionSpec(**{**spec.__dict__, "devices": 10})):
@@ -239,7 +242,7 @@ def same(a: DeviceSplit, b: DeviceSplit) -> bool:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_device_gets_the_same_split_whatever_else_is_assigned_with_it(pools, kind: str) -> None:
+def test_a_device_gets_the_same_split_whatever_else_is_assigned_with_it(pools, kind: PartitionKind) -> None:
     spec = PartitionSpec(kind=kind, train_per_device=600, test_per_device=100, seed=5)
     keys = [f"phone-{i}" for i in range(30)]
     together = dict(zip(keys, device_splits(keys, spec, pools), strict=True))
@@ -284,7 +287,7 @@ def test_a_device_gets_the_same_split_in_another_process() -> None:
 
 
 @pytest.mark.parametrize("kind", ["iid", "dirichlet", "interest"])
-def test_device_split_histograms_match_its_label_distribution(labels, pools, kind: str) -> None:
+def test_device_split_histograms_match_its_label_distribution(labels, pools, kind: PartitionKind) -> None:
     spec = PartitionSpec(kind=kind, train_per_device=600, test_per_device=100, alpha=0.3)
     splits = keyed(spec, pools)
     train = np.array([label_histogram(labels[0][s.train_indices], C) for s in splits])
@@ -338,7 +341,7 @@ def test_too_many_samples_from_a_class_is_refused_naming_class_split_and_device(
     assert len(s.test_indices) == 1001 and len(np.unique(s.test_indices)) < 1001
 
 
-def test_class_pools_refuse_labels_out_of_range(labels) -> None:
+def test_class_pools_refuse_labels_out_of_range(labels: tuple[np.ndarray, np.ndarray]) -> None:
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\); found 0..9"):
         ClassPools.build(*labels, num_classes=5)
     with pytest.raises(ValueError, match="non-empty 1-D array of integers"):

@@ -119,7 +119,7 @@ def test_numbers_that_would_change_are_refused(dtype: type, value: list, message
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_float_inputs_must_be_finite(dtype: type, bad: float) -> None:
-    value = np.zeros((2, 3), dtype)
+    value: np.ndarray = np.zeros((2, 3), dtype)
     value[1, 2] = bad
     with pytest.raises(InvalidTensor, match="input 'v' holds NaN or infinite values"):
         spec(dtype, (-1, 3)).check(value)

@@ -227,6 +227,12 @@ def test_the_round_page_shows_every_rounds_metrics(
     expect(accuracy).to_contain_text(f"last {last['global_accuracy']:.4g}")
     for chart in charts.all():  # every chart says its figures in text, for readers who cannot see it
         assert chart.locator("> svg").get_attribute("aria-label") == chart.locator("figcaption").inner_text()
+    participants = rows.first.locator("details").first
+    participants.locator("summary").click()
+    expect(participants).to_have_attribute("open", "")
+    shown = page.locator("#updated").text_content()
+    expect(page.locator("#updated")).not_to_have_text(shown or "", timeout=LIVE_MS)  # a refresh came
+    expect(rows.first.locator("details").first).to_have_attribute("open", "")  # and left it open
     screenshot(page, "round", full_page=True)
 
 
