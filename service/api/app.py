@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -19,12 +20,14 @@ from service.api.observe import RequestObserver, RequestSink, enable_access_log,
 from service.api.realtime import RealTime, SimulatedTime
 from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, profiles, rounds, v2
 from service.cluster.ownership import SlotOwnership
-from service.cluster.participants import ShardParticipants, ViewSource
 from service.config import Settings
 from service.federated.federation import Federation
 from service.fleet import DEFAULT_MODEL, Fleet
 from service.runtime.quiet import tensorflow_start_up_quiet
 from service.ui import ui_routes
+
+if TYPE_CHECKING:
+    from service.cluster.participants import ViewSource
 
 
 def create_app(
@@ -79,6 +82,8 @@ def create_app(
         )
         participants = None
         if ownership is not None and peers is not None and front_token is not None:
+            from service.cluster.participants import ShardParticipants  # it imports service.api
+
             participants = ShardParticipants(federation, ownership, peers, peer_token(front_token))
             federation.rounds.participants = participants
         app.state.fleet, app.state.federation = fleet, federation
