@@ -105,10 +105,11 @@ def error_response(
 
 
 def error_headers(error: FleetError) -> dict[str, str]:
-    """What an error says beside its body: when to retry, which epoch a shard holds."""
+    """What an error says beside its body: when to retry (and whether the device moves between
+    shards), which epoch a shard holds."""
     if isinstance(error, Unavailable):
         retry = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
-        return retry | {MOVING_HEADER: "1"} if isinstance(error, DeviceMoving) else retry
+        return (retry | {MOVING_HEADER: "1"}) if isinstance(error, DeviceMoving) else retry
     if isinstance(error, NotOwner):
         return {EPOCH_HEADER: str(error.epoch)}  # shards send it on every answer; this one may be alone
     return {}

@@ -43,7 +43,7 @@
   }
   function fill(node, ...children) {
     if (pressedAt && performance.now() - pressedAt < HOLD_LIMIT) waiting.set(node, children);
-    else swap(node, children);
+    else { waiting.delete(node); swap(node, children); }
     return node;
   }
   function swap(node, children) {
