@@ -510,10 +510,7 @@ async def _relayed(request: Request, exc: Exception) -> Response:
 
 def merge_profile_assigns(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The shards' answers to a profile assignment as one: devices and each class's count summed."""
-    classes: dict[str, int] = {}
-    for result in results:
-        for name, count in result["classes"].items():
-            classes[name] = classes.get(name, 0) + count
+    classes = merge.sum_counts([r["classes"] for r in results])
     return {**results[0], "assigned": sum(r["assigned"] for r in results), "classes": classes}
 
 

@@ -59,7 +59,7 @@ def merge_fleet_status(statuses: Sequence[Mapping[str, Any]], front_rss_bytes: i
         if key in _CAP_STATUS:
             merged[key] = None if any(v is None for v in values) else sum(values)
         elif key == "jobs":
-            merged[key] = _sum_counts(values)
+            merged[key] = sum_counts(values)
         elif key == "requests":
             merged[key] = _merge_routes(values)
         elif key == "time":
@@ -74,7 +74,8 @@ def merge_fleet_status(statuses: Sequence[Mapping[str, Any]], front_rss_bytes: i
     return merged
 
 
-def _sum_counts(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
+def sum_counts(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """Counts by name, summed over the shards' answers (a name only some of them have counts too)."""
     total: dict[str, int] = {}
     for count in counts:
         for key, n in count.items():
