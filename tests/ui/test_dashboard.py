@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -60,6 +61,13 @@ def open_dashboard(page: Page, server: ServerProcess, route: str, key: str | Non
 def shown(first: int, last: int, total: int) -> str:
     """The devices page's range line: "1\u2013100 of 252"."""
     return f"{first:,}\u2013{last:,} of {total:,}"
+
+
+def percent(fraction: float) -> str:
+    """As the page shows it: JavaScript's ``(100 * v).toFixed(1)`` rounds an exact tie up (85.25 ->
+    85.3: 341 of 400 right), where Python's ``:.1f`` rounds it to even (85.2)."""
+    tenths = Decimal(100 * fraction).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return f"{tenths}%"
 
 
 def figure(page: Page, name: str) -> Locator:
@@ -209,8 +217,8 @@ def test_the_round_page_shows_every_rounds_metrics(
     rounds = study["rounds"]
     last = rounds[-1]
     expect(figure(page, "state")).to_have_text("succeeded")
-    expect(figure(page, "global_accuracy")).to_have_text(f"{100 * last['global_accuracy']:.1f}%")
-    expect(figure(page, "local_accuracy")).to_have_text(f"{100 * last['mean_local_accuracy']:.1f}%")
+    expect(figure(page, "global_accuracy")).to_have_text(percent(last["global_accuracy"]))
+    expect(figure(page, "local_accuracy")).to_have_text(percent(last["mean_local_accuracy"]))
     rows = page.locator("#per-round tbody tr")
     expect(rows).to_have_count(len(rounds))
     for row, metrics in zip(rows.all(), reversed(rounds), strict=True):
