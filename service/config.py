@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="API keys, one per line: `KEY admin` or `KEY devices PREFIX` (none: protected mode)"
     )
+    allowed_hosts: str = Field(
+        "",
+        description="comma-separated `Host` names served besides loopback ones in protected mode; with keys, "
+        "when set, the only ones served (against DNS rebinding)",
+    )
+    allowed_origins: str = Field(
+        "",
+        description="comma-separated origins (`https://app.example`) of web pages allowed to call the API; "
+        "pages of any other origin are refused",
+    )
     allow_model_upload: bool = Field(False, description="allow `PUT /v1/models/{model}` (admin key only)")
     max_model_bytes: int = Field(
         256 * 1024 * 1024, description="total bytes of added models kept in the data directory"
@@ -65,6 +75,20 @@ class Settings(BaseSettings):
         description="participants of a federated round training at once (they spend part of "
         "their turn on files: one more than the cores keeps them busy)",
     )
+    quota_devices: int = Field(10_000, ge=0, description="devices one `devices` key may hold (429 past it)")
+    quota_runs: int = Field(
+        4, ge=0, description="round runs one `devices` key may have queued or running at once (429 past it)"
+    )
+    quota_jobs: int = Field(
+        64,
+        ge=0,
+        description="training jobs one `devices` key may have queued or running at once (429 past it)",
+    )
+    quota_sample_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="bytes of uploaded samples one `devices` key's devices may hold in all (429 past it)",
+    )
     max_bulk: int = Field(100_000, description="most devices one bulk request may create or delete")
     spare_shards: int = Field(
         1,
@@ -95,7 +119,7 @@ def settings_table() -> str:
     """Every setting as a Markdown table, as the README shows it (a test keeps the two equal)."""
 
     def shown(default: object) -> str:
-        if default is None:
+        if default is None or default == "":
             return "none"
         return f"`{str(default).lower() if isinstance(default, bool) else default}`"
 

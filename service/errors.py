@@ -32,11 +32,13 @@ one table (``service.api.errors``), and the client turns error responses back in
     ├── InvalidRequest
     │   ├── InvalidId
     │   ├── InvalidTensor
+    │   │   └── NotFinite       (a round's next global weights hold NaN or infinity)
     │   ├── InvalidModel
     │   ├── InvalidProfile      (a device profile or a profile mix, naming the field)
     │   ├── BodyTooLarge
     │   ├── UnsupportedMediaType
-    │   └── LimitExceeded       (a setting's bound: devices, stored model bytes, job steps)
+    │   ├── LimitExceeded       (a setting's bound: devices, stored model bytes, job steps)
+    │   └── QuotaExceeded       (a devices key's share: its devices, runs, jobs, sample bytes)
     ├── InvocationFailed        (the interpreter rejected a call that passed our checks)
     ├── StorageError            (the data directory failed us: unwritable, removed, I/O error)
     │   └── StorageFull         (no space left, or the file size limit)
@@ -174,6 +176,10 @@ class InvalidTensor(InvalidRequest):
     code = "invalid_tensor"
 
 
+class NotFinite(InvalidTensor):
+    code = "not_finite"
+
+
 class InvalidProfile(InvalidRequest):
     code = "invalid_profile"
 
@@ -192,6 +198,12 @@ class UnsupportedMediaType(InvalidRequest):
 
 class LimitExceeded(InvalidRequest):
     code = "limit_exceeded"
+
+
+class QuotaExceeded(InvalidRequest):
+    """Answered 429: the key may go on once it holds less (the message names the quota's setting)."""
+
+    code = "quota_exceeded"
 
 
 class InvocationFailed(FleetError):

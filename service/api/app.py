@@ -13,10 +13,12 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import errors, openapi
-from service.api.auth import Authenticate, KeyRing, peer_token
+from service.api.auth import Authenticate, KeyRing, is_open, peer_token
+from service.api.browsers import BrowserGuard
 from service.api.limits import BodyLimit
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
+from service.api.quotas import Quotas
 from service.api.realtime import RealTime, SimulatedTime
 from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, profiles, rounds, v2
 from service.cluster.ownership import SlotOwnership
@@ -87,6 +89,7 @@ def create_app(
             participants = ShardParticipants(federation, ownership, peers, peer_token(front_token))
             federation.rounds.participants = participants
         app.state.fleet, app.state.federation = fleet, federation
+        app.state.quotas = Quotas(settings, fleet, federation)
         try:
             yield
         finally:
@@ -120,6 +123,13 @@ def create_app(
         app.add_middleware(RealTime, clock=simulated)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
+    )
+    app.add_middleware(
+        BrowserGuard,
+        protected=keys is None,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+        open_path=is_open,
     )
     app.add_middleware(Authenticate, keys=keys, front_token=front_token)  # before any body is read
     app.state.metrics = Metrics(lambda: app.state.fleet)

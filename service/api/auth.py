@@ -55,7 +55,7 @@ class Principal:
             raise Forbidden(f"{what} needs an admin key; this key may only touch devices '{self.prefix}*'")
 
 
-def _is_open(path: str) -> bool:
+def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(ASSETS)
 
 
@@ -153,9 +153,10 @@ def is_loopback(host: str | None) -> bool:
     return address is not None and address.is_loopback
 
 
-LOOPBACK_PROXIES = "127.0.0.1,::1"
-"""In protected mode, the only peers whose X-Forwarded-For uvicorn may believe: trusting a header
-from anywhere else would let any client claim to be on loopback."""
+LOOPBACK_PROXIES = "127.0.0.0/8,::1,::ffff:127.0.0.0/104"
+"""In protected mode, the only peers whose X-Forwarded-For uvicorn may believe: the addresses
+`is_loopback` accepts, no more (trusting a header from anywhere else would let any client claim to be
+on loopback) and no fewer (a proxy on 127.0.0.2 is local, and so are the clients it says it serves)."""
 
 
 PROTECTED_MODE = (
@@ -208,7 +209,7 @@ class Authenticate:
         return token is not None and hmac.compare_digest(_digest(token), digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or (scope["type"] == "http" and _is_open(scope["path"])):
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and is_open(scope["path"])):
             await self.app(scope, receive, send)
             return
         if scope["type"] != "http":  # no websocket routes: nothing else is let in
@@ -226,4 +227,5 @@ class Authenticate:
         state = scope.setdefault("state", {})
         state["principal"] = principal
         state["peer"] = self._bears(scope, PEER_HEADER, self.peer_token)  # another process of the fleet
+        state["relayed"] = state["peer"] or self._from_front(scope)  # checked where it entered the fleet
         await self.app(scope, receive, send)

@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import Depends, Path, Request
 
 from service.api.auth import Principal
+from service.api.quotas import Quotas
 from service.errors import NotAuthenticated
 from service.federated.federation import Federation
 from service.fleet import Device, Fleet
@@ -47,7 +48,13 @@ async def get_federation(request: Request) -> Federation:
     return federation
 
 
+async def get_quotas(request: Request) -> Quotas:
+    quotas: Quotas = request.app.state.quotas
+    return quotas
+
+
 FleetDep = Annotated[Fleet, Depends(get_fleet)]
+QuotasDep = Annotated[Quotas, Depends(get_quotas)]
 FederationDep = Annotated[Federation, Depends(get_federation)]
 AdminDep = Annotated[Principal, Depends(get_admin)]
 DeviceId = Annotated[str, Path(description=f"device ID, {ID_PATTERN.pattern} without '..'")]

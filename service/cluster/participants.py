@@ -96,8 +96,8 @@ class ShardParticipants:
 
     # The run's own state lives in slot 0's process and the shared data directory.
 
-    def resolve_version(self, model: str, number: int | None) -> int:
-        return self.federation.resolve_version(model, number)
+    def resolve_version(self, model: str, number: int | None, viewer: str | None = None) -> int:
+        return self.federation.resolve_version(model, number, viewer)
 
     def version_weights(self, model: str, version: int) -> Weights:
         return self.federation.version_weights(model, version)

@@ -23,7 +23,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from service.errors import InvalidRequest, InvalidTensor
+from service.errors import InvalidRequest, InvalidTensor, NotFinite
 from service.federated.checkpoints import Weights, same_layout
 
 OptimizerKind = Literal["fedavg", "fedavgm", "fedadam"]
@@ -109,6 +109,13 @@ class WeightedMean:
         return mean
 
 
+MAX_SERVER_LEARNING_RATE = 100.0
+"""Past this a server step is an amplifier, not an optimizer: one caller's run could blow the shared
+model's weights up for every caller (the API refuses more; ``check`` refuses it from anywhere)."""
+MIN_TAU, MAX_TAU = 1e-9, 1.0
+"""FedAdam's adaptivity: below, ``m / (sqrt(v) + tau)`` divides by almost nothing."""
+
+
 @dataclass(frozen=True)
 class ServerOptimizer:
     """How the server turns the client mean into the next global weights; see the module's docstring.
@@ -139,13 +146,15 @@ class ServerOptimizer:
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise InvalidRequest(f"{field.name} must be a finite number, got {value!r}")
-        if not self.learning_rate > 0:
-            raise InvalidRequest(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.learning_rate <= MAX_SERVER_LEARNING_RATE:
+            raise InvalidRequest(
+                f"learning_rate must be in (0, {MAX_SERVER_LEARNING_RATE}], got {self.learning_rate}"
+            )
         for name in ("momentum", "beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise InvalidRequest(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.tau > 0:
-            raise InvalidRequest(f"tau must be positive, got {self.tau}")
+        if not MIN_TAU <= self.tau <= MAX_TAU:
+            raise InvalidRequest(f"tau must be in [{MIN_TAU}, {MAX_TAU}], got {self.tau}")
         return self
 
     def step(self, global_weights: Weights, client_mean: Weights, state: Weights) -> tuple[Weights, Weights]:
@@ -182,7 +191,13 @@ class ServerOptimizer:
                 update = m / (np.sqrt(v) + self.tau)
                 new_state[f"m/{name}"] = m
                 new_state[f"v/{name}"] = v
-            new_weights[name] = (start + self.learning_rate * update).astype(current.dtype)
+            with np.errstate(over="ignore"):  # an overflow is refused just below, naming the tensor
+                new_weights[name] = (start + self.learning_rate * update).astype(current.dtype)
+            if not np.isfinite(new_weights[name]).all():
+                raise NotFinite(
+                    f"the next global weights are not finite ('{name}' holds NaN or infinity after "
+                    f"{self.kind} with learning rate {self.learning_rate}): no version is made"
+                )
         return new_weights, dict(sorted(new_state.items()))
 
     def _previous_state(self, global_weights: Weights, averaged: list[str], state: Weights) -> Weights:

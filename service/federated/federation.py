@@ -184,20 +184,28 @@ class Federation:
         return part.gather(np.arange(count)), found.label
 
     def evaluate(
-        self, device: Device, samples: Mapping[str, np.ndarray], label: str, version: int | None = None
+        self,
+        device: Device,
+        samples: Mapping[str, np.ndarray],
+        label: str,
+        version: int | None = None,
+        viewer: str | None = None,
     ) -> Evaluation:
-        """Accuracy of the device's current weights on ``samples`` (or of a version of its model, in an
-        interpreter of its own: the device is untouched)."""
+        """Accuracy of the device's current weights on ``samples`` (or of a version of its model that
+        ``viewer`` sees, in an interpreter of its own: the device is untouched)."""
         if version is None:
             return local.evaluate(device, samples, label)
         model = device.load().name
+        self.resolve_version(model, version, viewer)
         with self._version_interpreter(model, version) as interpreter:
             signature = device.callable_signature(INFER_SIGNATURE)
             return accuracy(lambda chunk: interpreter.run(INFER_SIGNATURE, chunk), signature, samples, label)
 
-    def adopt(self, device: Device, version: int | None, save: bool = False) -> dict[str, object]:
+    def adopt(
+        self, device: Device, version: int | None, save: bool = False, viewer: str | None = None
+    ) -> dict[str, object]:
         model = device.load().name
-        number = self.resolve_version(model, version)
+        number = self.resolve_version(model, version, viewer)
         with self.versions.pinned(model, number):
             self._check_idle(device)
             device.adopt_weights(self.versions.path(model, number), f"version {number} of model '{model}'")
@@ -246,9 +254,9 @@ class Federation:
         with atomic_target(path, True, self.data_dir) as tmp:
             run_checkpoint(compiled.interpreter(), compiled, "save", tmp, path, self.data_dir)
 
-    def resolve_version(self, model: str, number: int | None) -> int:
+    def resolve_version(self, model: str, number: int | None, viewer: str | None = None) -> int:
         self.fleet.models.get(model)
-        return self.versions.resolve(model, number).number
+        return self.versions.resolve(model, number, viewer).number
 
     def version_weights(self, model: str, version: int) -> Weights:
         return self.versions.weights(model, version)

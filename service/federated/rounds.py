@@ -229,8 +229,9 @@ class Participants(Protocol):
         """Make what participants saved without ``durable`` durable (one sync for the whole round)."""
         ...
 
-    def resolve_version(self, model: str, number: int | None) -> int:
-        """``number`` if the model has that version (VersionNotFound if not); None: the latest."""
+    def resolve_version(self, model: str, number: int | None, viewer: str | None = None) -> int:
+        """``number`` if the model has that version and ``viewer`` (a devices key's prefix, None: an
+        admin) sees it (VersionNotFound if not); None: the latest it sees."""
         ...
 
     def version_weights(self, model: str, version: int) -> Weights: ...
@@ -517,7 +518,7 @@ class RoundRunner:
         global_weights: Weights | None = None
         state: Weights = {}
         if federated:
-            version = self.participants.resolve_version(spec.model, spec.start_version)
+            version = self.participants.resolve_version(spec.model, spec.start_version, spec.owner or None)
             global_weights = self.participants.version_weights(spec.model, version)
             run.start_version = run.version = version
         devices = sorted(spec.devices)
@@ -569,6 +570,7 @@ class RoundRunner:
                     "aggregation": spec.aggregation,
                     "participants": metrics.finished,
                     "samples": metrics.samples,
+                    "owner": spec.owner,
                 }
                 version = self.participants.store_version(spec.model, global_weights, meta)
                 metrics.version = run.version = version

@@ -362,6 +362,15 @@ class JobRunner:
             table = self._tables.get(device)
             return table.run.job if table is not None and table.run is not None else None
 
+    def active_count(self, prefix: str) -> int:
+        """Queued and running jobs of devices whose IDs start with ``prefix`` (reads no file)."""
+        with self._lock:
+            return sum(
+                1
+                for device, table in self._tables.items()
+                if table.run is not None and device.id.startswith(prefix)
+            )
+
     def counts_by_state(self) -> dict[str, int]:
         """Active jobs now, and jobs ended since the runner started, by state (for metrics)."""
         with self._lock:

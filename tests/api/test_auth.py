@@ -12,7 +12,7 @@ from service.api import create_app
 from service.api.auth import KeyRing, is_loopback
 from service.config import Settings
 from service.errors import InvalidRequest
-from tests.local import LOOPBACK
+from tests.local import LOOPBACK, local_client
 
 ADMIN = "admin-key-0123456789abcdef"
 ALICE = "alice-key-0123456789abcdef"
@@ -78,7 +78,7 @@ def test_a_hash_cannot_be_part_of_a_key() -> None:
 
 def test_protected_mode_answers_loopback_and_refuses_others_with_how_to_configure(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path / "data"))
-    with TestClient(app, client=LOOPBACK) as local:
+    with local_client(app) as local:
         assert local.get("/v1/devices").status_code == 200
         assert local.post("/v1/devices", json={"id": "phone"}).status_code == 201
     with TestClient(app, client=REMOTE) as remote:
@@ -222,7 +222,7 @@ def test_uploads_when_allowed_are_for_admins_and_models_delete_when_unused(
 def test_stored_models_are_capped_in_bytes(tmp_path: Path, regressor_model: bytes) -> None:
     cap = len(regressor_model) + len(regressor_model) // 2
     settings = Settings(data_dir=tmp_path / "data", allow_model_upload=True, max_model_bytes=cap)
-    with TestClient(create_app(settings), client=LOOPBACK) as client:
+    with local_client(create_app(settings)) as client:
         assert client.put("/v1/models/one", content=regressor_model).status_code == 201
         response = client.put("/v1/models/two", content=regressor_model)
         assert response.status_code == 507, response.text

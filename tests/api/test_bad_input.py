@@ -254,7 +254,7 @@ BAD_TRAIN_BODIES = [
     pytest.param(
         {"content": b"x=1", "headers": {"content-type": "text/plain"}},
         415,
-        "'text/plain' is not supported",
+        "'text/plain' is refused",
         id="media-type",
     ),
     pytest.param(

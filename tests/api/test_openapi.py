@@ -23,7 +23,7 @@ TENSOR_ROUTES = {
 }
 READINESS = {("/readyz", "503"), ("/v2/health/ready", "503")}
 """Not-ready answers: a readiness report, not an error body."""
-NO_BODY = {"reset", "restart", "save", "restore", "cancel"}
+NO_BODY = {"reset", "restart", "save", "restore", "cancel", "publish"}
 """POST routes that take no body: the last part of their path."""
 
 

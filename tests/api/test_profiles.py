@@ -24,7 +24,7 @@ from service.profiles import parse_profile
 from service.profiles.mixes import SOURCES, find_mix, resolve_mix
 from tests.api.test_auth import ADMIN, ALICE, REMOTE, bearer
 from tests.api.test_federated import npz
-from tests.local import local_client
+from tests.local import LOCAL_URL, local_client
 
 Batch = tuple[np.ndarray, np.ndarray]
 PROFILE = {
@@ -444,7 +444,7 @@ def test_the_client_raises_device_offline_with_its_retry_after(
 
 def fleet_client(client: TestClient) -> FleetClient:
     """The harness's client over the in-process app (the test client's transport, from loopback)."""
-    return FleetClient("http://testserver", transport=client._transport)
+    return FleetClient(LOCAL_URL, transport=client._transport)
 
 
 def test_the_client_covers_the_profile_routes(client: TestClient) -> None:

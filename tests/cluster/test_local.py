@@ -61,7 +61,7 @@ from service.api import create_app
 from service.client import FleetClient
 from service.config import Settings
 app = create_app(Settings(data_dir={str(tmp_path / "data")!r}))
-with TestClient(app, client=("127.0.0.1", 5000)) as client:
+with TestClient(app, client=("127.0.0.1", 5000), base_url="http://127.0.0.1") as client:
     assert client.post("/v1/devices", json={{"id": "solo"}}).status_code == 201
     assert client.get("/v1/fleet/shards").json()["sharded"] is False
 FleetClient("http://127.0.0.1:9", direct=True).close()

@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pytest
 
-from service.errors import InvalidRequest, InvalidTensor
+from service.errors import InvalidRequest, InvalidTensor, NotFinite
 from service.federated.aggregation import ServerOptimizer, WeightedMean
 from service.federated.checkpoints import Weights
 
@@ -202,6 +202,10 @@ def test_a_client_mean_or_a_state_that_does_not_fit_is_refused() -> None:
         ("tau", 0.0),
         ("tau", -1e-3),
         ("tau", "0.1"),
+        ("learning_rate", 1e38),  # a devices key's run would scale the shared model's weights by it
+        ("learning_rate", 100.5),
+        ("tau", 2.0),
+        ("tau", 1e-12),
     ],
 )
 def test_bad_parameters_are_refused_naming_the_field(field: str, value: object) -> None:
@@ -210,6 +214,19 @@ def test_bad_parameters_are_refused_naming_the_field(field: str, value: object) 
         optimizer.check()
     with pytest.raises(InvalidRequest, match=f"^{field} must"):
         optimizer.step({"w": np.zeros(1)}, {"w": np.ones(1)}, {})
+
+
+@pytest.mark.parametrize("kind", ["fedavg", "fedavgm"])
+def test_a_step_whose_next_weights_are_not_finite_is_refused(kind: str) -> None:
+    """Finite inputs, within every bound, can still overflow float32: no such version is made.
+    (FedAdam's step is at most about ``learning_rate`` per weight, so it cannot.)"""
+    start = update([1.0, 2.0], 0.5, 1)
+    huge = update([3e38, 2.0], 0.5, 2)
+    optimizer = ServerOptimizer(kind=kind, learning_rate=100.0)  # type: ignore[arg-type]
+    with pytest.raises(NotFinite, match="'kernel' holds NaN or infinity"):
+        optimizer.step(start, huge, {})
+    fine, _ = optimizer.step(start, update([1.5, 2.0], 0.5, 2), {})
+    assert all(np.isfinite(value).all() for value in fine.values())
 
 
 def test_defaults_are_the_papers() -> None:

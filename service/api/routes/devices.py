@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from service.api.codecs import JSON, NPZ, read_inputs, tensor_response
-from service.api.deps import DeviceDep, FleetDep, PrincipalDep, check_access, device_model, in_thread
+from service.api.deps import (
+    DeviceDep,
+    FleetDep,
+    PrincipalDep,
+    QuotasDep,
+    check_access,
+    device_model,
+    in_thread,
+)
 from service.api.errors import documented
 from service.api.routes.profiles import PROFILE_DOC, ProfileFields
 from service.errors import Forbidden
@@ -108,10 +116,15 @@ def view(device: Device) -> DeviceView:
         e404="unknown model or profile mix",
         e409="the ID exists",
         e422="a bad profile or mix, naming the field",
+        e429="the key's prefix holds FLEET_QUOTA_DEVICES devices",
     ),
 )
 async def create_device(
-    fleet: FleetDep, principal: PrincipalDep, request: Request, body: CreateDevice | None = None
+    fleet: FleetDep,
+    principal: PrincipalDep,
+    quotas: QuotasDep,
+    request: Request,
+    body: CreateDevice | None = None,
 ) -> DeviceView:
     """Create a device; its interpreter is made on first use.
 
@@ -125,7 +138,9 @@ async def create_device(
     def create() -> DeviceInfo:
         ids = None if body.id is None else [body.id]
         prefix = principal.prefix if body.id is None else ""
-        device = fleet.create_many(ids, count=1, prefix=prefix, model=body.model, profiles=profiles)[0]
+        with quotas.creating:
+            quotas.check_devices(principal)
+            device = fleet.create_many(ids, count=1, prefix=prefix, model=body.model, profiles=profiles)[0]
         return device.info()
 
     return DeviceView(**asdict(await in_thread(request, create)))

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from service.api.codecs import read_inputs
-from service.api.deps import DeviceDep, FleetDep, device_model, in_thread
+from service.api.deps import DeviceDep, FleetDep, PrincipalDep, QuotasDep, device_model, in_thread
 from service.api.errors import documented
 from service.api.routes.devices import TENSOR_BODY
 from service.fleet.jobs import Job, JobSpec
+from service.fleet.samples import SampleStats
 
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["personalization"])
 ERRORS = documented(e400="invalid device ID", e404="unknown device or job")
@@ -98,17 +99,32 @@ def job_view(job: Job) -> JobView:
 @router.post(
     "/samples",
     responses=documented(
-        e404="unknown device", e413="body too large", e422="samples do not match the signature"
+        e404="unknown device",
+        e413="body too large",
+        e422="samples do not match the signature",
+        e429="the key's devices hold FLEET_QUOTA_SAMPLE_BYTES of samples",
     ),
     openapi_extra=TENSOR_BODY,
 )
 async def add_samples(
-    device: DeviceDep, request: Request, signature: SignatureQuery = "train"
+    device: DeviceDep,
+    principal: PrincipalDep,
+    quotas: QuotasDep,
+    request: Request,
+    signature: SignatureQuery = "train",
 ) -> SampleStatsView:
     """Add labelled samples (the training signature's inputs by name) to the device's own store."""
     await device_model(request, device)  # loaded off the loop, so the lookup below reads no file
     inputs = await read_inputs(request, device.callable_signature(signature))
-    return SampleStatsView(**asdict(await in_thread(request, device.add_samples, signature, inputs)))
+
+    def add() -> SampleStats:
+        before = device.sample_stats().bytes
+        quotas.check_sample_bytes(principal, sum(int(value.nbytes) for value in inputs.values()))
+        after = device.add_samples(signature, inputs)
+        quotas.added(principal, after.bytes - before)
+        return after
+
+    return SampleStatsView(**asdict(await in_thread(request, add)))
 
 
 @router.get("/samples", responses=ERRORS)
@@ -129,12 +145,24 @@ async def clear_samples(device: DeviceDep, request: Request) -> Response:
         e400="the job would take more steps than FLEET_MAX_JOB_STEPS",
         e404="unknown device or signature",
         e409="no samples (or assigned data), or a job is running",
+        e429="the key has FLEET_QUOTA_JOBS jobs queued or running",
     ),
 )
-async def start_job(device: DeviceDep, fleet: FleetDep, body: StartJob, request: Request) -> JobView:
+async def start_job(
+    device: DeviceDep,
+    fleet: FleetDep,
+    body: StartJob,
+    principal: PrincipalDep,
+    quotas: QuotasDep,
+    request: Request,
+) -> JobView:
     """Train over the device's samples (or assigned data) in the background for E epochs of batch B."""
-    job = await in_thread(request, fleet.jobs.start, device, JobSpec(**body.model_dump()))
-    return job_view(job)
+
+    def start() -> Job:
+        quotas.check_jobs(principal)
+        return fleet.jobs.start(device, JobSpec(**body.model_dump()))
+
+    return job_view(await in_thread(request, start))
 
 
 @router.get("/jobs", responses=ERRORS)

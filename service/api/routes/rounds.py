@@ -17,13 +17,14 @@ from service.api.deps import (
     FleetDep,
     ModelName,
     PrincipalDep,
+    QuotasDep,
     device_model,
     in_thread,
 )
 from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest, InvalidTensor
-from service.federated.aggregation import ServerOptimizer
+from service.federated.aggregation import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, ServerOptimizer
 from service.federated.federation import Selection
 from service.federated.local import INFER_SIGNATURE, LocalTraining
 from service.federated.rounds import (
@@ -88,6 +89,7 @@ class Adopt(BaseModel):
 async def evaluate(
     device: DeviceDep,
     federation: FederationDep,
+    principal: PrincipalDep,
     request: Request,
     label: Annotated[str, Query(description="with a batch in the body: the label array's name")] = "y",
     version: Annotated[
@@ -118,7 +120,7 @@ async def evaluate(
             if body.dataset
             else {"assigned": body.split, "limit": body.limit}
         )
-    result = await in_thread(request, federation.evaluate, device, samples, label, version)
+    result = await in_thread(request, federation.evaluate, device, samples, label, version, tenant(principal))
     return {"device": device.id, "model": model.name, "version": version, "on": on, **result.describe()}
 
 
@@ -142,10 +144,10 @@ async def _batch(request: Request, label: str) -> dict[str, np.ndarray]:
     ),
 )
 async def adopt(
-    device: DeviceDep, federation: FederationDep, body: Adopt, request: Request
+    device: DeviceDep, federation: FederationDep, body: Adopt, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
     """The weights are unsaved unless ``save``: the device's checkpoint keeps its meaning."""
-    return await in_thread(request, federation.adopt, device, body.version, body.save)
+    return await in_thread(request, federation.adopt, device, body.version, body.save, tenant(principal))
 
 
 class Participate(BaseModel):
@@ -179,10 +181,12 @@ class Participate(BaseModel):
     },
 )
 async def participate(
-    device: DeviceDep, federation: FederationDep, body: Participate, request: Request
+    device: DeviceDep, federation: FederationDep, body: Participate, principal: PrincipalDep, request: Request
 ) -> Response:
     """What a round's server asks of each participant; an outside aggregator may ask it too."""
     model = body.model or (await device_model(request, device)).name
+    if body.version is not None:
+        await in_thread(request, federation.resolve_version, model, body.version, tenant(principal))
     asked = Participation(
         model,
         body.version,
@@ -210,7 +214,7 @@ async def list_versions(
 ) -> dict[str, object]:
     def listing() -> dict[str, object]:
         federation.fleet.models.get(model)
-        found = federation.versions.list(model)
+        found = federation.versions.list(model, tenant(principal))
         return {"model": model, "latest": found[-1].number, "versions": [v.describe() for v in found]}
 
     return await in_thread(request, listing)
@@ -226,9 +230,26 @@ async def get_version(
 ) -> dict[str, object]:
     def one() -> dict[str, object]:
         federation.fleet.models.get(model)
-        return federation.versions.get(model, number).describe()
+        return federation.versions.get(model, number, tenant(principal)).describe()
 
     return await in_thread(request, one)
+
+
+@versions.post(
+    "/{number}/publish",
+    summary="Make a version visible to every key (admin): devices keys see only their own and published ones",
+    responses=documented(e403="not an admin key", e404="unknown model or version"),
+)
+async def publish_version(
+    model: ModelName, number: int, federation: FederationDep, principal: PrincipalDep, request: Request
+) -> dict[str, object]:
+    principal.require_admin("publishing a model version")
+
+    def publish() -> dict[str, object]:
+        federation.fleet.models.get(model)
+        return federation.versions.publish(model, number).describe()
+
+    return await in_thread(request, publish)
 
 
 class EvaluationBody(BaseModel):
@@ -245,12 +266,18 @@ class StartRounds(DeviceSelection):
     batch_size: int = Field(32, ge=1, le=100_000)
     aggregation: Literal["fedavg", "fedavgm", "fedadam", "none"] = "fedavg"
     server_learning_rate: float | None = Field(
-        None, gt=0, description="default: 1.0 (fedavg, fedavgm), 0.01 (fedadam)"
+        None,
+        gt=0,
+        le=MAX_SERVER_LEARNING_RATE,
+        allow_inf_nan=False,
+        description="default: 1.0 (fedavg, fedavgm), 0.01 (fedadam)",
     )
     server_momentum: float | None = Field(None, ge=0, lt=1, description="fedavgm; default 0.9")
     beta1: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.9")
     beta2: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.99")
-    tau: float | None = Field(None, gt=0, description="fedadam's adaptivity; default 0.001")
+    tau: float | None = Field(
+        None, ge=MIN_TAU, le=MAX_TAU, allow_inf_nan=False, description="fedadam's adaptivity; default 0.001"
+    )
     seed: int = Field(0, ge=0, le=2**63 - 1)
     start_version: int | None = Field(None, ge=0, description="default: the model's latest version")
     evaluate_on: EvaluationBody | None = Field(
@@ -288,8 +315,9 @@ class StartRounds(DeviceSelection):
 ROUND_ERRORS = documented(e404="unknown round run")
 
 
-def run_owner(principal: Principal) -> str | None:
-    """Whose runs a key sees: all for an admin (None), else those started with a key of its prefix."""
+def tenant(principal: Principal) -> str | None:
+    """Whose runs and versions a key sees: all for an admin (None), else those its prefix's keys made
+    (and, of versions, those an admin published)."""
     return None if principal.is_admin else principal.prefix
 
 
@@ -300,12 +328,19 @@ def run_owner(principal: Principal) -> str | None:
     responses=documented(
         e400="a bad parameter, or a selection of no devices",
         e404="unknown device, model, dataset or version",
+        e429="the key has FLEET_QUOTA_RUNS runs queued or running",
     ),
 )
 async def start_rounds(
-    body: StartRounds, federation: FederationDep, fleet: FleetDep, principal: PrincipalDep, request: Request
+    body: StartRounds,
+    federation: FederationDep,
+    fleet: FleetDep,
+    principal: PrincipalDep,
+    quotas: QuotasDep,
+    request: Request,
 ) -> dict[str, object]:
     def start() -> dict[str, object]:
+        quotas.check_runs(principal)
         sharded = fleet.ownership is not None  # the front gives every shard's devices by ID
         ids = federation.select(body.selection(), principal.may_touch, here=not sharded)
         if not ids:
@@ -347,13 +382,13 @@ async def start_rounds(
             evaluation=evaluation,
             local_accuracy=body.local_accuracy,
             device_weights=body.device_weights,
-            owner=run_owner(principal) or "",
+            owner=tenant(principal) or "",
             deadline=body.deadline,
             stragglers=body.stragglers,
             start_time=body.start_time,
         )
         if spec.aggregation != "none":
-            federation.resolve_version(model, spec.start_version)
+            federation.resolve_version(model, spec.start_version, tenant(principal))
         return federation.rounds.start(spec)
 
     return await in_thread(request, start)
@@ -375,14 +410,14 @@ async def selection(
 async def list_rounds(
     federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return {"runs": await in_thread(request, federation.rounds.runs, run_owner(principal))}
+    return {"runs": await in_thread(request, federation.rounds.runs, tenant(principal))}
 
 
 @rounds.get("/{run_id}", summary="A run: its state, progress and per-round metrics", responses=ROUND_ERRORS)
 async def get_round(
     run_id: str, federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return await in_thread(request, federation.rounds.get, run_id, run_owner(principal))
+    return await in_thread(request, federation.rounds.get, run_id, tenant(principal))
 
 
 @rounds.post(
@@ -393,4 +428,4 @@ async def get_round(
 async def cancel_round(
     run_id: str, federation: FederationDep, principal: PrincipalDep, request: Request
 ) -> dict[str, object]:
-    return await in_thread(request, federation.rounds.cancel, run_id, run_owner(principal))
+    return await in_thread(request, federation.rounds.cancel, run_id, tenant(principal))
