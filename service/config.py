@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.runtime.isolation import Isolation
 
 
 class Settings(BaseSettings):
@@ -35,6 +38,23 @@ class Settings(BaseSettings):
         "pages of any other origin are refused",
     )
     allow_model_upload: bool = Field(False, description="allow `PUT /v1/models/{model}` (admin key only)")
+    model_isolation: Literal["auto", "process", "none"] = Field(
+        "auto",
+        description="run added models' interpreters in worker processes (`process`), so that a crash costs "
+        "that model's callers only, or in the service's (`none`); `auto`: `process` when model upload is on",
+    )
+    model_workers: int = Field(1, ge=1, le=64, description="worker processes per added model (isolated)")
+    model_worker_memory_bytes: int = Field(
+        2 * 1024**3,
+        ge=256 * 1024**2,
+        description="resident memory past which an added model's worker is killed",
+    )
+    model_call_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="seconds one call may take in an added model's worker before it is killed",
+    )
     max_model_bytes: int = Field(
         256 * 1024 * 1024, description="total bytes of added models kept in the data directory"
     )
@@ -106,6 +126,15 @@ class Settings(BaseSettings):
         description="real seconds per simulated second: profiled devices answer 503 while offline and "
         "take their simulated time to answer (0: off)",
     )
+
+    def isolation(self) -> Isolation | None:
+        """How added models run: in worker processes (see ``model_isolation``), or None: in-process."""
+        isolated = self.model_isolation == "process" or (
+            self.model_isolation == "auto" and self.allow_model_upload
+        )
+        if not isolated:
+            return None
+        return Isolation(self.model_workers, self.model_worker_memory_bytes, self.model_call_seconds)
 
     def resident_cap(self) -> int | None:
         """The residency cap in interpreters: the tighter of the count and the byte budget."""

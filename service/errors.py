@@ -40,6 +40,7 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   ├── LimitExceeded       (a setting's bound: devices, stored model bytes, job steps)
     │   └── QuotaExceeded       (a devices key's share: its devices, runs, jobs, sample bytes)
     ├── InvocationFailed        (the interpreter rejected a call that passed our checks)
+    ├── ModelCrashed            (an isolated model's worker process died: a signal, memory, time)
     ├── StorageError            (the data directory failed us: unwritable, removed, I/O error)
     │   └── StorageFull         (no space left, or the file size limit)
     ├── CorruptState            (a device's file on disk cannot be read back)
@@ -208,6 +209,10 @@ class QuotaExceeded(InvalidRequest):
 
 class InvocationFailed(FleetError):
     code = "invocation_failed"
+
+
+class ModelCrashed(FleetError):
+    code = "model_crashed"
 
 
 class StorageError(FleetError):

@@ -70,6 +70,7 @@ def create_app(
                 max_devices=settings.max_devices,
                 max_job_steps=settings.max_job_steps,
                 ownership=ownership,
+                isolation=settings.isolation(),
             )
             fleet.models.get(DEFAULT_MODEL).interpreter()  # the first one logs its delegates: here, quietly
             return fleet

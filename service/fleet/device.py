@@ -432,7 +432,9 @@ class Device:
         self._require_live()
         self.last_used = time.monotonic()
         if self._interpreter is not None:
-            return self._interpreter
+            if self._interpreter.alive:
+                return self._interpreter
+            self._drop_interpreter()  # its worker process died: what it had not saved went with it
         interpreter = self.load().interpreter()
         unsaved = next((p for p in (self.handover_path, self.spill_path) if p.exists()), None)
         from_spill = unsaved is not None
@@ -480,7 +482,8 @@ class Device:
             if self._interpreter is None or self.deleted or self.moved:
                 return "absent"
             self._write_record_if_dirty()
-            spilled = self._weights_changed and self._has_checkpoint_signatures()
+            alive = self._interpreter.alive  # a dead worker's interpreter has nothing left to spill
+            spilled = alive and self._weights_changed and self._has_checkpoint_signatures()
             if spilled:
                 with atomic_target(self.spill_path, False, self.data_dir, self.fence) as tmp:
                     self._run_checkpoint(self._interpreter, "save", tmp, self.spill_path)
@@ -498,9 +501,10 @@ class Device:
             if self.deleted or self.moved:
                 return
             self._write_record_if_dirty()
-            if self._interpreter is not None and self._weights_changed and self._has_checkpoint_signatures():
+            live = self._interpreter if self._interpreter is not None and self._interpreter.alive else None
+            if live is not None and self._weights_changed and self._has_checkpoint_signatures():
                 with atomic_target(self.handover_path, True, self.data_dir, self.fence) as tmp:
-                    self._run_checkpoint(self._interpreter, "save", tmp, self.handover_path)
+                    self._run_checkpoint(live, "save", tmp, self.handover_path)
             self.moved = True
             self._drop_interpreter()
 

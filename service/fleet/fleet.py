@@ -36,6 +36,7 @@ from service.fleet.residency import Residency, ResidencyStats
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats
 from service.profiles import DeviceProfile
+from service.runtime.isolation import Isolation
 
 ProfilesFor = Callable[[Sequence[str]], Mapping[str, DeviceProfile]]
 """Given the IDs about to be created, the profile of each (absent: none)."""
@@ -86,8 +87,10 @@ class Fleet:
         max_devices: int | None = None,
         max_job_steps: int = 1_000_000,
         ownership: Ownership | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
-        """``max_devices``: creating past it raises LimitExceeded (None: no cap)."""
+        """``max_devices``: creating past it raises LimitExceeded (None: no cap); ``isolation``: how
+        added models run out of process (None: in this one)."""
         self.ownership = ownership
         self.data_dir = data_dir.resolve()
         glob_chars = sorted({c for c in str(self.data_dir) if c in "*?[]\\"})
@@ -103,7 +106,7 @@ class Fleet:
             self.trash_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise storage_error("could not create devices/ and trash/ in the data directory", exc) from exc
-        self.models = ModelStore(self.data_dir / "models", interpreter_threads, max_model_bytes)
+        self.models = ModelStore(self.data_dir / "models", interpreter_threads, max_model_bytes, isolation)
         self.residency = Residency(max_resident)
         self.stats = FleetStats()
         self.sample_capacity = sample_capacity
@@ -463,6 +466,7 @@ class Fleet:
                 make_durable([f for f in files if f.exists()], self.devices_dir)
             except OSError as exc:
                 log.error("could not flush the records of %d devices to disk: %s", len(written), exc.strerror)
+        self.models.close()
 
 
 def _is_id(name: str) -> bool:

@@ -6,9 +6,10 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from service.errors import InvalidModel, ModelExists, ModelInUse, ModelNotFound, StorageFull
+from service.errors import FleetError, InvalidModel, ModelExists, ModelInUse, ModelNotFound, StorageFull
 from service.fleet.files import check_id, child, storage_error, write_atomic
 from service.runtime import CompiledModel
+from service.runtime.isolation import Isolation, load_isolated
 
 DEFAULT_MODEL = "fashion_mnist"
 
@@ -21,8 +22,16 @@ def embedded_model_path() -> Path:
 class ModelStore:
     """Compiled models by name, loaded once and shared by every device that uses them."""
 
-    def __init__(self, directory: Path, num_threads: int = 1, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        num_threads: int = 1,
+        max_bytes: int | None = None,
+        isolation: Isolation | None = None,
+    ) -> None:
+        """``isolation``: added models run in worker processes so (the embedded default never does)."""
         self.directory = directory
+        self.isolation = isolation
         self.directory.mkdir(parents=True, exist_ok=True)
         self._num_threads = num_threads
         self.max_bytes = max_bytes
@@ -50,9 +59,14 @@ class ModelStore:
                     content = path.read_bytes()
                 except OSError as exc:
                     raise storage_error(f"could not read model '{name}'", exc) from exc
-                model = CompiledModel.load(name, content, self._num_threads)
+                model = self._compile(name, content)
                 self._loaded[name] = model
             return model
+
+    def _compile(self, name: str, content: bytes) -> CompiledModel:
+        if self.isolation is None or name == DEFAULT_MODEL:
+            return CompiledModel.load(name, content, self._num_threads)
+        return load_isolated(name, content, self._num_threads, self.isolation)
 
     def add(self, name: str, content: bytes) -> CompiledModel:
         """Check that ``content`` is a usable model and keep it; a bad file is not kept."""
@@ -61,13 +75,17 @@ class ModelStore:
             raise InvalidModel(f"model '{name}': the body is empty; send the .tflite file's bytes")
         self._refuse_existing(name, path)
         self._check_room(len(content))
-        model = CompiledModel.load(name, content, self._num_threads)  # slow: outside the lock
-        with self._lock:
-            self._refuse_existing(name, path)
-            self._check_room(len(content))
-            write_atomic(path, content, root=self.directory.parent)
-            self._loaded[name] = model
-            return model
+        model = self._compile(name, content)  # slow: outside the lock
+        try:
+            with self._lock:
+                self._refuse_existing(name, path)
+                self._check_room(len(content))
+                write_atomic(path, content, root=self.directory.parent)
+                self._loaded[name] = model
+                return model
+        except FleetError:
+            model.close()
+            raise
 
     def stored_bytes(self) -> int:
         try:
@@ -104,7 +122,16 @@ class ModelStore:
                 path.unlink()
             except OSError as exc:
                 raise storage_error(f"could not delete model '{name}'", exc) from exc
-            self._loaded.pop(name, None)
+            dropped = self._loaded.pop(name, None)
+        if dropped is not None:
+            dropped.close()
+
+    def close(self) -> None:
+        """Stop the added models' worker processes."""
+        with self._lock:
+            models, self._loaded = list(self._loaded.values()), {}
+        for model in models:
+            model.close()
 
     def _refuse_existing(self, name: str, path: Path) -> None:
         if name in self._loaded or path.exists():

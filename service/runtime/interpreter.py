@@ -66,6 +66,8 @@ class CompiledModel:
     num_threads: int = 1
     interpreter_class: Any = field(default=None, repr=False, compare=False)
     """``tf.lite.Interpreter`` with this model's signature defs (see ``_with_signatures``)."""
+    isolated: Any = field(default=None, repr=False, compare=False)
+    """The model's worker processes (``service.runtime.isolation``), when it runs out of process."""
 
     @classmethod
     def load(cls, name: str, content: bytes, num_threads: int = 1) -> CompiledModel:
@@ -111,7 +113,15 @@ class CompiledModel:
             ) from None
 
     def interpreter(self) -> ModelInterpreter:
+        if self.isolated is not None:
+            remote: ModelInterpreter = self.isolated.interpreter(self)
+            return remote
         return ModelInterpreter(self)
+
+    def close(self) -> None:
+        """Stop the model's worker processes, if it has any."""
+        if self.isolated is not None:
+            self.isolated.close()
 
     def describe(self) -> dict[str, object]:
         return {
@@ -124,6 +134,9 @@ class CompiledModel:
 
 class ModelInterpreter:
     """One ``tf.lite.Interpreter`` and its signature runners. Not thread-safe: callers serialise."""
+
+    alive = True
+    """An interpreter in this process lives as long as it is referenced (a worker's may die first)."""
 
     def __init__(self, model: CompiledModel) -> None:
         self.model = model
