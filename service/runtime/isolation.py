@@ -32,6 +32,7 @@ import numpy as np
 
 from service.errors import FleetError, InvalidModel, InvocationFailed, ModelCrashed
 from service.runtime.interpreter import CompiledModel, ModelInterpreter
+from service.runtime.quiet import tensorflow_start_up_quiet
 
 START_SECONDS = 180.0
 """A worker imports TensorFlow and loads the model: seconds, more on a busy machine."""
@@ -52,7 +53,9 @@ class Isolation:
 def _serve(conn: Connection, name: str, content: bytes, num_threads: int) -> None:
     """A worker's life: load the model, then answer ``create``/``run`` calls until the pipe closes."""
     try:
-        model = CompiledModel.load(name, content, num_threads)
+        with tensorflow_start_up_quiet():  # the worker imports TensorFlow and makes a first interpreter
+            model = CompiledModel.load(name, content, num_threads)
+            model.interpreter()
     except FleetError as exc:
         conn.send(("error", exc))
         return
