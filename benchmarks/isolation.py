@@ -16,12 +16,20 @@ import threading
 import time
 from collections.abc import Callable
 
-
 from benchmarks._common import batch, machine, ms, percentile, table, timed
 from service.fleet.fleet import process_rss_bytes
 from service.fleet.models import embedded_model_path
 from service.runtime import CompiledModel
 from service.runtime.isolation import Isolation, load_isolated
+
+COLUMNS = [
+    "path",
+    "new interpreter ms",
+    "train b100 p50 ms",
+    "infer b1 p50 ms",
+    "infer b1 p99 ms",
+    "train steps/s, 2 threads",
+]
 
 
 def steps_per_s(run: Callable[[int], object], threads: int, seconds: float) -> float:
@@ -80,7 +88,7 @@ def main() -> None:
             "infer b1 p50 ms",
             "infer b1 p99 ms",
             "train steps/s, 2 threads",
-        ],  # fmt: skip
+        ],
         [
             *[(r[0], ms(r[1]), ms(r[2]), ms(r[3]), ms(r[4]), f"{r[5]:.0f}") for r in rows],
             ("isolated / in-process", *(f"{rows[1][i] / base[i]:.2f}" for i in range(1, 6))),
