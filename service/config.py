@@ -19,7 +19,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("fleet-data"), description="devices, checkpoints and added models live here")
     max_body_bytes: int = Field(64 * 1024 * 1024, description="request bodies past this get 413")
     max_json_body_bytes: int = Field(
-        16 * 1024 * 1024, description="JSON request bodies past this get 413 (npz is far cheaper to decode)"
+        4 * 1024 * 1024,
+        description="JSON request bodies past this get 413: decoding JSON numbers takes up to 16 bytes of "
+        "memory a byte (npz is far cheaper to decode)",
     )
     max_npz_members: int = Field(
         64, description="arrays one npz body may hold; its zip directory is refused past it"
