@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         description="total bytes of added datasets kept in the data directory (built-in ones aside)",
     )
     keep_versions: int = Field(
-        20, ge=1, description="global versions kept per model (the oldest go; version 0 stays)"
+        20, ge=1, description="global versions kept per model and owner (the oldest go; version 0 stays)"
     )
     round_workers: int = Field(
         3,
