@@ -13,9 +13,8 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import errors, openapi
-from service.api.auth import Authenticate, KeyRing, is_open, peer_token
-from service.api.browsers import BrowserGuard
-from service.api.limits import BodyLimit
+from service.api.auth import KeyRing, peer_token
+from service.api.guards import guard
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
 from service.api.quotas import Quotas
@@ -122,17 +121,7 @@ def create_app(
         app.include_router(router)
     if simulated is not None:  # innermost: it sees the caller Authenticate found; off, it costs nothing
         app.add_middleware(RealTime, clock=simulated)
-    app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
-    )
-    app.add_middleware(
-        BrowserGuard,
-        protected=keys is None,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=settings.allowed_origins,
-        open_path=is_open,
-    )
-    app.add_middleware(Authenticate, keys=keys, front_token=front_token)  # before any body is read
+    guard(app, settings, keys, front_token)
     app.state.metrics = Metrics(lambda: app.state.fleet)
     sinks: list[RequestSink] = [app.state.metrics.requests.observe]
     if settings.log_json:

@@ -26,10 +26,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.api import errors
-from service.api.auth import FRONT_HEADER, PEER_HEADER, Authenticate, KeyRing, Principal, is_open
-from service.api.browsers import BrowserGuard
+from service.api.auth import FRONT_HEADER, PEER_HEADER, KeyRing, Principal
 from service.api.codecs import json_object
-from service.api.limits import BodyLimit
+from service.api.guards import guard
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
 from service.cluster.state import ClusterState
@@ -486,17 +485,7 @@ def create_front(
     errors.install(app)  # FleetError as the service answers it
     app.state.shards = shards
     app.state.keys = keys
-    app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes
-    )
-    app.add_middleware(
-        BrowserGuard,
-        protected=keys is None,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=settings.allowed_origins,
-        open_path=is_open,
-    )
-    app.add_middleware(Authenticate, keys=keys)
+    guard(app, settings, keys)
     return app
 
 

@@ -195,6 +195,18 @@ def test_every_route_kind_works_at_the_one_address(
         assert http.delete("/v1/devices/walker").status_code == 204
 
 
+def test_a_page_of_another_origin_is_refused_at_the_front_and_the_fleets_own_pass(
+    server: ServerProcess, http: httpx.Client
+) -> None:
+    """The front checks what a browser sent; its shards, which see another Host, take its word."""
+    evil = http.post("/v1/devices", json={"id": "cross"}, headers={"origin": "http://evil.example"})
+    assert evil.status_code == 403 and "FLEET_ALLOWED_ORIGINS" in evil.text
+    own = {"origin": server.url}
+    assert http.post("/v1/devices", json={"id": "cross"}, headers=own).status_code == 201
+    assert http.post("/v1/devices/cross/save", headers=own).status_code == 200
+    assert http.delete("/v1/devices/cross", headers=own).status_code == 204
+
+
 def test_fast_path_goes_straight_to_the_owner_and_survives_a_stale_view(
     server: ServerProcess, fashion_mnist: FashionMNIST
 ) -> None:
