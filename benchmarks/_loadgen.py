@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 def request_head(method: str, path: str, content_type: str, accept: str, length: int) -> bytes:
     return (
-        f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {content_type}\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n"
         f"Accept: {accept}\r\nContent-Length: {length}\r\n\r\n"
     ).encode()
 
