@@ -28,12 +28,35 @@ request. An uncompressed npz is viewed in place whatever its size (tens of micro
 batch of 100 is 314 KB), so it is decoded on the loop; a compressed one always in the pool."""
 
 
+MAX_RANK = 32
+"""The most dimensions a tensor in a body may declare (numpy allows 64; no model here takes more than 8)."""
+MAX_DIM = 2**31 - 1
+"""The largest dimension a body may declare: TFLite's dimensions are int32."""
+
+
+def check_shape(name: str, shape: object) -> tuple[int, ...]:
+    """``shape`` if it is at most ``MAX_RANK`` integers in 0..``MAX_DIM``; else InvalidTensor.
+
+    Checked before any arithmetic on it: the product of a few hundred 3,000-digit integers takes seconds.
+    """
+    if not isinstance(shape, (tuple, list)) or len(shape) > MAX_RANK:
+        raise InvalidTensor(f"'{name}' declares a shape of more than {MAX_RANK} dimensions, or none at all")
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim <= MAX_DIM:
+            shown = str(dim) if not isinstance(dim, int) or dim.bit_length() < 64 else "a huge integer"
+            raise InvalidTensor(
+                f"'{name}' declares dimension {shown}; each must be an integer in 0..{MAX_DIM}"
+            )
+    return tuple(shape)
+
+
 def media_type(header: str | None) -> str:
     return (header or "").split(";")[0].strip().lower()
 
 
 NPY_HEADER = re.compile(
-    rb"\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': False, 'shape': \(((?:\d+, ?)*\d*)\), \} *\n"
+    rb"\{'descr': '([<>|=]?[a-zA-Z]\d{0,4})', 'fortran_order': False, "
+    rb"'shape': \(((?:\d{1,10}, ?)*\d{0,10})\), \} *\n"
 )
 """The header ``numpy.save`` writes for a plain C-ordered array."""
 
@@ -63,7 +86,7 @@ def _stored_arrays(body: bytes) -> dict[str, np.ndarray] | None:
             dtype = np.dtype(match.group(1).decode())
             if dtype.hasobject:
                 return None
-            shape = tuple(int(d) for d in match.group(2).split(b",") if d.strip())
+            shape = check_shape(info.filename, [int(d) for d in match.group(2).split(b",") if d.strip()])
             array = np.frombuffer(data, dtype=dtype, offset=header_start + header_len)
             arrays[info.filename.removesuffix(".npy")] = array.reshape(shape)
     return arrays
@@ -94,7 +117,7 @@ def _member_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray
             )
         if dtype.hasobject:
             raise ValueError(f"member '{info.filename}' holds Python objects, which need pickle")
-        count = math.prod(shape)
+        count = math.prod(check_shape(info.filename, shape))
         size = count * dtype.itemsize
         if size > info.file_size:
             raise ValueError(

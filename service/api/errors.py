@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
@@ -129,6 +130,19 @@ async def _fleet_error(request: Request, exc: Exception) -> JSONResponse:
 def problems(errors: Sequence[Mapping[str, Any]]) -> str:
     """Pydantic's validation errors in one line: ``inputs.0.shape: Field required; ...``."""
     return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], document: object) -> Model:
+    """``document`` as ``model``, for a body a route reads by hand: failures answer 422 exactly as
+    FastAPI's own validation does (``RequestValidationError``, locations under ``body``)."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -18,7 +18,7 @@ import orjson
 from fastapi import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from service.api.codecs import JSON, to_json
+from service.api.codecs import JSON, MAX_DIM, MAX_RANK, check_shape, to_json
 from service.api.errors import problems
 from service.errors import BodyTooLarge, InvalidTensor, UnsupportedMediaType
 from service.runtime import SignatureSpec, TensorSpec
@@ -65,7 +65,7 @@ def dtype_of(name: str, datatype: str) -> np.dtype:
 
 class RequestInput(BaseModel):
     name: str
-    shape: list[Annotated[int, Field(ge=0)]]
+    shape: list[Annotated[int, Field(ge=0, le=MAX_DIM)]] = Field(max_length=MAX_RANK)
     datatype: str = Field(description="BOOL, UINT8 ... UINT64, INT8 ... INT64, FP16, FP32, FP64 or BYTES")
     parameters: dict[str, Any] | None = Field(
         None, description='{"binary_data_size": n}: the data is n raw bytes after the JSON'
@@ -142,7 +142,8 @@ def _flag(parameters: dict[str, Any] | None, name: str) -> bool:
 
 def _input_array(tensor: RequestInput, binary: memoryview | None) -> np.ndarray:
     """The declared tensor; nothing is allocated by its declared shape, only by the data sent."""
-    declared = TensorSpec(tensor.name, dtype_of(tensor.name, tensor.datatype), tuple(tensor.shape))
+    shape = check_shape(tensor.name, tensor.shape)  # also bounded by the schema; here before any arithmetic
+    declared = TensorSpec(tensor.name, dtype_of(tensor.name, tensor.datatype), shape)
     count = math.prod(declared.shape)
     if binary is not None:
         if declared.is_string:

@@ -205,20 +205,20 @@ BAD_TRAIN_BODIES = [
     ),
     pytest.param(
         {
-            "content": zip_of({"x.npy": npy_header((2**40, 28, 28)) + bytes(64), "y.npy": b""}),
+            "content": zip_of({"x.npy": npy_header((2**30, 28, 28)) + bytes(64), "y.npy": b""}),
             "headers": {"content-type": NPZ},
         },
         422,
-        "member 'x.npy' declares shape [1099511627776, 28, 28]",
+        "member 'x.npy' declares shape [1073741824, 28, 28]",
         id="npz-declares-more-than-it-holds",
     ),
     pytest.param(
         {
-            "content": zip_of({"x.npy": npy_header((2**40, 28, 28)) + bytes(64)}, zipfile.ZIP_DEFLATED),
+            "content": zip_of({"x.npy": npy_header((2**30, 28, 28)) + bytes(64)}, zipfile.ZIP_DEFLATED),
             "headers": {"content-type": NPZ},
         },
         422,
-        "member 'x.npy' declares shape [1099511627776, 28, 28]",
+        "member 'x.npy' declares shape [1073741824, 28, 28]",
         id="npz-compressed-declares-more-than-it-holds",
     ),
     pytest.param(
@@ -423,3 +423,47 @@ def _refused_and_not_kept(client: TestClient, tmp_path: Path) -> None:
     assert not list((tmp_path / "data" / "models").iterdir())
     assert client.put("/v1/models/..%2Fescape", content=b"x").status_code in (400, 404)
     assert client.put("/v1/models/fashion_mnist", content=b"x").status_code == 409
+
+
+HUGE = 10**2999  # 3,000 digits
+
+
+def test_huge_npz_dims_are_refused_before_any_arithmetic(client: TestClient) -> None:
+    """A .npy header declaring a dimension of 3,000 digits (in both decoders) is a 422, at once."""
+    assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (%d, 28, 28), }" % HUGE
+    member = b"\x93NUMPY\x02\x00" + len(header + b"\n").to_bytes(4, "little") + header + b"\n"
+    for compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        response = client.post(
+            "/v1/devices/phone/infer",
+            content=zip_of({"x.npy": member + bytes(16)}, compression),
+            headers={"content-type": NPZ},
+        )
+        assert response.status_code == 422, response.text
+        assert "huge integer" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**30])
+def test_job_seeds_out_of_range_are_422_and_leave_the_device_usable(
+    client: TestClient, train_batch: Batch, seed: int
+) -> None:
+    assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+    x, y = train_batch
+    samples = client.post("/v1/devices/phone/samples", content=npz(x=x, y=y), headers={"content-type": NPZ})
+    assert samples.is_success, samples.text
+    response = client.post("/v1/devices/phone/jobs", json={"seed": seed})
+    assert response.status_code == 422, response.text
+    assert "seed" in response.json()["error"]["message"]
+    assert client.post("/v1/devices/phone/jobs", json={"seed": 2**63 - 1}).status_code == 202
+
+
+@pytest.mark.parametrize("body", [{"version": {}}, {"version": 10**30}, {"limit": "x"}, {"split": []}])
+def test_evaluate_bodies_validated_by_hand_are_422_like_fastapis(client: TestClient, body: dict) -> None:
+    """The evaluate route reads its JSON body itself; its failures look exactly like FastAPI's own."""
+    assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+    by_hand = client.post("/v1/devices/phone/evaluate", json=body)
+    assert by_hand.status_code == 422, by_hand.text
+    by_fastapi = client.post("/v1/devices/phone/participate", json={"version": body.get("version", {})})
+    assert by_fastapi.status_code == 422
+    assert by_hand.json()["error"]["code"] == by_fastapi.json()["error"]["code"] == "invalid_request"
+    assert by_hand.json()["error"]["message"].startswith("request does not match the schema: body.")

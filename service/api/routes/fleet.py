@@ -70,12 +70,12 @@ class ShardsView(BaseModel):
 
 
 class Resize(BaseModel):
-    count: Annotated[int, Field(ge=1, description="the new number of shards")]
+    count: Annotated[int, Field(ge=1, le=64, description="the new number of shards")]
 
 
 class BulkCreate(ProfileFields):
     ids: list[str] | None = Field(None, description="create devices with these IDs")
-    count: Annotated[int, Field(ge=1)] | None = Field(
+    count: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         None, description="or create this many, with random IDs"
     )
     prefix: str = Field("", description="prefix for the random IDs")

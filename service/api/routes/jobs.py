@@ -36,7 +36,7 @@ class StartJob(BaseModel):
     batch_size: int = Field(32, ge=1, le=100_000)
     save: bool = Field(False, description="save a checkpoint when the job succeeds")
     shuffle: bool = True
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     signature: str | None = Field(None, description="the training signature; default: the samples'")
     data: Literal["samples", "assigned"] | None = Field(
         None,

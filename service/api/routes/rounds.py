@@ -21,7 +21,7 @@ from service.api.deps import (
     device_model,
     in_thread,
 )
-from service.api.errors import documented
+from service.api.errors import documented, validated
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest, InvalidTensor
 from service.federated.aggregation import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, ServerOptimizer
@@ -52,12 +52,15 @@ class EvaluateOn(BaseModel):
     split: str = Field("test", description="with a dataset: its split; else the device's train or test data")
     limit: int | None = Field(None, ge=1, le=10_000_000, description="the first N samples only")
     version: int | None = Field(
-        None, ge=0, description="evaluate this version of the device's model instead of its current weights"
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="evaluate this version of the device's model instead of its current weights",
     )
 
 
 class Adopt(BaseModel):
-    version: int | None = Field(None, ge=0, description="default: the model's latest version")
+    version: int | None = Field(None, ge=0, le=2**63 - 1, description="default: the model's latest version")
     save: bool = Field(False, description="also save the adopted weights as the device's checkpoint")
 
 
@@ -93,7 +96,7 @@ async def evaluate(
     request: Request,
     label: Annotated[str, Query(description="with a batch in the body: the label array's name")] = "y",
     version: Annotated[
-        int | None, Query(ge=0, description="with a batch: evaluate this model version")
+        int | None, Query(ge=0, le=2**63 - 1, description="with a batch: evaluate this model version")
     ] = None,
 ) -> dict[str, object]:
     """A JSON body says where (``EvaluateOn``); an npz body is the batch itself: the ``infer``
@@ -108,7 +111,7 @@ async def evaluate(
         }
         on: dict[str, object] = {"batch": len(arrays[label])}
     else:
-        body = EvaluateOn.model_validate(json_object(await request.body()))
+        body = validated(EvaluateOn, json_object(await request.body()))
         version = body.version
 
         def gather() -> tuple[Any, str]:
@@ -155,13 +158,16 @@ class Participate(BaseModel):
     version: int | None = Field(
         None,
         ge=0,
+        le=2**63 - 1,
         description="adopt this global version first and send back the trained weights; "
         "none: train from the device's own weights and send none",
     )
     epochs: int = Field(1, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=100_000)
     shuffle: bool = True
-    seed: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
+    seed: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=8
+    )
     local_accuracy: bool = Field(True, description="evaluate the trained weights on the local test data")
     device_weights: Literal["trained", "checkpoint", "saved"] = "trained"
 
@@ -261,7 +267,9 @@ class EvaluationBody(BaseModel):
 class StartRounds(DeviceSelection):
     model: str | None = Field(None, description="default: the first selected device's model")
     rounds: int = Field(1, ge=1, le=MAX_ROUNDS)
-    participants: int | None = Field(None, ge=1, description="devices picked per round; default: all")
+    participants: int | None = Field(
+        None, ge=1, le=1_000_000, description="devices picked per round; default: all"
+    )
     epochs: int = Field(1, ge=1, le=10_000, description="local epochs per round")
     batch_size: int = Field(32, ge=1, le=100_000)
     aggregation: Literal["fedavg", "fedavgm", "fedadam", "none"] = "fedavg"
@@ -279,7 +287,9 @@ class StartRounds(DeviceSelection):
         None, ge=MIN_TAU, le=MAX_TAU, allow_inf_nan=False, description="fedadam's adaptivity; default 0.001"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    start_version: int | None = Field(None, ge=0, description="default: the model's latest version")
+    start_version: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="default: the model's latest version"
+    )
     evaluate_on: EvaluationBody | None = Field(
         None,
         description="where global accuracy is measured; default: the first device's dataset's test split",
