@@ -31,7 +31,7 @@ again from the files (which also catches what deletions and resets freed)."""
 def _refuse(principal: Principal, what: str, have: int, adding: int, quota: int, setting: str) -> None:
     if have + adding > quota:
         raise QuotaExceeded(
-            f"the devices of '{principal.prefix}*' hold {have} {what}; {adding} more would pass this key's "
+            f"the key of devices '{principal.prefix}*' has {have} {what}; {adding} more would pass its "
             f"quota of {quota} ({setting})"
         )
 
@@ -68,9 +68,8 @@ class Quotas:
         """Before an upload of ``adding`` bytes of samples; ``added`` after it, with what it stored."""
         if principal.is_admin:
             return
-        quota = self.settings.quota_sample_bytes
-        _refuse(principal, "bytes of samples", self._samples_of(principal.prefix), adding, quota,
-                "FLEET_QUOTA_SAMPLE_BYTES")  # fmt: skip
+        have, quota = self._samples_of(principal.prefix), self.settings.quota_sample_bytes
+        _refuse(principal, "bytes of samples", have, adding, quota, "FLEET_QUOTA_SAMPLE_BYTES")
 
     def added(self, principal: Principal, delta: int) -> None:
         if principal.is_admin:

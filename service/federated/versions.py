@@ -1,4 +1,4 @@
-r"""Versions of a model's global weights: what each federated round's aggregate becomes.
+"""Versions of a model's global weights: what each federated round's aggregate becomes.
 
 ``data_dir/versions/<model>/<n>.ckpt`` holds version ``n``'s weights (the format the model's own
 ``save`` writes, so its ``restore`` reads them) and ``<n>.json`` what made it: the round, the
@@ -7,7 +7,7 @@ weights (a fresh interpreter's), written the first time it is asked for.
 
 Versions belong to whoever made them: ``owner`` is the prefix of the devices key whose run made one,
 or ``""`` for an admin's. A ``viewer`` (a devices key's prefix; None for an admin) sees version 0, its
-own, and those an admin ``publish``\ ed; any other answers VersionNotFound, exactly as a missing one,
+own, and those an admin published; any other answers VersionNotFound, exactly as a missing one,
 so one tenant can neither adopt, evaluate, build on nor learn of another's. Past ``keep`` versions of
 one owner the oldest go, except version 0 and versions a running round holds (``pinned``): one
 tenant's runs never prune what another uses.
