@@ -29,6 +29,8 @@ from service.api import errors
 from service.api.auth import FRONT_HEADER, PEER_HEADER, KeyRing, Principal
 from service.api.codecs import json_object
 from service.api.guards import guard
+from service.api.routes.fleet import BulkCreate, BulkDelete, Resize
+from service.api.routes.rounds import StartRounds
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
 from service.cluster.state import ClusterState
@@ -248,10 +250,7 @@ def create_front(
         if request.method == "GET":
             pages = [orjson.loads(a.body) for a in await shards.each(request)]  # the shards check the query
             return _json(merge.merge_pages(pages, int(request.query_params.get("limit", "100"))))
-        body = await body_of(request)
-        wanted = orjson.loads(body) if body.strip() else {}
-        if not isinstance(wanted, dict):
-            raise InvalidRequest('the body must be a JSON object: {"id": ..., "model": ...}')
+        wanted = json_object(await body_of(request))  # not JSON, or not an object: 400, never 500
         device_id = wanted.get("id") or _random_id(_principal(request).prefix)
         wanted["id"] = check_id("device", str(device_id))
         return await shards.send(lambda view: view.owner(wanted["id"]).slot, request, orjson.dumps(wanted))
@@ -260,6 +259,7 @@ def create_front(
         """Each shard creates its own devices; profiles drawn from a mix come out the same on any shard."""
         _principal(request).require_admin("POST /v1/devices/bulk-create")
         wanted = json_object(await body_of(request))
+        errors.validated(BulkCreate, wanted)  # 422 as a single process answers; the checks below are its own
         ids = wanted.get("ids")
         if ids is None:
             count = wanted.get("count")
@@ -293,6 +293,7 @@ def create_front(
     async def bulk_delete(request: Request) -> Response:
         _principal(request).require_admin("POST /v1/devices/bulk-delete")
         wanted = json_object(await body_of(request))
+        errors.validated(BulkDelete, wanted)
         ids = wanted.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise InvalidRequest("ids must be a list of device IDs")
@@ -386,6 +387,7 @@ def create_front(
         if request.method != "POST":
             return await to_first(request)
         wanted = json_object(await body_of(request))
+        errors.validated(StartRounds, wanted)
         parts = await selected(request, wanted)
         ids = (
             [i for i in wanted["ids"] if isinstance(i, str)]
@@ -427,10 +429,7 @@ def create_front(
         principal = _principal(request)
         if request.method == "POST":
             principal.require_admin("POST /v1/fleet/shards")
-            wanted = json_object(await body_of(request))
-            count = wanted.get("count")
-            if not isinstance(count, int) or isinstance(count, bool):
-                raise InvalidRequest('give the new shard count: {"count": N}')
+            count = errors.validated(Resize, json_object(await body_of(request))).count
             await coordinator.resize.remote(count)
             await shards.refresh()
         view = await shards.refresh()
