@@ -224,3 +224,37 @@ def rerun_as(
             set_custom_code(model, operator, b"Flex" + code.encode())
 
     return edit(content, change)
+
+
+def build_string_gather() -> bytes:
+    """``infer(i: int32[None]) -> word``: the builtin GATHER over a constant string tensor of three words."""
+    words = tf.constant(["alpha", "beta", "gamma"])
+    return _convert_infer(_Infer(lambda i: {"word": tf.gather(words, i)}, tf.TensorSpec([None], tf.int32)))
+
+
+def string_offsets_past_the_end(content: bytes, end: int = 1 << 19) -> bytes:
+    """Every constant string tensor's last offset moved to ``end``: GATHER then reads past the buffer."""
+
+    def change(model: Any) -> None:
+        for subgraph in model.subgraphs:
+            for tensor in subgraph.tensors:
+                buffer = model.buffers[tensor.buffer]
+                if tensor.type == schema.TensorType.STRING and buffer.data is not None:
+                    data = bytearray(buffer.data.tobytes())
+                    count = struct.unpack_from("<i", data)[0]
+                    struct.pack_into("<i", data, 4 + 4 * count, end)
+                    buffer.data = np.frombuffer(bytes(data), np.uint8).copy()
+
+    return edit(content, change)
+
+
+def flex_type_swapped(content: bytes, op: str, attr: str, dtype: int) -> bytes:
+    """Every ``Flex<op>`` operator's NodeDef attribute ``attr`` set to TensorFlow type ``dtype``."""
+
+    def change(model: Any) -> None:
+        for _, _, operator in flex_operators(model, op):
+            name, node_def = options_of(operator)
+            node_def.attr[attr].type = dtype
+            set_options(operator, flex_options(name.encode(), node_def.SerializeToString()))
+
+    return edit(content, change)

@@ -42,6 +42,17 @@ class Tensor:
     """A ``TensorType`` value (STRING is 5, RESOURCE 13, VARIANT 14)."""
     buffer: int
     is_variable: bool
+    shape: tuple[int, ...] = ()
+    shape_signature: tuple[int, ...] | None = None
+    """The shape with -1 for dynamic dimensions, when the converter wrote one."""
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Where a buffer's bytes lie in the file: ``start`` and ``size`` (0, 0 when it holds none)."""
+
+    start: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class Subgraph:
     tensors: tuple[Tensor, ...]
     inputs: tuple[int, ...]
     operators: tuple[Operator, ...]
+    outputs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class Signature:
     subgraph: int
     inputs: tuple[int, ...]
     """Tensor indices of its inputs, in its subgraph."""
+    outputs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class Model:
     signatures: tuple[Signature, ...]
     constant_buffers: frozenset[int]
     """Indices of the buffers that hold data (a tensor on one of them is a constant)."""
+    buffers: tuple[Buffer, ...] = ()
 
 
 def read_model(content: bytes) -> Model:
@@ -89,14 +103,30 @@ def read_model(content: bytes) -> Model:
     reader = _Reader(content)
     root = reader.table(reader.follow(0))
     opcodes = [_opcode(table) for table in root.tables(1)]
-    buffers = root.tables(4)
+    buffer_tables = root.tables(4)
     constant = frozenset(
-        i for i, buffer in enumerate(buffers) if buffer.vector_length(0) or buffer.scalar(1, "<Q", 0) > 1
+        i
+        for i, buffer in enumerate(buffer_tables)
+        if buffer.vector_length(0) or buffer.scalar(1, "<Q", 0) > 1
     )
+    buffers = tuple(_buffer(table, len(content)) for table in buffer_tables)
     subgraph_tables = root.tables(2)
     subgraphs = tuple(_subgraph(table, opcodes, len(subgraph_tables)) for table in subgraph_tables)
     signatures = tuple(_signature(table, subgraphs) for table in root.tables(7))
-    return Model(subgraphs=subgraphs, signatures=signatures, constant_buffers=constant)
+    return Model(subgraphs=subgraphs, signatures=signatures, constant_buffers=constant, buffers=buffers)
+
+
+def _buffer(table: _Table, file_size: int) -> Buffer:
+    """A buffer's bytes: its ``data`` vector, or ``offset``/``size`` past the flatbuffer (large models)."""
+    data = table.data_span(0)
+    if data is not None and data[1]:
+        return Buffer(*data)
+    offset, size = table.scalar(1, "<Q", 0), table.scalar(2, "<Q", 0)
+    if offset > 1 and offset + size > file_size:
+        raise MalformedFlatbuffer(
+            f"a buffer's {size} bytes at offset {offset} lie past the {file_size}-byte file"
+        )
+    return Buffer(offset, size) if offset > 1 else Buffer(0, 0)
 
 
 def _opcode(table: _Table) -> tuple[int, bytes | None]:
@@ -107,7 +137,13 @@ def _opcode(table: _Table) -> tuple[int, bytes | None]:
 
 def _subgraph(table: _Table, opcodes: list[tuple[int, bytes | None]], subgraph_count: int) -> Subgraph:
     tensors = tuple(
-        Tensor(type=t.scalar(1, "<b", 0), buffer=t.scalar(2, "<I", 0), is_variable=bool(t.scalar(5, "<B", 0)))
+        Tensor(
+            type=t.scalar(1, "<b", 0),
+            buffer=t.scalar(2, "<I", 0),
+            is_variable=bool(t.scalar(5, "<B", 0)),
+            shape=t.ints(0),
+            shape_signature=t.ints(7) if t.vector_length(7) else None,
+        )
         for t in table.tables(0)
     )
     inputs = _tensor_indices(table.ints(1), len(tensors), optional=False)
@@ -129,7 +165,8 @@ def _subgraph(table: _Table, opcodes: list[tuple[int, bytes | None]], subgraph_c
                 large_custom_options=bool(op_table.scalar(9, "<Q", 0) or op_table.scalar(10, "<Q", 0)),
             )
         )
-    return Subgraph(tensors=tensors, inputs=inputs, operators=tuple(operators))
+    outputs = _tensor_indices(table.ints(2), len(tensors), optional=False)
+    return Subgraph(tensors=tensors, inputs=inputs, operators=tuple(operators), outputs=outputs)
 
 
 def _calls(op_table: _Table, builtin: int, subgraph_count: int) -> tuple[int, ...]:
@@ -153,11 +190,14 @@ def _signature(table: _Table, subgraphs: tuple[Subgraph, ...]) -> Signature:
     index = table.scalar(4, "<I", 0)
     if index >= len(subgraphs):
         raise MalformedFlatbuffer(f"a signature names subgraph {index} of {len(subgraphs)}")
+    count = len(subgraphs[index].tensors)
     inputs = tuple(entry.scalar(1, "<I", 0) for entry in table.tables(0))
+    outputs = tuple(entry.scalar(1, "<I", 0) for entry in table.tables(1))
     return Signature(
         name=key.decode("utf-8", "backslashreplace"),
         subgraph=index,
-        inputs=_tensor_indices(inputs, len(subgraphs[index].tensors), optional=False),
+        inputs=_tensor_indices(inputs, count, optional=False),
+        outputs=_tensor_indices(outputs, count, optional=False),
     )
 
 
@@ -261,6 +301,13 @@ class _Table:
             return ()
         start, length = found
         return struct.unpack_from(f"<{length}i", self._reader.data, start)
+
+    def data_span(self, field: int) -> tuple[int, int] | None:
+        """(start, length) of a byte vector, without copying it (a constant buffer can be large)."""
+        pos = self._field(field)
+        if pos is None:
+            return None
+        return self._reader.vector(self._reader.follow(pos), 1)
 
     def byte_vector(self, field: int) -> bytes | None:
         found = self._vector(field, 1)

@@ -15,7 +15,8 @@ other than what the delegate reads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 OP_NAME = re.compile(r"[A-Z][A-Za-z0-9_>]*\Z")
 """What TensorFlow accepts as an op name (``op_def_builder``'s rule)."""
@@ -38,6 +39,10 @@ class FlexOp:
     """``NodeDef.op``: the op whose defaults fill in the attributes."""
     function_attrs: tuple[str, ...]
     """Attributes whose values are functions (or placeholders for them)."""
+    type_attrs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Attributes holding a TensorFlow ``DataType`` (a 1-tuple) or a list of them, by name."""
+    int_attrs: Mapping[str, int] = field(default_factory=dict)
+    """Attributes holding an integer (``N`` of ``ShapeN``, a number of inputs), by name."""
 
 
 def op_in_custom_code(custom_code: bytes | None) -> str | None:
@@ -72,7 +77,17 @@ def decode(options: bytes) -> FlexOp:
             or (value.WhichOneof("value") == "list" and len(value.list.func))
         )
     )
-    return FlexOp(name=text, node_op=node.op, function_attrs=function_attrs)
+    type_attrs: dict[str, tuple[int, ...]] = {}
+    int_attrs: dict[str, int] = {}
+    for key, value in node.attr.items():
+        kind = value.WhichOneof("value")
+        if kind == "type":
+            type_attrs[key] = (int(value.type),)
+        elif kind == "i":
+            int_attrs[key] = int(value.i)
+        elif kind == "list" and len(value.list.type):
+            type_attrs[key] = tuple(int(t) for t in value.list.type)
+    return FlexOp(text, node.op, function_attrs, type_attrs, int_attrs)
 
 
 def _two_strings(options: bytes) -> tuple[bytes, bytes]:

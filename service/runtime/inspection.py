@@ -28,6 +28,7 @@ from typing import NoReturn
 from service.errors import InvalidModel
 from service.runtime import flex
 from service.runtime.flatbuffer import MalformedFlatbuffer, Model, Operator, Subgraph, read_model
+from service.runtime.verify import verify
 
 CHECKPOINT_OPS = frozenset({"Save", "Restore"})
 """TensorFlow ops whose first input names the checkpoint file they write or read.
@@ -253,6 +254,7 @@ def check_operators(name: str, content: bytes) -> None:
     except MalformedFlatbuffer as exc:
         raise InvalidModel(f"model '{name}' is not a readable TFLite flatbuffer: {exc}") from exc
     _Inspection(name, model).run()
+    verify(name, content, model)
 
 
 class _Inspection:
