@@ -166,6 +166,7 @@ def refusal_check(message: str) -> str:
         ("dimension", "shapes"),
         ("elements", "shapes"),
         ("take more than", "shapes"),
+        ("trial run", "trial run"),
         ("does not load", "interpreter load"),
         ("has no signatures", "signatures"),
     )
@@ -179,13 +180,19 @@ def _child(directory: Path) -> None:
     """A child's life: verify, load and invoke each mutant of ``directory``, logging as it goes."""
     from service.errors import FleetError, InvalidModel
     from service.runtime import CompiledModel
+    from service.runtime.inspection import check_operators
+    from service.runtime.trials import Trials
 
     log = (directory / "log").open("a", buffering=1)
     work = Path(tempfile.mkdtemp())
+    trials = Trials()  # as the service admits an added model: checks, then a trial in a process of its own
     for path in sorted(directory.glob("*.tflite"), key=lambda p: int(p.stem)):
         log.write(f"start {path.stem}\n")
         try:
-            model = CompiledModel.load("mutant", path.read_bytes())
+            content = path.read_bytes()
+            check_operators("mutant", content)
+            trials.admit("mutant", content)
+            model = CompiledModel.load("mutant", content)
         except InvalidModel as exc:
             log.write(f"end {path.stem} refused {refusal_check(exc.message)}\n")
             continue

@@ -9,7 +9,9 @@ from pathlib import Path
 from service.errors import FleetError, InvalidModel, ModelExists, ModelInUse, ModelNotFound, StorageFull
 from service.fleet.files import check_id, child, storage_error, write_atomic
 from service.runtime import CompiledModel
+from service.runtime.inspection import check_operators
 from service.runtime.isolation import Isolation, load_isolated
+from service.runtime.trials import Trials
 
 DEFAULT_MODEL = "fashion_mnist"
 
@@ -32,6 +34,7 @@ class ModelStore:
         """``isolation``: added models run in worker processes so (the embedded default never does)."""
         self.directory = directory
         self.isolation = isolation
+        self.trials = Trials()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._num_threads = num_threads
         self.max_bytes = max_bytes
@@ -64,7 +67,13 @@ class ModelStore:
             return model
 
     def _compile(self, name: str, content: bytes) -> CompiledModel:
-        if self.isolation is None or name == DEFAULT_MODEL:
+        """The embedded model as it is; an added one once it survived its trial (in a process of its
+        own), in its worker processes when they are asked for."""
+        if name == DEFAULT_MODEL:
+            return CompiledModel.load(name, content, self._num_threads)
+        check_operators(name, content)  # no trial process for what the checks refuse
+        self.trials.admit(name, content)
+        if self.isolation is None:
             return CompiledModel.load(name, content, self._num_threads)
         return load_isolated(name, content, self._num_threads, self.isolation)
 
@@ -132,6 +141,7 @@ class ModelStore:
             models, self._loaded = list(self._loaded.values()), {}
         for model in models:
             model.close()
+        self.trials.close()
 
     def _refuse_existing(self, name: str, path: Path) -> None:
         if name in self._loaded or path.exists():

@@ -82,7 +82,7 @@ def _serve(conn: Connection, name: str, content: bytes, num_threads: int) -> Non
         conn.send(reply)
 
 
-def _why(process: multiprocessing.process.BaseProcess) -> str:
+def exit_reason(process: multiprocessing.process.BaseProcess) -> str:
     process.join(timeout=1.0)
     code = process.exitcode
     if code is not None and code < 0:
@@ -124,7 +124,7 @@ class _Worker:
         try:
             status, value = self.conn.recv()
         except (EOFError, OSError):
-            self.kill(_why(self.process))
+            self.kill(exit_reason(self.process))
             raise ModelCrashed(
                 f"model '{self.name}' crashed while {doing}: {self.dead}; its devices come back from "
                 "their checkpoints on their next call"
@@ -141,7 +141,7 @@ class _Worker:
             try:
                 self.conn.send((kind, handle, *args, drops))
             except OSError:
-                self.kill(_why(self.process))
+                self.kill(exit_reason(self.process))
             return self._reply(self.isolation.call_seconds, f"running {args[0]!r}" if args else "starting")
 
     def resident_bytes(self) -> int:
