@@ -49,17 +49,19 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 @st.composite
 def npz_bodies(draw: st.DrawFn) -> bytes:
-    """Archives of the default model's inputs (``x``) and labels (``y``): mostly a right batch, the rest
-    wrong in one way (name, shape, dtype, value or labels), as a client of the npz routes sends them."""
+    """Archives of the default model's inputs (``x``) and labels (``y``): mostly a right batch (for
+    train, or without labels for infer), the rest wrong in one way (name, shape, dtype, value or
+    labels), as a client of the npz routes sends them."""
     n = draw(st.integers(1, 4))
     arrays = {
         "x": np.full((n, 28, 28), 0.5, np.float32),
         "y": np.eye(10, dtype=np.float32)[np.arange(n) % 10],
     }
-    flaw = draw(
-        st.sampled_from(["none"] * 6 + ["name", "shape", "dtype", "value", "labels", "classes", "empty"])
-    )
-    if flaw == "name":
+    flaws = ["name", "shape", "dtype", "value", "labels", "classes", "empty"]
+    flaw = draw(st.sampled_from(["none"] * 5 + ["inputs only"] * 4 + flaws))
+    if flaw == "inputs only":  # what infer takes
+        del arrays["y"]
+    elif flaw == "name":
         arrays["X"] = arrays.pop("x")
     elif flaw == "shape":
         arrays["x"] = arrays["x"].reshape(n, 784)
@@ -79,6 +81,8 @@ def npz_bodies(draw: st.DrawFn) -> bytes:
 schemathesis.openapi.media_type(NPZ, npz_bodies())
 
 
+RETRY = 1503
+"""Logged for a 503 with Retry-After (a shard restarting, a device moving): deliberate, not an error."""
 MAX_RESIZE = 3
 """Resizes ask for at most this many shards. A resize is one synchronous call: to 63 shards on 2 cores
 it starts 61 Ray actors that each import TensorFlow, minutes during which the front answers nothing
@@ -101,7 +105,9 @@ def after_call(context: object, case: schemathesis.Case, response: object) -> No
         return
     status = int(response.status_code)  # type: ignore[attr-defined]
     excerpt = ""
-    if status >= 500:
+    if status == 503 and "retry-after" in {k.lower() for k in response.headers}:  # type: ignore[attr-defined]
+        status = RETRY  # a deliberate answer: try again later
+    elif status >= 500:
         excerpt = response.content[:300].decode("utf-8", "replace").replace("\n", " ")  # type: ignore[attr-defined]
     with open(path, "a", encoding="utf-8") as log:
         log.write(f"{case.operation.label}\t{status}\t{excerpt}\n")
@@ -117,6 +123,7 @@ class Report:
     probes: int = 0
     seconds: float = 0.0
     exit_code: int = 0
+    """schemathesis's: not 0 on a deliberate 503 too (1503 in ``statuses``), or a call that timed out."""
     output: str = ""
     tracebacks: list[str] = field(default_factory=list)
     """From the server's log (``fuzz_server`` only)."""
@@ -124,6 +131,10 @@ class Report:
     @property
     def calls(self) -> int:
         return sum(sum(c.values()) for c in self.statuses.values())
+
+    @property
+    def timeouts(self) -> int:
+        return self.output.count("Read timed out")
 
     def reached(self) -> list[str]:
         """Operations that answered anything but 404, 405 or 422 at least once: their logic ran."""
@@ -196,7 +207,7 @@ def fuzz(url: str, *, seed: int, max_examples: int, max_time: float, phases: str
         for line in log.read_text(encoding="utf-8").splitlines():
             operation, status, excerpt = line.split("\t", 2)
             report.statuses[operation][int(status)] += 1
-            if int(status) >= 500:
+            if 500 <= int(status) < 600:
                 report.server_errors.append(f"{operation} {status} {excerpt}")
     return report
 
@@ -222,6 +233,10 @@ def tracebacks(log: str, limit: int = 5) -> list[str]:
     return found
 
 
+def _statuses(counts: Counter[int]) -> str:
+    return " ".join(f"{'503(retry)' if s == RETRY else s}:{n}" for s, n in sorted(counts.items()))
+
+
 def main() -> None:
     from benchmarks._common import machine, table
 
@@ -244,10 +259,7 @@ def main() -> None:
             max_time=options.max_time,
             phases=options.phases,
         )
-    rows = [
-        (op, sum(c.values()), " ".join(f"{s}:{n}" for s, n in sorted(c.items())))
-        for op, c in sorted(report.statuses.items())
-    ]
+    rows = [(op, sum(c.values()), _statuses(c)) for op, c in sorted(report.statuses.items())]
     shards = options.shards or 1
     table(
         f"schema fuzz, {shards} shard(s), seed {options.seed} ({machine()})",

@@ -430,7 +430,12 @@ def create_front(
         if request.method == "POST":
             principal.require_admin("POST /v1/fleet/shards")
             count = errors.validated(Resize, json_object(await body_of(request))).count
-            await coordinator.resize.remote(count)
+            from ray.exceptions import RayError  # only a sharded front runs this, and it has Ray
+
+            try:
+                await coordinator.resize.remote(count)
+            except RayError as exc:  # a shard died mid-resize; every step is idempotent: ask again
+                raise Unavailable(f"the resize to {count} shards failed: {type(exc).__name__}", 2) from exc
             await shards.refresh()
         view = await shards.refresh()
         details, whoami = await asyncio.gather(

@@ -1,5 +1,6 @@
-"""A schema fuzzer against the live OpenAPI of a real ``fleet serve``: no server errors, and the event
-loop's longest stall while it ran is reported.
+"""A schema fuzzer against the live OpenAPI of a real ``fleet serve``: no server errors (a 503 with
+Retry-After, a shard restarting, is a deliberate answer), no call unanswered, and the event loop's longest
+stall while it ran is reported.
 
 Schemathesis runs every phase (examples, coverage, fuzzing, and stateful sequences that follow the
 OpenAPI links from what creates a device, dataset, round or job to what uses it), with a fixed seed and a
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
-from benchmarks.schema_fuzz import Report, fuzz_server
+from benchmarks.schema_fuzz import Report, fuzz, fuzz_server
+from service.server_process import ServerProcess
 
 SEED = 22
 MAX_STALL = 2.0
@@ -28,7 +31,7 @@ def _check(report: Report, shards: int) -> None:
     )
     assert report.calls > 500, report.output
     assert not report.server_errors, "\n".join(report.server_errors[:20])
-    assert report.exit_code == 0, report.output
+    assert report.timeouts == 0, report.output
     assert report.longest_stall < MAX_STALL
 
 
@@ -39,6 +42,15 @@ def test_single_process_answers_no_server_error(tmp_path: Path) -> None:
 
 
 def test_two_shards_answer_no_server_error(tmp_path: Path) -> None:
+    """The front checks some bodies itself before it forwards them: the same answers as one process."""
     pytest.importorskip("ray")
-    report = fuzz_server(tmp_path / "data", "--shards", "2", seed=SEED, max_examples=5, max_time=60)
+    with ServerProcess(tmp_path / "data", "--shards", "2", timeout=240) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            json = {"content-type": "application/json"}
+            assert client.post("/v1/devices", content=b"\x00", headers=json).status_code == 400
+            for body in ({"count": 65}, {"count": "two"}, {}):
+                assert client.post("/v1/fleet/shards", json=body).status_code == 422, body
+            assert client.post("/v1/devices/bulk-create", json={"count": 0}).status_code == 422
+            assert client.post("/v1/rounds", json={"all": True, "seed": 2**63}).status_code == 422
+        report = fuzz(server.url, seed=SEED, max_examples=5, max_time=60)
     _check(report, 2)
