@@ -55,6 +55,9 @@ STRING_BUILTINS = frozenset({22, 36, 43, 70, 107})
 """Builtins whose kernels take string tensors: RESHAPE, GATHER, SQUEEZE, EXPAND_DIMS, GATHER_ND."""
 RESOURCE_BUILTINS = {142: ("output", 0), 143: ("input", 0), 144: ("input", 0)}
 """VAR_HANDLE, READ_VARIABLE and ASSIGN_VARIABLE, and which of their tensors is the variable's handle."""
+INDEX_TYPES = frozenset({2, 4, 7})
+"""INT32, INT64, INT16: the index types GATHER and GATHER_ND's kernels read positions as."""
+GATHERS = frozenset({36, 107})
 PASS_THROUGH = frozenset({31, 118, 119, 129})
 """CALL, IF, WHILE, CALL_ONCE: they hand tensors of any type to the subgraphs they run."""
 
@@ -92,6 +95,21 @@ def verify(name: str, content: bytes, model: Model) -> None:
             if problem is not None:
                 raise InvalidModel(f"model '{name}': operator {i} of subgraph {g} {problem}")
             written.update(operator.outputs, operator.intermediates)
+        problem = _dead_output(subgraph)
+        if problem is not None:
+            raise InvalidModel(f"model '{name}': {problem} of subgraph {g}")
+
+
+def _dead_output(subgraph: Subgraph) -> str | None:
+    """A builtin of one output that nothing reads: converters never write one, and XNNPACK's graph
+    fusion aborts the process on it (found by the mutation fuzzer: a MUL whose consumer was rewired)."""
+    read = {*subgraph.outputs, *(t for operator in subgraph.operators for t in operator.inputs)}
+    for i, operator in enumerate(subgraph.operators):
+        if operator.custom_code is None and len(operator.outputs) == 1:
+            (t,) = operator.outputs
+            if t >= 0 and t not in read:
+                return f"operator {i} (builtin {operator.builtin}) writes tensor {t}, which nothing reads"
+    return None
 
 
 def _tensor_problem(content: bytes, model: Model, tensor: Tensor) -> str | None:
@@ -162,6 +180,9 @@ def _builtin_problem(subgraph: Subgraph, operator: Operator) -> str | None:
         if not bound or bound[0] < 0 or types[bound[0]] != RESOURCE:
             return f"is the builtin {operator.builtin}, whose {role} {position} must be a resource tensor"
         return None
+    indices = operator.inputs[1] if len(operator.inputs) == 2 else -1
+    if operator.builtin in GATHERS and (indices < 0 or types[indices] not in INDEX_TYPES):
+        return f"is the gather builtin {operator.builtin}, whose input 1 takes int16, int32 or int64 indices"
     for t, kind in types.items():
         if kind in (RESOURCE, VARIANT):
             return f"is the builtin {operator.builtin} on the resource or variant tensor {t}"
