@@ -155,6 +155,11 @@ def refusal_check(message: str) -> str:
     """Which check refused a model, from InvalidModel's message."""
     checks: tuple[tuple[str, str], ...] = (
         ("not a readable TFLite flatbuffer", "structure"),
+        ("which nothing reads", "dataflow"),
+        ("before any operator writes it", "dataflow"),
+        ("takes no strings", "builtin types"),
+        ("indices", "builtin types"),
+        ("resource", "builtin types"),
         ("string", "strings"),
         ("bytes of constant data", "buffer size"),
         ("names buffer", "buffer index"),
@@ -176,8 +181,12 @@ def refusal_check(message: str) -> str:
     return "operators"
 
 
-def _child(directory: Path) -> None:
-    """A child's life: verify, load and invoke each mutant of ``directory``, logging as it goes."""
+def _child(directory: Path, with_trials: bool) -> None:
+    """A child's life: verify, load and invoke each mutant of ``directory``, logging as it goes.
+
+    ``with_trials`` admits a mutant as the service does (its checks, then a trial run in a process of its
+    own); without, the verifier alone stands between a mutant and this process, which is what shows its
+    gaps."""
     from service.errors import FleetError, InvalidModel
     from service.runtime import CompiledModel
     from service.runtime.inspection import check_operators
@@ -185,13 +194,14 @@ def _child(directory: Path) -> None:
 
     log = (directory / "log").open("a", buffering=1)
     work = Path(tempfile.mkdtemp())
-    trials = Trials()  # as the service admits an added model: checks, then a trial in a process of its own
+    trials = Trials() if with_trials else None
     for path in sorted(directory.glob("*.tflite"), key=lambda p: int(p.stem)):
         log.write(f"start {path.stem}\n")
         try:
             content = path.read_bytes()
             check_operators("mutant", content)
-            trials.admit("mutant", content)
+            if trials is not None:
+                trials.admit("mutant", content)
             model = CompiledModel.load("mutant", content)
         except InvalidModel as exc:
             log.write(f"end {path.stem} refused {refusal_check(exc.message)}\n")
@@ -214,7 +224,7 @@ def _child(directory: Path) -> None:
         del interpreter
 
 
-def run(made: list[tuple[str, bytes]], report: Report | None = None) -> Report:
+def run(made: list[tuple[str, bytes]], report: Report | None = None, with_trials: bool = True) -> Report:
     """Run the mutants in child processes; a child that dies is replaced after the mutant that killed it."""
     report = report or Report()
     labels = dict(enumerate(label for label, _ in made))
@@ -223,15 +233,21 @@ def run(made: list[tuple[str, bytes]], report: Report | None = None) -> Report:
         for index, (_, content) in enumerate(made):
             (directory / f"{index}.tflite").write_bytes(content)
         while any(directory.glob("*.tflite")):
-            _run_child(directory, labels, report)
+            _run_child(directory, labels, report, with_trials)
     return report
 
 
-def _run_child(directory: Path, labels: dict[int, str], report: Report) -> None:
+def _run_child(directory: Path, labels: dict[int, str], report: Report, with_trials: bool) -> None:
     log = directory / "log"
     log.write_text("")
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.model_mutants", str(directory)],
+        [
+            sys.executable,
+            "-m",
+            "tests.model_mutants",
+            str(directory),
+            "trials" if with_trials else "verifier",
+        ],
         cwd=Path(__file__).resolve().parent.parent,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         stdout=subprocess.DEVNULL,
@@ -307,4 +323,4 @@ def summary(report: Report) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    _child(Path(sys.argv[1]))
+    _child(Path(sys.argv[1]), sys.argv[2] == "trials")
