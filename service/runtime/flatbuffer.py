@@ -32,6 +32,11 @@ OPTIONAL_TENSOR = -1
 """An operator input or output that is left out (``kTfLiteOptionalTensor``)."""
 
 
+VAR_HANDLE = 142
+VAR_HANDLE_OPTIONS = 111
+"""``BuiltinOptions.VarHandleOptions``: container (field 0) and shared_name (field 1)."""
+
+
 class MalformedFlatbuffer(ValueError):
     """The bytes are not a TFLite model this reader can follow safely."""
 
@@ -68,6 +73,8 @@ class Operator:
     custom_options: bytes | None
     large_custom_options: bool
     """Whether it points at custom options stored outside the flatbuffer."""
+    variable: bytes | None = None
+    """A ``VAR_HANDLE``'s variable: its container and shared name, NUL-separated."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +170,18 @@ def _subgraph(table: _Table, opcodes: list[tuple[int, bytes | None]], subgraph_c
                 calls=_calls(op_table, builtin, subgraph_count),
                 custom_options=op_table.byte_vector(5),
                 large_custom_options=bool(op_table.scalar(9, "<Q", 0) or op_table.scalar(10, "<Q", 0)),
+                variable=_variable(op_table) if builtin == VAR_HANDLE else None,
             )
         )
     outputs = _tensor_indices(table.ints(2), len(tensors), optional=False)
     return Subgraph(tensors=tensors, inputs=inputs, operators=tuple(operators), outputs=outputs)
+
+
+def _variable(op_table: _Table) -> bytes:
+    options = op_table.table_at(4) if op_table.scalar(3, "<B", 0) == VAR_HANDLE_OPTIONS else None
+    if options is None:
+        return b"\0"
+    return (options.string(0) or b"") + b"\0" + (options.string(1) or b"")
 
 
 def _calls(op_table: _Table, builtin: int, subgraph_count: int) -> tuple[int, ...]:

@@ -251,3 +251,38 @@ def test_embedded_and_converted_models_pass_fast(embedded: bytes, gather: bytes)
     verify("embedded", embedded, read_model(embedded))
     seconds = time.perf_counter() - started
     assert seconds < 0.1, f"verifying the embedded model took {seconds * 1000:.1f} ms"
+
+
+def test_flex_op_without_one_of_its_inputs_is_refused(embedded: bytes, refuse: Refuse) -> None:
+    """Found by the mutation fuzzer (seed 2, mutant 543): a Flex ``Restore`` given input -1 segfaulted."""
+
+    def change(model: Any) -> None:
+        operator = next(
+            op
+            for subgraph in model.subgraphs
+            for op in subgraph.operators
+            if (model.operatorCodes[op.opcodeIndex].customCode or b"").startswith(b"Flex")
+            and len(op.inputs) > 1
+        )
+        operator.inputs[-1] = -1
+
+    assert "TensorFlow ops have no optional ones" in refuse(edit(embedded, change))
+
+
+def test_variable_read_bigger_than_the_variable_is_refused(embedded: bytes, refuse: Refuse) -> None:
+    """Found by the mutation fuzzer (seed 2, mutant 1587): READ_VARIABLE copied its declared 1048576 x 7
+    floats out of a variable of one, and segfaulted."""
+
+    def change(model: Any) -> None:
+        for subgraph in model.subgraphs:
+            for operator in subgraph.operators:
+                if (
+                    model.operatorCodes[operator.opcodeIndex].builtinCode
+                    == schema.BuiltinOperator.READ_VARIABLE
+                ):
+                    subgraph.tensors[operator.outputs[0]].shape = np.array([1 << 20, 7], np.int32)
+                    return
+        raise AssertionError("the embedded model reads a variable")
+
+    message = refuse(edit(embedded, change))
+    assert "uses variable" in message and "[1048576, 7]" in message, message
