@@ -202,7 +202,7 @@ def fuzz(url: str, *, seed: int, max_examples: int, max_time: float, phases: str
             probes=probe.count,
             seconds=time.perf_counter() - started,
             exit_code=done.returncode,
-            output=done.stdout[-6000:] + done.stderr[-3000:],
+            output=done.stdout[-60000:] + done.stderr[-3000:],
         )
         for line in log.read_text(encoding="utf-8").splitlines():
             operation, status, excerpt = line.split("\t", 2)
@@ -225,7 +225,7 @@ def fuzz_server(
 def tracebacks(log: str, limit: int = 5) -> list[str]:
     """The server log's first ``limit`` tracebacks, each with the line that logged it."""
     lines = log.splitlines()
-    found = []
+    found: list[str] = []
     for i, line in enumerate(lines):
         if line.startswith("Traceback") and len(found) < limit:
             end = next((j for j in range(i + 1, len(lines)) if not lines[j].startswith((" ", "\t"))), i)

@@ -467,3 +467,14 @@ def test_evaluate_bodies_validated_by_hand_are_422_like_fastapis(client: TestCli
     assert by_fastapi.status_code == 422
     assert by_hand.json()["error"]["code"] == by_fastapi.json()["error"]["code"] == "invalid_request"
     assert by_hand.json()["error"]["message"].startswith("request does not match the schema: body.")
+
+
+def test_evaluate_batches_of_mismatched_rows_are_422(client: TestClient) -> None:
+    """Found by the schema fuzzer: 2 inputs and 3 labels once failed in the accuracy count (500)."""
+    assert client.post("/v1/devices", json={"id": "phone"}).status_code == 201
+    x = np.zeros((2, 28, 28), np.float32)
+    for y in (np.zeros((3, 10), np.float32), np.zeros((1, 10), np.float32), np.float32(1)):
+        body = npz(x=x, y=y)
+        response = client.post("/v1/devices/phone/evaluate", content=body, headers={"content-type": NPZ})
+        assert response.status_code == 422, response.text
+        assert "same number of rows" in response.json()["error"]["message"]

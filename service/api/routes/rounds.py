@@ -136,6 +136,9 @@ async def _batch(request: Request, label: str) -> dict[str, np.ndarray]:
         raise InvalidTensor(
             f"the batch has no label array '{label}' (it has {sorted(arrays)}); name it with ?label="
         )
+    rows = {name: len(a) if a.ndim else None for name, a in arrays.items()}
+    if len(set(rows.values())) != 1 or None in rows.values():
+        raise InvalidTensor(f"the batch's arrays must have the same number of rows; they have {rows}")
     return arrays
 
 
