@@ -61,7 +61,8 @@ def _serve(conn: Connection) -> None:
 class Trials:
     """The trial process, started on first use and replaced when a model kills it."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = TRIAL_SECONDS) -> None:
+        self.seconds = seconds
         self._lock = threading.Lock()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -83,7 +84,7 @@ class Trials:
             process, conn = self._start()
             try:
                 conn.send((name, content))
-                if not conn.poll(TRIAL_SECONDS):
+                if not conn.poll(self.seconds):
                     process.kill()
                     raise TimeoutError
                 status, value = conn.recv()
