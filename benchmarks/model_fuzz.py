@@ -36,7 +36,7 @@ def main() -> int:
     rows += [("refused by", name, count) for name, count in sorted(report.refused_by.items())]
     rows += [("mutation", name, count) for name, count in sorted(report.by_mutation.items())]
     table(
-        f"{args.mutants} mutants of {len(seeds)} models, seed {args.seed}, "
+        f"{args.mutants} mutants of {len(seeds)} models, seed {args.seed},\n"
         f"{'verifier only' if args.verifier_only else 'with trial runs'}, {seconds:.0f} s",
         ("", "what", "mutants"),
         rows,

@@ -156,6 +156,9 @@ def refusal_check(message: str) -> str:
     checks: tuple[tuple[str, str], ...] = (
         ("not a readable TFLite flatbuffer", "structure"),
         ("which nothing reads", "dataflow"),
+        ("uses variable", "variables"),
+        ("uses a variable", "variables"),
+        ("no optional ones", "flex arity"),
         ("before any operator writes it", "dataflow"),
         ("takes no strings", "builtin types"),
         ("indices", "builtin types"),
