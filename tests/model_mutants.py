@@ -142,7 +142,11 @@ def mutants(seeds: dict[str, bytes], count: int, seed: int) -> list[tuple[str, b
             kind, content = _raw(rng, seeds[source])
         else:
             kinds: list[str] = []
-            content = edit(seeds[source], lambda model, kinds=kinds: kinds.append(_structured(rng, model)))
+
+            def plant(model: Any, kinds: list[str] = kinds) -> None:
+                kinds.append(_structured(rng, model))
+
+            content = edit(seeds[source], plant)
             kind = kinds[0]
         made.append((f"{index}:{source}:{kind}", content))
     return made
