@@ -11,6 +11,7 @@ the rest of its batch goes on in a new child. No child may die of a signal.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -189,7 +190,8 @@ def refusal_check(message: str) -> str:
 
 
 def _child(directory: Path, with_trials: bool) -> None:
-    """A child's life: verify, load and invoke each mutant of ``directory``, logging as it goes.
+    """A child's life: verify, load and invoke each mutant of ``directory`` (every signature on zeros, then
+    on random values), logging as it goes.
 
     ``with_trials`` admits a mutant as the service does (its checks, then a trial run in a process of its
     own); without, the verifier alone stands between a mutant and this process, which is what shows its
@@ -200,6 +202,7 @@ def _child(directory: Path, with_trials: bool) -> None:
     from service.runtime.trials import Trials
 
     log = (directory / "log").open("a", buffering=1)
+    rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp())
     trials = Trials() if with_trials else None
     for path in sorted(directory.glob("*.tflite"), key=lambda p: int(p.stem)):
@@ -213,21 +216,26 @@ def _child(directory: Path, with_trials: bool) -> None:
         except InvalidModel as exc:
             log.write(f"end {path.stem} refused {refusal_check(exc.message)}\n")
             continue
-        outcome = "invoked"
-        interpreter = None
+        errors = Counter[str]()
         try:
             interpreter = model.interpreter()
-            for spec in model.signatures.values():
-                inputs = {}
-                for tensor in spec.inputs:
-                    if tensor.dtype.kind in "SOU":
-                        inputs[tensor.name] = np.array(os.fsencode(work / "ckpt"), np.bytes_)
-                    else:
-                        inputs[tensor.name] = np.zeros([max(d, 1) for d in tensor.shape], tensor.dtype)
+        except (FleetError, ValueError, RuntimeError) as exc:
+            log.write(f"end {path.stem} invoke-error {type(exc).__name__}\n")
+            continue
+        for spec, fill in itertools.product(model.signatures.values(), ("zeros", "random")):
+            inputs = {}
+            for tensor in spec.inputs:
+                if tensor.dtype.kind in "SOU":
+                    inputs[tensor.name] = np.array(os.fsencode(work / "ckpt"), np.bytes_)
+                else:
+                    shape = [max(d, 1) for d in tensor.shape]
+                    values = np.zeros(shape) if fill == "zeros" else rng.standard_normal(shape) * 4
+                    inputs[tensor.name] = values.astype(tensor.dtype)
+            try:
                 interpreter.run(spec.name, inputs)
-        except (FleetError, ValueError, RuntimeError, TypeError, OverflowError, MemoryError):
-            outcome = "invoke-error"
-        log.write(f"end {path.stem} {outcome} -\n")
+            except (FleetError, ValueError, RuntimeError, TypeError, OverflowError, MemoryError):
+                errors[fill] += 1  # random inputs may be out of range (gather indices): they shake, not judge
+        log.write(f"end {path.stem} {'invoke-error' if errors['zeros'] else 'invoked'} -\n")
         del interpreter
 
 

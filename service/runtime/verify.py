@@ -58,6 +58,13 @@ RESOURCE_BUILTINS = {142: ("output", 0), 143: ("input", 0), 144: ("input", 0)}
 INDEX_TYPES = frozenset({2, 4, 7})
 """INT32, INT64, INT16: the index types GATHER and GATHER_ND's kernels read positions as."""
 GATHERS = frozenset({36, 107})
+OPTIONAL_INPUTS = frozenset({3, 4, 9, 16, 27, 44, 46, 52, 67, 132, 141})
+"""Builtins with optional inputs (-1): convolutions' and FULLY_CONNECTED's bias, the LSTMs' and RNNs'."""
+SAME_TYPE = frozenset(
+    {0, 2, 14, 18, 19, 22, 25, 28, 34, 36, 39, 40, 41, 42, 43, 45, 50, 65, 69, 70, 74, 83, 88, 107, 130}
+)
+"""Builtins whose output 0 has the type of their input 0 (their kernels copy or compute in it): ADD,
+CONCATENATION, ..., RESHAPE, ..., SUM, PACK, UNPACK, GATHER_ND, BROADCAST_TO."""
 PASS_THROUGH = frozenset({31, 118, 119, 129})
 """CALL, IF, WHILE, CALL_ONCE: they hand tensors of any type to the subgraphs they run."""
 
@@ -213,6 +220,17 @@ def _builtin_problem(subgraph: Subgraph, operator: Operator) -> str | None:
         if not bound or bound[0] < 0 or types[bound[0]] != RESOURCE:
             return f"is the builtin {operator.builtin}, whose {role} {position} must be a resource tensor"
         return None
+    if any(t < 0 for t in operator.outputs) or (
+        operator.builtin not in OPTIONAL_INPUTS and any(t < 0 for t in operator.inputs)
+    ):
+        return f"is the builtin {operator.builtin} with a missing (-1) input or output it requires"
+    if operator.builtin in SAME_TYPE and operator.inputs and operator.outputs:
+        kinds = {types[operator.inputs[0]], types[operator.outputs[0]]}
+        if len(kinds) > 1:
+            return (
+                f"is the builtin {operator.builtin}, whose output {operator.outputs[0]} has the type of "
+                f"its input {operator.inputs[0]} (types {sorted(kinds)} differ)"
+            )
     indices = operator.inputs[1] if len(operator.inputs) == 2 else -1
     if operator.builtin in GATHERS and (indices < 0 or types[indices] not in INDEX_TYPES):
         return f"is the gather builtin {operator.builtin}, whose input 1 takes int16, int32 or int64 indices"

@@ -206,7 +206,8 @@ def test_string_tensor_into_a_builtin_that_takes_no_strings_is_refused(
             for op in subgraph.operators
             if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.RESHAPE
         )
-        subgraph.tensors[operator.outputs[0]].type = schema.TensorType.STRING
+        for t in (operator.inputs[0], operator.outputs[0]):  # RESHAPE takes strings; what follows does not
+            subgraph.tensors[t].type = schema.TensorType.STRING
         following = next(op for op in subgraph.operators if operator.outputs[0] in op.inputs)
         assert model.operatorCodes[following.opcodeIndex].builtinCode != schema.BuiltinOperator.CUSTOM
 
@@ -286,3 +287,30 @@ def test_variable_read_bigger_than_the_variable_is_refused(embedded: bytes, refu
 
     message = refuse(edit(embedded, change))
     assert "uses variable" in message and "[1048576, 7]" in message, message
+
+
+def test_reshape_into_another_type_is_refused(embedded: bytes, refuse: Refuse) -> None:
+    """Found by the mutation fuzzer (seed 0, mutant 115): infer's input made complex64 into a float
+    RESHAPE overran the heap (glibc aborted on free)."""
+
+    def change(model: Any) -> None:
+        subgraph = model.subgraphs[0]
+        subgraph.tensors[subgraph.inputs[0]].type = schema.TensorType.COMPLEX64
+
+    message = refuse(edit(embedded, change))
+    assert "has the type of its input" in message and "builtin 22" in message, message
+
+
+def test_builtin_missing_a_required_input_is_refused(embedded: bytes, refuse: Refuse) -> None:
+    """Found by the mutation fuzzer (seed 0, mutant 529): SUM given axis -1 segfaulted in its Prepare."""
+
+    def change(model: Any) -> None:
+        operator = next(
+            op
+            for subgraph in model.subgraphs
+            for op in subgraph.operators
+            if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.SUM
+        )
+        operator.inputs[1] = -1
+
+    assert "missing (-1) input" in refuse(edit(embedded, change))
