@@ -166,6 +166,8 @@ def refusal_check(message: str) -> str:
         ("no optional ones", "flex arity"),
         ("before any operator writes it", "dataflow"),
         ("takes no strings", "builtin types"),
+        ("has the type of its input", "builtin types"),
+        ("missing (-1)", "builtin arity"),
         ("indices", "builtin types"),
         ("resource", "builtin types"),
         ("string", "strings"),
