@@ -81,14 +81,7 @@ def main() -> None:
     base = rows[0]
     table(
         f"Isolation per call ({machine()}; workers started in {start_seconds:.1f} s)",
-        [
-            "path",
-            "new interpreter ms",
-            "train b100 p50 ms",
-            "infer b1 p50 ms",
-            "infer b1 p99 ms",
-            "train steps/s, 2 threads",
-        ],
+        COLUMNS,
         [
             *[(r[0], ms(r[1]), ms(r[2]), ms(r[3]), ms(r[4]), f"{r[5]:.0f}") for r in rows],
             ("isolated / in-process", *(f"{rows[1][i] / base[i]:.2f}" for i in range(1, 6))),
