@@ -61,7 +61,7 @@ def test_federated_study(server: ServerProcess) -> None:
         )
         done = client.wait_rounds(run["id"], timeout=180)
         assert done["state"] == "succeeded", done
-        assert [r["finished"] for r in done["rounds"]] == [4, 4]
+        assert [r["finished"] for r in done["rounds"]] == [4, 4], [r["failures"] for r in done["rounds"]]
         final = done["version"]
         assert client.versions("fashion_mnist")["latest"] == final
 

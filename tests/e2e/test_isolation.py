@@ -18,14 +18,18 @@ FEATURES = {"features": np.array([[1.0, 2.0, 3.0]], np.float32)}
 TARGET = {**FEATURES, "target": np.array([[4.0]], np.float32)}
 
 
-def model_workers(pid: int) -> list[int]:
-    """The service's worker processes (spawned by multiprocessing; not its resource tracker)."""
+def spawned(pid: int) -> list[int]:
+    """The service's processes spawned by multiprocessing (not its resource tracker), oldest first: the
+    trial process of added models, then each added model's workers."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
                 found.append(int(child))
-    return found
+    started = {
+        child: int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19]) for child in found
+    }
+    return sorted(found, key=lambda child: started[child])
 
 
 def test_a_crashing_model_costs_its_callers_a_502_not_the_service(
@@ -41,7 +45,7 @@ def test_a_crashing_model_costs_its_callers_a_502_not_the_service(
         saved = client.run(device, "predict", FEATURES)["prediction"]
         client.run(device, "fit", TARGET)  # past the checkpoint: lost with the worker
         before = client.infer(other, x=np.zeros((1, 28, 28), np.float32))["logits"]
-        [worker] = model_workers(server.process.pid)
+        trial, worker = spawned(server.process.pid)
         os.kill(worker, signal.SIGSEGV)
         with pytest.raises(ModelCrashed, match=r"model 'crashy' crashed.*SIGSEGV"):
             client.run(device, "predict", FEATURES)
@@ -50,4 +54,4 @@ def test_a_crashing_model_costs_its_callers_a_502_not_the_service(
             client.infer(other, x=np.zeros((1, 28, 28), np.float32))["logits"], before
         )
         assert server.process.poll() is None
-        assert model_workers(server.process.pid) != [worker]
+        assert spawned(server.process.pid)[0] == trial and worker not in spawned(server.process.pid)

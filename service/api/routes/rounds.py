@@ -168,8 +168,12 @@ class Participate(BaseModel):
     epochs: int = Field(1, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=100_000)
     shuffle: bool = True
-    seed: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
-        default_factory=lambda: [0], min_length=1, max_length=8
+    seed: list[Annotated[int, Field(ge=0, le=2**64 - 1)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=8,
+        description="entropy of the participant's shuffle, each 0 to 2**64-1 (a round sends its seed, the "
+        "round number and a 64-bit key of the device)",
     )
     local_accuracy: bool = Field(True, description="evaluate the trained weights on the local test data")
     device_weights: Literal["trained", "checkpoint", "saved"] = "trained"
