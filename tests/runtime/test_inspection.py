@@ -45,32 +45,10 @@ from tests.hostile import (
     set_custom_code,
     set_options,
 )
+from tests.runtime.conftest import Refuse
 
 SECRET = "the service's own secret\n"
 WRITTEN = "written by the model"
-Refuse = Callable[[bytes], str]
-
-
-@pytest.fixture
-def refuse(monkeypatch: pytest.MonkeyPatch) -> Refuse:
-    """``refuse(content)``: the message of the InvalidModel that `CompiledModel.load` raises.
-
-    Making an interpreter fails the test: a hostile model must be refused before one exists.
-    """
-
-    def no_interpreter() -> Any:
-        raise AssertionError("an interpreter was made of a model before its operators were checked")
-
-    monkeypatch.setattr(interpreter_module, "_interpreter_class", no_interpreter)
-
-    def load(content: bytes) -> str:
-        with pytest.raises(InvalidModel) as caught:
-            CompiledModel.load("hostile", content)
-        message = caught.value.message
-        assert "/" not in message, f"a refusal names no path: {message}"
-        return message
-
-    return load
 
 
 @dataclass(frozen=True)

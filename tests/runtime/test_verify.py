@@ -20,17 +20,14 @@ import numpy as np
 import pytest
 from tensorflow.lite.python import schema_py_generated as schema
 
-import service.runtime.interpreter as interpreter_module
-from service.errors import InvalidModel
 from service.fleet.models import embedded_model_path
-from service.runtime import CompiledModel
 from service.runtime.flatbuffer import read_model
 from service.runtime.verify import MAX_ELEMENTS, verify
 from tests.hostile import build_string_gather, edit, flex_type_swapped, string_offsets_past_the_end
+from tests.runtime.conftest import Refuse
 
 ROOT = Path(__file__).resolve().parents[2]
 DT_INT64 = 9
-Refuse = Callable[[bytes], str]
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +38,6 @@ def embedded() -> bytes:
 @pytest.fixture(scope="module")
 def gather() -> bytes:
     return build_string_gather()
-
-
-@pytest.fixture
-def refuse(monkeypatch: pytest.MonkeyPatch) -> Refuse:
-    """``refuse(content)``: the InvalidModel message of `CompiledModel.load`, no interpreter made."""
-
-    def no_interpreter() -> Any:
-        raise AssertionError("an interpreter was made of a model before it was verified")
-
-    monkeypatch.setattr(interpreter_module, "_interpreter_class", no_interpreter)
-
-    def load(content: bytes) -> str:
-        with pytest.raises(InvalidModel) as caught:
-            CompiledModel.load("hostile", content)
-        return caught.value.message
-
-    return load
 
 
 def _in_child(code: str, content: bytes, tmp_path: Path) -> subprocess.CompletedProcess[str]:
