@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from benchmarks._common import console, machine, table
-from service.federated.assignment import ASSIGNMENT_FILE, assign_many
+from service.data.assignment import ASSIGNMENT_FILE, assign_many
+from service.data.partition import ClassPools, PartitionSpec
 from service.model.dataset import load_fashion_mnist
-from service.personalization.partition import ClassPools, PartitionSpec
 
 SCHEMES = {
     "iid": PartitionSpec(kind="iid", train_per_device=600, test_per_device=100),

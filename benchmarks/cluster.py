@@ -30,8 +30,8 @@ import httpx
 from benchmarks import _loadgen as loadgen
 from benchmarks._common import batch, console, load_parser, machine, ms, npz, percentile, table
 from benchmarks._loadgen import request_head
-from service.cluster.view import View
 from service.server_process import ServerProcess
+from service.wire.view import View
 
 NPZ = "application/x-npz"
 TICK = os.sysconf("SC_CLK_TCK")

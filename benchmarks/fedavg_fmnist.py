@@ -41,14 +41,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import console, machine, table
+from service.data.assignment import read_assignment
+from service.data.datasets import BUILTIN
+from service.data.partition import PartitionSpec
 from service.errors import FleetError
-from service.federated.assignment import read_assignment
-from service.federated.datasets import BUILTIN
 from service.federated.federation import Federation
 from service.federated.local import INFER_SIGNATURE, TRAIN_SIGNATURE, LocalTraining, accuracy
 from service.federated.rounds import Evaluation, RoundSpec
 from service.fleet.fleet import Fleet
-from service.personalization.partition import PartitionSpec
 from service.runtime import CompiledModel
 
 MODEL = "fmnist-untrained"
@@ -166,7 +166,7 @@ def coverage(federation: Federation, per_device: list[np.ndarray]) -> Coverage:
     )
 
 
-def run_federated(
+def run_comparison(
     federation: Federation, ids: list[str], args: argparse.Namespace, name: str
 ) -> tuple[dict[str, Any], float]:
     """One run of FedAvg from version 0 (the untrained weights); its view once it ended, and its seconds."""
@@ -234,7 +234,7 @@ def run_scheme(
     covered = coverage(federation, per_device)
 
     console.print(f"{LABELS[scheme]}: FedAvg, {args.rounds} rounds x {args.local_epochs} local epochs")
-    view, federated_seconds = run_federated(federation, ids, args, scheme)
+    view, federated_seconds = run_comparison(federation, ids, args, scheme)
     if view["state"] != "succeeded":
         raise FleetError(f"the {scheme} run ended {view['state']}: {view.get('error')}")
     rounds: list[dict[str, Any]] = view["rounds"]

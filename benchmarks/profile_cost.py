@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from benchmarks._common import batch, machine, table
+from service.data.partition import PartitionSpec
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining
 from service.federated.rounds import RoundSpec
 from service.fleet import Fleet
 from service.fleet.device import Device
 from service.fleet.memory import configure_allocator
-from service.personalization.partition import PartitionSpec
 from service.profiles import DeviceProfile
 from service.profiles.mixes import find_mix
 

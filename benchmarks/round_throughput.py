@@ -26,12 +26,12 @@ import numpy as np
 
 from benchmarks._common import machine, table
 from service.client import FleetClient
+from service.data.partition import ClassPools, PartitionSpec, device_split
 from service.federated.aggregation import WeightedMean
 from service.federated.checkpoints import read_weights
 from service.fleet.models import embedded_model_path
 from service.fleet.weights import run_checkpoint
 from service.model.dataset import load_fashion_mnist, one_hot
-from service.personalization.partition import ClassPools, PartitionSpec, device_split
 from service.runtime import CompiledModel
 from service.server_process import ServerProcess
 

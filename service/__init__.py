@@ -18,8 +18,8 @@ from service.errors import (
     NotFound,
     SignatureNotFound,
 )
+from service.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "Conflict",
     "DeviceExists",

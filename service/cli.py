@@ -158,11 +158,11 @@ def _mix(spec: str) -> str | dict[str, object]:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from service.data.partition import PartitionSpec
     from service.errors import FleetError
-    from service.personalization.command import run, run_federated
-    from service.personalization.federated import FederatedConfig
-    from service.personalization.harness import SimulationConfig
-    from service.personalization.partition import PartitionSpec
+    from service.simulate.command import run, run_comparison
+    from service.simulate.comparison import ComparisonConfig
+    from service.simulate.harness import SimulationConfig
 
     federated = args.dataset is not None
     misplaced = [
@@ -174,7 +174,7 @@ def _simulate(args: argparse.Namespace) -> int:
         needs = "are not used with --dataset" if federated else "need --dataset (the federated mode)"
         print(f"fleet simulate: error: {', '.join(misplaced)} {needs}", file=sys.stderr)
         return 2
-    config: FederatedConfig | SimulationConfig
+    config: ComparisonConfig | SimulationConfig
     try:
         partition = PartitionSpec(
             kind=args.partition,
@@ -188,7 +188,7 @@ def _simulate(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         if federated:
-            config = FederatedConfig(
+            config = ComparisonConfig(
                 dataset=args.dataset,
                 partition=partition,
                 rounds=10 if args.rounds is None else args.rounds,
@@ -222,8 +222,8 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"fleet simulate: error: {exc.message}", file=sys.stderr)
         return 2
     api_key = args.api_key or os.environ.get("FLEET_API_KEY")
-    if isinstance(config, FederatedConfig):
-        return run_federated(
+    if isinstance(config, ComparisonConfig):
+        return run_comparison(
             config, output=args.output, url=args.url, data_dir=args.data_dir, api_key=api_key
         )
     return run(

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.cluster.view import MOVING_HEADER, View
-from service.errors import ERRORS_BY_CODE, FleetError, Unavailable
+from service.wire.errors import raise_for_error
+from service.wire.view import MOVING_HEADER, View
 
 NPZ = "application/x-npz"
 JOB_ENDED = ("succeeded", "failed", "cancelled", "interrupted", "dropped")
@@ -24,27 +24,6 @@ Tensors = Mapping[str, Any]
 DEVICE_PATH = re.compile(r"^/v(?:1/devices|2/models)/([^/]+)(?:/|$)")
 """Routes of one device, which a sharded fleet's owner shard can answer directly."""
 FLEET_ROUTES = frozenset({"bulk-create", "bulk-delete"})
-
-
-def raise_for_error(response: httpx.Response) -> None:
-    """Raise the error class the service named in an error response (nothing for a success)."""
-    if response.is_success:
-        return
-    try:
-        error = response.json()["error"]
-        cls, message = ERRORS_BY_CODE.get(error["code"], FleetError), error["message"]
-    except (ValueError, KeyError, TypeError):
-        cls, message = FleetError, f"HTTP {response.status_code}: {response.text[:200]}"
-    if issubclass(cls, Unavailable):  # DeviceOffline too: when to try again
-        raise cls(message, retry_after=_retry_after(response))
-    raise cls(message)
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "1")))
-    except ValueError:
-        return 1.0
 
 
 def _mix_body(mix: str | Mapping[str, Any]) -> str | dict[str, Any]:

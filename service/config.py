@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.runtime.isolation import Isolation
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_")
@@ -129,14 +127,10 @@ class Settings(BaseSettings):
         "take their simulated time to answer (0: off)",
     )
 
-    def isolation(self) -> Isolation | None:
-        """How added models run: in worker processes (see ``model_isolation``), or None: in-process."""
-        isolated = self.model_isolation == "process" or (
-            self.model_isolation == "auto" and self.allow_model_upload
-        )
-        if not isolated:
-            return None
-        return Isolation(self.model_workers, self.model_worker_memory_bytes, self.model_call_seconds)
+    def models_isolated(self) -> bool:
+        """Whether added models run in worker processes (see ``model_isolation``) or in-process."""
+        mode = self.model_isolation
+        return mode == "process" or (mode == "auto" and self.allow_model_upload)
 
     def resident_cap(self) -> int | None:
         """The residency cap in interpreters: the tighter of the count and the byte budget."""

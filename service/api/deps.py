@@ -13,9 +13,9 @@ from service.api.quotas import Quotas
 from service.errors import NotAuthenticated
 from service.federated.federation import Federation
 from service.fleet import Device, Fleet
-from service.fleet.files import ID_PATTERN
 from service.fleet.fleet import absent
 from service.runtime import CompiledModel
+from service.storage import ID_PATTERN
 
 P = ParamSpec("P")
 T = TypeVar("T")

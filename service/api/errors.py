@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from service.cluster.view import MOVING_HEADER
 from service.errors import (
     BodyTooLarge,
     Conflict,
@@ -42,6 +41,7 @@ from service.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from service.wire.view import MOVING_HEADER
 
 STATUS: tuple[tuple[type[FleetError], int], ...] = (
     (NotAuthenticated, 401),

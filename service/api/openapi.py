@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.api.auth import OPEN_PATHS
 from service.api.errors import document_errors
-from service.fleet.files import ID_PATTERN
+from service.storage import ID_PATTERN
 
 COMMAND = "fleet openapi --output openapi/openapi.json"
 """What regenerates the committed document (``.venv/bin/fleet openapi > openapi/openapi.json`` too)."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from service import __version__
 from service.api.auth import KeyRing
 from service.config import Settings
 from service.fleet import DEFAULT_MODEL
+from service.version import __version__
 
 
 def banner(settings: Settings, keys: KeyRing | None) -> str:

@@ -34,12 +34,12 @@ from service.api.routes.rounds import StartRounds
 from service.cluster import merge
 from service.cluster.forward import Answer, Broken, NotSent, Pool
 from service.cluster.state import ClusterState
-from service.cluster.view import MOVING_HEADER, View
 from service.config import Settings
 from service.errors import FleetError, InvalidRequest, LimitExceeded, Unavailable
-from service.fleet.files import check_id
 from service.fleet.fleet import process_rss_bytes
+from service.storage import check_id
 from service.ui import ui_routes
+from service.wire.view import MOVING_HEADER, View
 
 log = logging.getLogger(__name__)
 

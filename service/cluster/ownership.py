@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from service.cluster.state import ClusterState
-from service.cluster.view import owner_slot
 from service.errors import DeviceMoving, FleetError, NotOwner, Unavailable
+from service.wire.view import owner_slot
 
 MOVE_RETRY_AFTER = 0.5
 """Seconds a caller is told to wait for a device that is moving between shards."""

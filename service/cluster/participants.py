@@ -22,17 +22,17 @@ import httpx
 import orjson
 
 from service.api.auth import PEER_HEADER
-from service.client import raise_for_error
 from service.cluster.ownership import SlotOwnership
-from service.cluster.view import View
 from service.errors import FleetError, Unavailable
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation
 from service.federated.rounds import Evaluation, Participation, Update
 from service.federated.wire import decode_update
-from service.fleet.files import read_json
 from service.fleet.record import RECORD, DeviceRecord
 from service.profiles import DeviceProfile
+from service.storage import read_json
+from service.wire.errors import raise_for_error
+from service.wire.view import View
 
 ROUTE_DEADLINE = 30.0
 RETRY_PAUSE = 0.2

@@ -29,9 +29,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from service.cluster.shard import START_TIMEOUT, ShardServer
 from service.cluster.state import ClusterState, Membership
-from service.cluster.view import ShardInfo, View
 from service.config import Settings
 from service.errors import FleetError, InvalidRequest, Unavailable
+from service.wire.view import ShardInfo, View
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.cluster.ownership import SlotOwnership
 from service.cluster.state import ClusterState
-from service.cluster.view import View
 from service.config import Settings
 from service.errors import FleetError, Unavailable
 from service.fleet.memory import configure_allocator
+from service.wire.view import View
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class ShardServer:
         import uvicorn
 
         from service.api import create_app
+        from service.api.auth import peer_token
+        from service.cluster.participants import ShardParticipants
+        from service.federated.federation import Federation
 
         started = time.monotonic()
         membership = self.state.membership()
@@ -124,8 +127,13 @@ class ShardServer:
         )
         if membership.pending is not None:
             self.ownership.fence(membership.pending)
+        front_token = self.state.front_token()
+
+        def participants(federation: Federation) -> ShardParticipants:
+            return ShardParticipants(federation, self.ownership, self._peers, peer_token(front_token))
+
         self.app = create_app(
-            self.settings, ownership=self.ownership, front_token=self.state.front_token(), peers=self._peers
+            self.settings, ownership=self.ownership, front_token=front_token, participants=participants
         )
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from service.errors import CorruptState
-from service.fleet.files import read_json, write_json
+from service.storage import read_json, write_json
 
 CLUSTER_DIR = "cluster"
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from service.errors import CorruptState, InvalidTensor, StorageError, StorageFull
-from service.fleet.files import atomic_target, shown
 from service.fleet.weights import FULL_TEXTS
+from service.storage import atomic_target, shown
 
 Weights = dict[str, np.ndarray]
 """A model's variables by name (the checkpoint's tensor names), ordered by name."""

@@ -13,29 +13,37 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from service.data.assignment import AssignmentCache, assign_many
+from service.data.datasets import DatasetStore
+from service.data.partition import ClassPools, PartitionSpec
 from service.errors import DeviceBusy, FleetError, InvalidRequest
 from service.federated import local
-from service.federated.assignment import AssignmentCache, assign_many
 from service.federated.checkpoints import Weights, read_weights
-from service.federated.datasets import DatasetStore
 from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
 from service.federated.rounds import Evaluation as EvaluationSpec
-from service.federated.rounds import Participation, RoundRunner, Update
+from service.federated.rounds import Participants, Participation, RoundRunner, Update
 from service.federated.versions import KEEP_VERSIONS, VersionStore
 from service.fleet.device import Device
-from service.fleet.files import atomic_target, make_durable, storage_error
 from service.fleet.fleet import Fleet, absent
 from service.fleet.record import CHECKPOINT, HISTORY, RECORD
 from service.fleet.weights import run_checkpoint
-from service.personalization.partition import ClassPools, PartitionSpec
 from service.profiles import DeviceProfile
 from service.runtime import ModelInterpreter
+from service.storage import atomic_target, make_durable, storage_error
 
 SCRATCH_DIR = "rounds"
 """Where a scratch interpreter's copy of a version is put while it is restored (``data_dir/rounds/``)."""
+
+
+class RemoteParticipants(Participants, Protocol):
+    """A round's participants in other processes (a sharded fleet's shards), holding connections until
+    ``close``. The cluster implements it; the service takes it in (``create_app(participants=...)``)."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from service.data.assignment import Assignment, read_assignment
+from service.data.datasets import Dataset, DatasetStore, labels_of
 from service.errors import InvalidRequest, InvalidTensor, NoAssignment
-from service.federated.assignment import Assignment, read_assignment
-from service.federated.datasets import Dataset, DatasetStore, labels_of
 from service.fleet.device import Device
 from service.fleet.record import HistorySource, scalar_loss
 from service.profiles import DeviceProfile

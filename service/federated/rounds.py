@@ -58,10 +58,9 @@ from service.errors import FleetError, InvalidRequest, RoundEnded, RoundNotFound
 from service.federated.aggregation import ServerOptimizer, WeightedMean, is_averaged
 from service.federated.checkpoints import Weights, same_layout
 from service.federated.local import LocalTraining, participation_seconds
-from service.fleet.files import read_json, write_json
-from service.fleet.record import utc_now
 from service.profiles import DeviceProfile
 from service.profiles.availability import device_key, next_online, online_until
+from service.storage import read_json, utc_now, write_json
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from pathlib import Path
 
 from service.errors import FleetError, VersionNotFound
 from service.federated.checkpoints import Weights, read_weights, write_weights
-from service.fleet.files import check_id, read_json, remove_tree, storage_error, write_json
-from service.fleet.record import utc_now
+from service.storage import check_id, read_json, remove_tree, storage_error, utc_now, write_json
 
 log = logging.getLogger(__name__)
 

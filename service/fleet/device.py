@@ -61,16 +61,6 @@ from service.errors import (
     InvalidTensor,
     NoCheckpoint,
 )
-from service.fleet.files import (
-    MISSING,
-    WriteFence,
-    atomic_target,
-    read_json,
-    remove_tree,
-    shown,
-    storage_error,
-    write_json,
-)
 from service.fleet.models import DEFAULT_MODEL
 from service.fleet.record import (
     CHECKPOINT,
@@ -88,7 +78,6 @@ from service.fleet.record import (
     HistorySource,
     is_history_entry,
     scalar_loss,
-    utc_now,
 )
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES, SampleStats, SampleStore
 from service.fleet.stats import FleetStats
@@ -100,6 +89,17 @@ from service.fleet.weights import (
 )
 from service.profiles import DeviceProfile
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
+from service.storage import (
+    MISSING,
+    WriteFence,
+    atomic_target,
+    read_json,
+    remove_tree,
+    shown,
+    storage_error,
+    utc_now,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 

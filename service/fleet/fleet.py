@@ -28,15 +28,15 @@ from service.errors import (
     ModelInUse,
 )
 from service.fleet.device import Device
-from service.fleet.files import check_id, child, fsync_dir, make_durable, remove_tree, storage_error
 from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
-from service.fleet.record import HISTORY, RECORD, TRASH, DeviceRecord, utc_now
+from service.fleet.record import HISTORY, RECORD, TRASH, DeviceRecord
 from service.fleet.residency import Residency, ResidencyStats
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats
 from service.profiles import DeviceProfile
 from service.runtime.isolation import Isolation
+from service.storage import check_id, child, fsync_dir, make_durable, remove_tree, storage_error, utc_now
 
 ProfilesFor = Callable[[Sequence[str]], Mapping[str, DeviceProfile]]
 """Given the IDs about to be created, the profile of each (absent: none)."""

@@ -48,9 +48,9 @@ from service.errors import (
     SamplesMismatch,
 )
 from service.fleet.device import Device
-from service.fleet.files import read_json, write_json
-from service.fleet.record import scalar_loss, utc_now
+from service.fleet.record import scalar_loss
 from service.profiles.availability import device_key
+from service.storage import read_json, utc_now, write_json
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from importlib import resources
 from pathlib import Path
 
 from service.errors import FleetError, InvalidModel, ModelExists, ModelInUse, ModelNotFound, StorageFull
-from service.fleet.files import check_id, child, storage_error, write_atomic
 from service.runtime import CompiledModel
 from service.runtime.inspection import check_operators
 from service.runtime.isolation import Isolation, load_isolated
 from service.runtime.trials import Trials
+from service.storage import check_id, child, storage_error, write_atomic
 
 DEFAULT_MODEL = "fashion_mnist"
 

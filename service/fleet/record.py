@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -29,10 +28,6 @@ OUTGOING = "outgoing.ckpt"
 """The device's weights written for the server to read (a federated update), removed once read."""
 TRASH = "trash"
 """``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def is_number(value: object) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import CorruptState, LimitExceeded, SamplesMismatch
-from service.fleet.files import read_json, shown, storage_error, write_atomic, write_json
+from service.storage import read_json, shown, storage_error, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 

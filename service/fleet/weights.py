@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import CorruptState, InvocationFailed, SignatureNotFound, StorageError, StorageFull
-from service.fleet.files import shown
 from service.runtime import CompiledModel, ModelInterpreter, SignatureSpec
+from service.storage import shown
 
 CHECKPOINT_SIGNATURES = ("save", "restore")
 FULL_TEXTS = ("No space left", "File too large", "Disk quota exceeded", "Quota exceeded")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from service.config import Settings
 from service.errors import FleetError, InvalidModel, InvocationFailed, ModelCrashed
 from service.runtime.interpreter import CompiledModel, ModelInterpreter
 from service.runtime.quiet import tensorflow_start_up_quiet
@@ -48,6 +49,13 @@ class Isolation:
     workers: int = 1
     memory_bytes: int = 2 * 1024**3
     call_seconds: float = 120.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Isolation | None:
+        """The isolation ``settings`` ask for, or None: added models run in-process."""
+        if not settings.models_isolated():
+            return None
+        return cls(settings.model_workers, settings.model_worker_memory_bytes, settings.model_call_seconds)
 
 
 def _serve(conn: Connection, name: str, content: bytes, num_threads: int) -> None:

@@ -244,7 +244,11 @@ BAD_BODIES = [
         id="vast-shape",
     ),
     pytest.param(
-        dict(zip(("content", "headers"), binary_body(0, b"", (0, 2**31 - 1, 2**31 - 1, 2**31 - 1)), strict=True)),
+        dict(
+            zip(
+                ("content", "headers"), binary_body(0, b"", (0, 2**31 - 1, 2**31 - 1, 2**31 - 1)), strict=True
+            )
+        ),
         422,
         "is not an array shape",
         id="binary-no-values-vast-shape",

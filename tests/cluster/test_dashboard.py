@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from service.client import FleetClient
-from service.cluster.view import View
 from service.server_process import ServerProcess
+from service.wire.view import View
 from tests.cluster.conftest import RayCluster, sharded_server
 
 DEVICES = 40

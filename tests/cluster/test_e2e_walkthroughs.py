@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from service.client import FleetClient
-from service.cluster.view import owner_slot
 from service.server_process import ServerProcess
+from service.wire.view import owner_slot
 from tests.cluster.conftest import RayCluster, sharded_server
 from tests.e2e.conftest import UPLOADS_ON
 from tests.e2e.test_federated import test_a_long_run_is_cancelled_mid_round, test_federated_study

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from service.api.app import create_app
 from service.cluster.front import Shards
 from service.cluster.ownership import SlotOwnership
-from service.cluster.view import MOVING_HEADER, owner_slot
 from service.config import Settings
 from service.errors import FleetError
+from service.wire.view import MOVING_HEADER, owner_slot
 
 TOKEN = b"front-token"
 MOVER = next(f"phone-{i}" for i in range(100) if owner_slot(f"phone-{i}", 2) == 1)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summ
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.cluster.merge import merge_fleet_status, merge_metrics, merge_pages
-from service.cluster.view import owner_slot
+from service.wire.view import owner_slot
 
 IDS = sorted(f"phone-{i:04d}" for i in range(0, 400, 3))
 DEVICES: list[dict[str, Any]] = [

@@ -9,9 +9,9 @@ import pytest
 
 from service.cluster.ownership import SlotOwnership
 from service.cluster.state import ClusterState, Membership
-from service.cluster.view import owner_slot
 from service.errors import DeviceMoving, NotOwner, Unavailable
 from service.fleet import Fleet
+from service.wire.view import owner_slot
 
 Batch = tuple[np.ndarray, np.ndarray]
 IDS = [f"phone-{i}" for i in range(12)]

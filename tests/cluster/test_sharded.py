@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from service.client import FleetClient
-from service.cluster.view import View
 from service.fleet.models import embedded_model_path
 from service.model.dataset import FashionMNIST, one_hot
 from service.runtime import CompiledModel
 from service.server_process import ServerProcess
+from service.wire.view import View
 from tests.cluster.conftest import RayCluster, ready_spares, sharded_server
 
 NPZ = "application/x-npz"

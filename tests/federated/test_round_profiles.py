@@ -19,6 +19,7 @@ import pytest
 import service.api  # noqa: F401  (first: service.cluster.participants alone is a circular import)
 from service.cluster.ownership import SlotOwnership
 from service.cluster.participants import ShardParticipants
+from service.data.partition import PartitionSpec
 from service.errors import InvalidRequest
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation
@@ -39,7 +40,6 @@ from service.federated.rounds import (
 )
 from service.fleet import Fleet
 from service.model.dataset import FashionMNIST, one_hot
-from service.personalization.partition import PartitionSpec
 from service.profiles import DeviceProfile, parse_profile
 from service.profiles.mixes import find_mix
 

@@ -31,10 +31,10 @@ from service.errors import (
 )
 from service.fleet import Fleet
 from service.fleet.device import Device
-from service.fleet.files import write_atomic
 from service.fleet.jobs import JOBS_FILE
 from service.fleet.models import embedded_model_path
 from service.fleet.record import CHECKPOINT, HISTORY, RECORD
+from service.storage import write_atomic
 
 Batch = tuple[np.ndarray, np.ndarray]
 REPO = Path(__file__).resolve().parents[2]

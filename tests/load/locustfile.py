@@ -35,9 +35,9 @@ import numpy as np
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from service.cluster.view import View
+from service.data.partition import PartitionSpec, partition
 from service.model.dataset import load_fashion_mnist, one_hot
-from service.personalization.partition import PartitionSpec, partition
+from service.wire.view import View
 
 NPZ = "application/x-npz"
 PROFILES = 32

@@ -14,11 +14,11 @@ from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest
 from service.fleet import Fleet
-from service.fleet.files import make_durable, storage_error
 from service.fleet.fleet import ProfilesFor
 from service.fleet.record import RECORD
 from service.profiles import mixes, parse_profile
 from service.profiles.mixes import ProfileMix
+from service.storage import make_durable, storage_error
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 MIX_DOC = "a built-in mix's name, or a mix object of the shape GET /v1/profiles/mixes shows"

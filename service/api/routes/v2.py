@@ -14,7 +14,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from service import __version__
 from service.api.codecs import INLINE_BYTES, JSON
 from service.api.deps import DeviceDep, PrincipalDep, device_model, in_thread
 from service.api.errors import documented
@@ -28,6 +27,7 @@ from service.api.oip import (
     inline_schema,
     metadata_tensors,
 )
+from service.version import __version__
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 INFER = "infer"

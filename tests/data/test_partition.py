@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.model.dataset import FashionMNIST
-from service.personalization.partition import (
+from service.data.partition import (
     ClassPools,
     DeviceSplit,
     PartitionKind,
@@ -29,10 +28,11 @@ from service.personalization.partition import (
     label_histogram,
     partition,
 )
+from service.model.dataset import FashionMNIST
 
 C = 10
 REPO = Path(__file__).resolve().parents[2]
-partition_module = importlib.import_module("service.personalization.partition")  # not the function
+partition_module = importlib.import_module("service.data.partition")  # not the function
 KINDS = ["iid", "dirichlet", "interest", "shards"]
 
 
@@ -264,7 +264,7 @@ def test_a_device_gets_the_same_split_in_another_process() -> None:
     script = textwrap.dedent(
         """
         import sys, numpy as np
-        from service.personalization.partition import ClassPools, PartitionSpec, device_split
+        from service.data.partition import ClassPools, PartitionSpec, device_split
         labels = np.arange(6000) % 10
         s = device_split("phone-7", PartitionSpec(kind="dirichlet", seed=3), ClassPools.build(labels, labels))
         sys.stdout.write(",".join(map(str, s.train_indices[:20].tolist() + s.test_indices[:5].tolist())))

@@ -1,6 +1,6 @@
 """The three-arm comparison's PNGs: accuracy per round, and mean local and global accuracy per arm.
 
-Built like ``service.personalization.plots``: a ``Figure`` on the Agg canvas, saved as a palette PNG.
+Built like ``service.simulate.plots``: a ``Figure`` on the Agg canvas, saved as a palette PNG.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from service.personalization.federated import ARM_TITLES, ARMS, FederatedResult
-from service.personalization.federated_report import arm_means
-from service.personalization.plots import DPI, save
+from service.simulate.comparison import ARM_TITLES, ARMS, ComparisonResult
+from service.simulate.comparison_report import arm_means
+from service.simulate.plots import DPI, save
 
 GLOBAL_COLOR = "tab:blue"
 LOCAL_COLOR = "tab:orange"
 
 
-def accuracy_per_round(result: FederatedResult, path: Path) -> Path:
+def accuracy_per_round(result: ComparisonResult, path: Path) -> Path:
     """The global version's accuracy on the global split after each round (round 0: version 0), the
     participants' mean local accuracy after their local training, and the local-only arm as lines."""
     means = arm_means(result)
@@ -79,7 +79,7 @@ def accuracy_per_round(result: FederatedResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def accuracy_per_arm(result: FederatedResult, path: Path) -> Path:
+def accuracy_per_arm(result: ComparisonResult, path: Path) -> Path:
     """Mean local and global accuracy of each arm as bars, every device a dot on its bar."""
     means = arm_means(result)
     fig = Figure(figsize=(7, 4.5), dpi=DPI)
@@ -109,7 +109,7 @@ def accuracy_per_arm(result: FederatedResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def round_durations(result: FederatedResult, path: Path) -> Path:
+def round_durations(result: ComparisonResult, path: Path) -> Path:
     """Each round's simulated duration on the profiled phones as bars, the deadline as a line, and the
     stragglers and dropouts of each round written on its bar."""
     fig = Figure(figsize=(8, 4), dpi=DPI)
@@ -131,7 +131,7 @@ def round_durations(result: FederatedResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def write_plots(result: FederatedResult, directory: Path) -> list[Path]:
+def write_plots(result: ComparisonResult, directory: Path) -> list[Path]:
     written = [
         accuracy_per_round(result, directory / "rounds.png"),
         accuracy_per_arm(result, directory / "arms.png"),

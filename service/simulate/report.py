@@ -14,7 +14,7 @@ import numpy as np
 from rich.table import Table
 
 from service.model.dataset import CLASS_NAMES
-from service.personalization.harness import DeviceOutcome, SimulationResult
+from service.simulate.harness import DeviceOutcome, SimulationResult
 
 CSV_FIELDS = (
     "device_id",

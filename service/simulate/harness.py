@@ -18,9 +18,9 @@ from typing import Any, Literal, Protocol, get_args
 import numpy as np
 
 from service.client import FleetClient
+from service.data.partition import DeviceSplit, PartitionSpec, balanced_subset, partition
 from service.errors import FleetError
 from service.model.dataset import FashionMNIST, one_hot
-from service.personalization.partition import DeviceSplit, PartitionSpec, balanced_subset, partition
 
 Mode = Literal["stream", "jobs"]
 MODES: tuple[str, ...] = get_args(Mode)

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
 from service.client import FleetClient
+from service.data.partition import PartitionSpec
 from service.errors import FleetError, InvalidRequest
 from service.federated.rounds import MAX_ROUNDS
-from service.personalization.harness import NoProgress, ProgressSink, device_ids
-from service.personalization.partition import PartitionSpec
+from service.simulate.harness import NoProgress, ProgressSink, device_ids
 
 Aggregation = Literal["fedavg", "fedavgm", "fedadam"]
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
@@ -60,7 +60,7 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class FederatedConfig:
+class ComparisonConfig:
     dataset: str = "fashion-mnist"
     partition: PartitionSpec = field(default_factory=PartitionSpec)
     rounds: int = 10
@@ -134,7 +134,7 @@ class Scores:
 
 
 @dataclass(frozen=True)
-class FederatedDevice:
+class ComparedDevice:
     device_id: str
     index: int
     preferred_classes: tuple[int, ...]
@@ -197,8 +197,8 @@ class RoundRecord:
 
 
 @dataclass(frozen=True)
-class FederatedResult:
-    config: FederatedConfig
+class ComparisonResult:
+    config: ComparisonConfig
     dataset: Mapping[str, Any]
     """The dataset's name, source and split sizes, as the service describes it."""
     model: str
@@ -208,7 +208,7 @@ class FederatedResult:
     """Version 0 (the model's own weights) on the global test split: where every arm starts."""
     global_test_count: int
     rounds: list[RoundRecord]
-    devices: list[FederatedDevice]
+    devices: list[ComparedDevice]
     seconds: float
     phase_seconds: Mapping[str, float]
     classes: Mapping[str, str] = field(default_factory=dict)
@@ -242,16 +242,16 @@ def in_parallel(workers: int, function: Callable[[T], R], items: Sequence[T]) ->
         return [future.result() for future in futures]
 
 
-class FederatedSimulation:
+class Comparison:
     """A planned comparison; ``run`` executes it against a service."""
 
-    def __init__(self, config: FederatedConfig) -> None:
+    def __init__(self, config: ComparisonConfig) -> None:
         self.config = config
 
     def device_ids(self) -> list[str]:
         return device_ids(self.config.device_prefix, self.config.partition.devices)
 
-    def run(self, client: FleetClient, progress: ProgressSink | None = None) -> FederatedResult:
+    def run(self, client: FleetClient, progress: ProgressSink | None = None) -> ComparisonResult:
         return _Run(self, client, progress or NoProgress()).execute()
 
 
@@ -267,12 +267,12 @@ class _Device:
 
 
 class _Run:
-    def __init__(self, plan: FederatedSimulation, client: FleetClient, progress: ProgressSink) -> None:
+    def __init__(self, plan: Comparison, client: FleetClient, progress: ProgressSink) -> None:
         self.config, self.client, self.progress = plan.config, client, progress
         self.ids = plan.device_ids()
         self.phase_seconds: dict[str, float] = {}
 
-    def execute(self) -> FederatedResult:
+    def execute(self) -> ComparisonResult:
         started = time.monotonic()
         dataset, test_count = self._check_dataset()
         clock = time.monotonic()
@@ -309,7 +309,7 @@ class _Run:
         clock = time.monotonic()
         self._each(lambda d: self._fine_tune(d, final), devices)
         self._lap("fine_tune", clock)
-        return FederatedResult(
+        return ComparisonResult(
             config=self.config,
             dataset=dataset,
             model=model,
@@ -476,9 +476,9 @@ class _Run:
             raise FleetError(f"round run {run['id']} {run['state']}: {run.get('error')}")
         return run
 
-    def _outcome(self, device: _Device) -> FederatedDevice:
+    def _outcome(self, device: _Device) -> ComparedDevice:
         found = device.assignment
-        return FederatedDevice(
+        return ComparedDevice(
             device_id=device.device_id,
             index=device.index,
             preferred_classes=tuple(int(c) for c in found.get("preferred_classes", ())),

@@ -13,11 +13,11 @@ import pytest
 
 from service.cli import main
 from service.client import FleetClient
+from service.data.partition import PartitionSpec
 from service.model.dataset import FashionMNIST
-from service.personalization.harness import Simulation, SimulationConfig, SimulationResult
-from service.personalization.partition import PartitionSpec
-from service.personalization.report import summarize
 from service.server_process import ServerProcess
+from service.simulate.harness import Simulation, SimulationConfig, SimulationResult
+from service.simulate.report import summarize
 
 SPEC = PartitionSpec(
     "interest", devices=4, train_per_device=300, test_per_device=100, classes_per_device=1, interest_share=0.9

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cluster.view import ShardInfo, View, owner_slot
+from service.wire.view import ShardInfo, View, owner_slot
 
 IDS = [f"phone-{i:05d}" for i in range(20_000)]
 

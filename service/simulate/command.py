@@ -15,12 +15,12 @@ from service.client import FleetClient
 from service.console import make_console
 from service.errors import DeviceExists, FleetError
 from service.model.dataset import load_fashion_mnist
-from service.personalization import federated_plots, federated_report
-from service.personalization.federated import FederatedConfig, FederatedSimulation, mix_name
-from service.personalization.harness import Simulation, SimulationConfig, SimulationResult
-from service.personalization.plots import write_plots
-from service.personalization.report import summarize, table, write_csv, write_json
 from service.server_process import ServerProcess
+from service.simulate import comparison_plots, comparison_report
+from service.simulate.comparison import Comparison, ComparisonConfig, mix_name
+from service.simulate.harness import Simulation, SimulationConfig, SimulationResult
+from service.simulate.plots import write_plots
+from service.simulate.report import summarize, table, write_csv, write_json
 
 
 class RichProgress:
@@ -45,7 +45,7 @@ class RichProgress:
 class FederatedProgress:
     """The federated comparison's phases as rich progress bars."""
 
-    def __init__(self, progress: Progress, config: FederatedConfig) -> None:
+    def __init__(self, progress: Progress, config: ComparisonConfig) -> None:
         devices = config.partition.devices
         runs = 1 if config.profiles is None else 2  # with profiles: on ideal phones, then profiled
         self.progress = progress
@@ -140,8 +140,8 @@ def run(
     return 0
 
 
-def run_federated(
-    config: FederatedConfig,
+def run_comparison(
+    config: ComparisonConfig,
     *,
     output: Path,
     url: str | None = None,
@@ -153,7 +153,7 @@ def run_federated(
     report.json, report.csv, rounds.png and arms.png; the exit code."""
     console = console or make_console()
     output.mkdir(parents=True, exist_ok=True)
-    plan = FederatedSimulation(config)
+    plan = Comparison(config)
     try:
         with (
             service_url(url, data_dir, output, console) as base_url,
@@ -180,18 +180,18 @@ def run_federated(
     except (FleetError, RuntimeError, TimeoutError, ValueError, httpx.TransportError) as exc:
         console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
         return 1
-    console.print(federated_report.rounds_table(result))
-    console.print(federated_report.devices_table(result))
-    console.print(federated_report.headline(result))
-    console.print(federated_report.START_NOTE)
+    console.print(comparison_report.rounds_table(result))
+    console.print(comparison_report.devices_table(result))
+    console.print(comparison_report.headline(result))
+    console.print(comparison_report.START_NOTE)
     console.print(
         f"global test split: the first {result.global_test_count} test samples; the whole comparison took "
         f"{result.seconds:.1f} s"
     )
     written = [
-        federated_report.write_json(result, output / "report.json", service_url=base_url),
-        federated_report.write_csv(result, output / "report.csv"),
-        *federated_plots.write_plots(result, output),
+        comparison_report.write_json(result, output / "report.json", service_url=base_url),
+        comparison_report.write_csv(result, output / "report.csv"),
+        *comparison_plots.write_plots(result, output),
     ]
     console.print("wrote " + ", ".join(str(p) for p in written))
     return 0

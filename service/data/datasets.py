@@ -8,7 +8,7 @@ A dataset is a directory ``data_dir/datasets/<name>/``::
 
 Arrays are read memory-mapped: the pages of a dataset are shared by every device that uses it, and by
 every process of a sharded fleet on one machine. A device's data is an index view into a split
-(``service.federated.assignment``), gathered when it trains or is evaluated.
+(``service.data.assignment``), gathered when it trains or is evaluated.
 
 The built-in ``fashion-mnist`` (the loader of ``service.model.dataset``: Debian's files, else Keras')
 is written here the first time it is used, with the arrays the embedded model's ``train`` takes: ``x``
@@ -45,10 +45,9 @@ from service.errors import (
     InvalidTensor,
     LimitExceeded,
 )
-from service.fleet.files import check_id, read_json, remove_tree, shown, storage_error, write_json
-from service.fleet.record import utc_now
 from service.runtime import SignatureSpec
 from service.runtime.specs import CheckedInputs
+from service.storage import check_id, read_json, remove_tree, shown, storage_error, utc_now, write_json
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from service.model.dataset import CLASS_NAMES
-from service.personalization.harness import DeviceOutcome, GridSample, SimulationResult
-from service.personalization.report import points, summarize
+from service.simulate.harness import DeviceOutcome, GridSample, SimulationResult
+from service.simulate.report import points, summarize
 
 DPI = 80
 PALETTE = 256

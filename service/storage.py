@@ -12,6 +12,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,8 @@ def remove_tree(path: Path, root: Path | None = None) -> bool:
         log.warning("could not remove all of %s", shown(path, root))
         return False
     return True
+
+
+def utc_now() -> str:
+    """The time as the service's files record it: UTC, ISO 8601, to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

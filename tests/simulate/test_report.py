@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.personalization.harness import DeviceOutcome, GridSample, SimulationConfig, SimulationResult
-from service.personalization.partition import PartitionSpec
-from service.personalization.plots import moving_average, prediction_grid
-from service.personalization.report import describe_interest, points, summarize, write_csv, write_json
+from service.data.partition import PartitionSpec
+from service.simulate.harness import DeviceOutcome, GridSample, SimulationConfig, SimulationResult
+from service.simulate.plots import moving_average, prediction_grid
+from service.simulate.report import describe_interest, points, summarize, write_csv, write_json
 
 
 def outcome(index: int, local: tuple[float, float], global_: tuple[float, float], **kwargs) -> DeviceOutcome:

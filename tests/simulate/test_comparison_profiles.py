@@ -17,7 +17,7 @@ import pytest
 
 from service.cli import main
 from service.server_process import ServerProcess
-from tests.personalization.test_simulate_federated import Simulated
+from tests.simulate.test_comparison import Simulated
 
 DEVICES, ROUNDS, TRAIN, TEST, DEADLINE = 6, 2, 60, 20, 10.0
 MIX = """\

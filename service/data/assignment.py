@@ -11,7 +11,7 @@ Indices are stored in the smallest unsigned dtype that holds every index of thei
 Fashion-MNIST's 60,000 and 10,000), so a device of 600 + 100 examples takes one 4 KiB block on disk.
 They are read back in that dtype; numpy indexes with any integer dtype.
 
-The split itself is ``service.personalization.partition.device_split``: a function of the scheme, the
+The split itself is ``service.data.partition.device_split``: a function of the scheme, the
 seed and the device's ID alone, so a device's data are the same whichever devices are assigned with it,
 in whatever order or process. Files are replaced atomically (a temporary, then a rename) and not flushed
 one by one: an assignment can always be made again, and 100,000 fsyncs would take minutes.
@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.data.partition import ClassPools, DeviceSplit, PartitionSpec, device_splits
 from service.errors import CorruptState
-from service.fleet.files import shown, storage_error, write_atomic
-from service.fleet.record import utc_now
-from service.personalization.partition import ClassPools, DeviceSplit, PartitionSpec, device_splits
+from service.storage import shown, storage_error, utc_now, write_atomic
 
 ASSIGNMENT_FILE = "assignment.npz"
 FORMAT = 1

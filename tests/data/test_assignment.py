@@ -15,8 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.errors import CorruptState, StorageError, StorageFull
-from service.federated.assignment import (
+from service.data.assignment import (
     ASSIGNMENT_FILE,
     Assignment,
     assign_many,
@@ -26,11 +25,12 @@ from service.federated.assignment import (
     stored_npz,
     write_assignment,
 )
+from service.data.partition import ClassPools, PartitionKind, PartitionSpec, device_split
+from service.errors import CorruptState, StorageError, StorageFull
 from service.model.dataset import FashionMNIST
-from service.personalization.partition import ClassPools, PartitionKind, PartitionSpec, device_split
 from tests.fleet.test_recovery import file_size_limit
 
-assignment_module = importlib.import_module("service.federated.assignment")
+assignment_module = importlib.import_module("service.data.assignment")
 SPEC = PartitionSpec(kind="dirichlet", alpha=0.5, train_per_device=600, test_per_device=100, seed=4)
 
 

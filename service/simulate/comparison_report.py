@@ -10,8 +10,8 @@ from typing import Any
 from rich.table import Table
 
 from service.model.dataset import CLASS_NAMES
-from service.personalization.federated import ARM_TITLES, ARMS, FederatedDevice, FederatedResult
-from service.personalization.report import interest_classes, percent, points, signed_points, write_rows
+from service.simulate.comparison import ARM_TITLES, ARMS, ComparedDevice, ComparisonResult
+from service.simulate.report import interest_classes, percent, points, signed_points, write_rows
 
 FASHION_MNIST = "fashion-mnist"
 """The built-in dataset, whose classes have names."""
@@ -36,12 +36,12 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def arm_means(result: FederatedResult) -> dict[str, dict[str, float]]:
+def arm_means(result: ComparisonResult) -> dict[str, dict[str, float]]:
     """Mean local and global accuracy of each arm over the devices."""
     return {arm: {"local": result.mean(arm, "local"), "global": result.mean(arm, "global_")} for arm in ARMS}
 
 
-def headline(result: FederatedResult) -> str:
+def headline(result: ComparisonResult) -> str:
     means = arm_means(result)
     local = ", ".join(f"{ARM_TITLES[a]} {means[a]['local']:.1%}" for a in ARMS)
     global_ = ", ".join(f"{ARM_TITLES[a]} {means[a]['global']:.1%}" for a in ARMS)
@@ -53,14 +53,14 @@ def headline(result: FederatedResult) -> str:
     )
 
 
-def describe_interest(device: FederatedDevice, dataset: str) -> str:
+def describe_interest(device: ComparedDevice, dataset: str) -> str:
     """The device's preferred (or dominant) classes: named for the built-in dataset, numbered otherwise."""
     classes = interest_classes(device.preferred_classes, device.label_distribution)
     named = dataset == FASHION_MNIST and all(c < len(CLASS_NAMES) for c in classes)
     return ", ".join(CLASS_NAMES[c] if named else f"class {c}" for c in classes) or "mixed"
 
 
-def device_row(device: FederatedDevice, result: FederatedResult) -> dict[str, Any]:
+def device_row(device: ComparedDevice, result: ComparisonResult) -> dict[str, Any]:
     row: dict[str, Any] = {
         "device_id": device.device_id,
         "preferred_classes": " ".join(str(c) for c in device.preferred_classes),
@@ -81,12 +81,12 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def write_csv(result: FederatedResult, path: Path) -> Path:
+def write_csv(result: ComparisonResult, path: Path) -> Path:
     """One row per device: its data, and local and global accuracy in each arm."""
     return write_rows(path, CSV_FIELDS, (device_row(d, result) for d in result.devices))
 
 
-def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path:
+def write_json(result: ComparisonResult, path: Path, *, service_url: str) -> Path:
     """Configuration, dataset, the run, means per arm, every device, and the metrics of every round."""
     document = {
         "service_url": service_url,
@@ -124,7 +124,7 @@ def write_json(result: FederatedResult, path: Path, *, service_url: str) -> Path
     return path
 
 
-def devices_table(result: FederatedResult) -> Table:
+def devices_table(result: ComparisonResult) -> Table:
     """A row per device and a fleet-mean footer: local and global accuracy in each arm, and what
     fine-tuning adds locally over local-only training."""
     config, means = result.config, arm_means(result)
@@ -161,7 +161,7 @@ def devices_table(result: FederatedResult) -> Table:
     return t
 
 
-def rounds_table(result: FederatedResult) -> Table:
+def rounds_table(result: ComparisonResult) -> Table:
     """The run's rounds as the service measured them; with profiles, beside the run on ideal phones."""
     profiled = result.profiled
     caption = (
