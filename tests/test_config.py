@@ -1,4 +1,4 @@
-"""Settings: the README's table is generated from them, so it cannot drift."""
+"""Settings: the documentation's table (docs/settings.md) is generated from them, so it cannot drift."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 from service.config import Settings, settings_table
 
-README = Path(__file__).parents[1] / "README.md"
+SETTINGS_PAGE = Path(__file__).parents[1] / "docs" / "settings.md"
 
 
-def test_readme_has_the_current_settings_table() -> None:
+def test_the_settings_page_has_the_current_table() -> None:
     table = settings_table()
-    assert table in README.read_text(encoding="utf-8"), (
-        "README.md's settings table is out of date; replace it with the output of\n"
+    assert table in SETTINGS_PAGE.read_text(encoding="utf-8"), (
+        "docs/settings.md's settings table is out of date; replace it with the output of\n"
         "  .venv/bin/python -c 'from service.config import settings_table as t; print(t(), end=\"\")'\n"
         f"which is:\n{table}"
     )
