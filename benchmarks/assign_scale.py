@@ -26,7 +26,8 @@ from pathlib import Path
 
 from benchmarks._common import console, machine, table
 from service.data.assignment import ASSIGNMENT_FILE, assign_many
-from service.data.partition import ClassPools, PartitionSpec
+from service.data.pools import ClassPools
+from service.data.spec import PartitionSpec
 from service.model.dataset import load_fashion_mnist
 
 SCHEMES = {

@@ -43,7 +43,7 @@ import numpy as np
 from benchmarks._common import console, machine, table
 from service.data.assignment import read_assignment
 from service.data.datasets import BUILTIN
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.errors import FleetError
 from service.federated.federation import Federation
 from service.federated.local import INFER_SIGNATURE, TRAIN_SIGNATURE, LocalTraining, accuracy

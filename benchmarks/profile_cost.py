@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from benchmarks._common import batch, machine, table
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining
 from service.federated.rounds import RoundSpec

@@ -26,7 +26,9 @@ import numpy as np
 
 from benchmarks._common import machine, table
 from service.client import FleetClient
-from service.data.partition import ClassPools, PartitionSpec, device_split
+from service.data.device_split import device_split
+from service.data.pools import ClassPools
+from service.data.spec import PartitionSpec
 from service.federated.aggregation import WeightedMean
 from service.federated.checkpoints import read_weights
 from service.fleet.models import embedded_model_path

@@ -158,7 +158,7 @@ def _mix(spec: str) -> str | dict[str, object]:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from service.data.partition import PartitionSpec
+    from service.data.spec import PartitionSpec
     from service.errors import FleetError
     from service.simulate.command import run, run_comparison
     from service.simulate.comparison import ComparisonConfig

@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.data.partition import ClassPools, DeviceSplit, PartitionSpec, device_splits
+from service.data.device_split import device_splits
+from service.data.pools import ClassPools
+from service.data.spec import DeviceSplit, PartitionSpec
 from service.errors import CorruptState
 from service.storage import shown, storage_error, utc_now, write_atomic
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from service.data.assignment import AssignmentCache, assign_many
 from service.data.datasets import DatasetStore
-from service.data.partition import ClassPools, PartitionSpec
+from service.data.pools import ClassPools
+from service.data.spec import PartitionSpec
 from service.errors import DeviceBusy, FleetError, InvalidRequest
 from service.federated import local
 from service.federated.checkpoints import Weights, read_weights

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
 from service.client import FleetClient
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.errors import FleetError, InvalidRequest
 from service.federated.rounds import MAX_ROUNDS
 from service.simulate.harness import NoProgress, ProgressSink, device_ids

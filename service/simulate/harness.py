@@ -18,7 +18,8 @@ from typing import Any, Literal, Protocol, get_args
 import numpy as np
 
 from service.client import FleetClient
-from service.data.partition import DeviceSplit, PartitionSpec, balanced_subset, partition
+from service.data.partition import balanced_subset, partition
+from service.data.spec import DeviceSplit, PartitionSpec
 from service.errors import FleetError
 from service.model.dataset import FashionMNIST, one_hot
 

@@ -25,7 +25,9 @@ from service.data.assignment import (
     stored_npz,
     write_assignment,
 )
-from service.data.partition import ClassPools, PartitionKind, PartitionSpec, device_split
+from service.data.device_split import device_split
+from service.data.pools import ClassPools
+from service.data.spec import PartitionKind, PartitionSpec
 from service.errors import CorruptState, StorageError, StorageFull
 from service.model.dataset import FashionMNIST
 from tests.fleet.test_recovery import file_size_limit

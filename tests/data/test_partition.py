@@ -16,23 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.data.partition import (
-    ClassPools,
-    DeviceSplit,
-    PartitionKind,
-    PartitionSpec,
-    balanced_subset,
-    class_quotas,
-    device_split,
-    device_splits,
-    label_histogram,
-    partition,
-)
+from service.data.device_split import device_split, device_splits
+from service.data.partition import balanced_subset, label_histogram, partition
+from service.data.pools import ClassPools
+from service.data.sampling import class_quotas
+from service.data.spec import DeviceSplit, PartitionKind, PartitionSpec
 from service.model.dataset import FashionMNIST
 
 C = 10
 REPO = Path(__file__).resolve().parents[2]
-partition_module = importlib.import_module("service.data.partition")  # not the function
+device_split_module = importlib.import_module("service.data.device_split")  # not the function
 KINDS = ["iid", "dirichlet", "interest", "shards"]
 
 
@@ -264,7 +257,9 @@ def test_a_device_gets_the_same_split_in_another_process() -> None:
     script = textwrap.dedent(
         """
         import sys, numpy as np
-        from service.data.partition import ClassPools, PartitionSpec, device_split
+        from service.data.device_split import device_split
+        from service.data.pools import ClassPools
+        from service.data.spec import PartitionSpec
         labels = np.arange(6000) % 10
         s = device_split("phone-7", PartitionSpec(kind="dirichlet", seed=3), ClassPools.build(labels, labels))
         sys.stdout.write(",".join(map(str, s.train_indices[:20].tolist() + s.test_indices[:5].tolist())))
@@ -318,7 +313,7 @@ def test_dense_quotas_and_exhausted_reserves_still_give_distinct_reproducible_ex
     """A quota of more than a quarter of its class, or a device whose reserve of redraws runs out, is
     drawn class by class; the result is still without repeats and the same in any company."""
     dense = PartitionSpec(kind="interest", classes_per_device=1, interest_share=1.0, train_per_device=5000)
-    monkeypatch.setattr(partition_module, "_reserve", lambda drawn: 0)  # every repeat exhausts it
+    monkeypatch.setattr(device_split_module, "_reserve", lambda drawn: 0)  # every repeat exhausts it
     for spec in (dense, PartitionSpec(kind="dirichlet", train_per_device=600)):
         splits = keyed(spec, pools, 8)
         for key, s in zip([f"device-{i}" for i in range(8)], splits, strict=True):
@@ -351,7 +346,7 @@ def test_class_pools_refuse_labels_out_of_range(labels: tuple[np.ndarray, np.nda
 def test_device_splits_in_chunks_are_the_same_as_in_one(pools, monkeypatch) -> None:
     spec = PartitionSpec(kind="dirichlet", train_per_device=300, test_per_device=50)
     whole = keyed(spec, pools, 25)
-    monkeypatch.setattr(partition_module, "CHUNK_UNIFORMS", 4000)  # a few devices a chunk
+    monkeypatch.setattr(device_split_module, "CHUNK_UNIFORMS", 4000)  # a few devices a chunk
     chunked = keyed(spec, pools, 25)
     assert all(same(a, b) for a, b in zip(whole, chunked, strict=True))
 

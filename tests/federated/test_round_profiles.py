@@ -19,7 +19,7 @@ import pytest
 import service.api  # noqa: F401  (first: service.cluster.participants alone is a circular import)
 from service.cluster.ownership import SlotOwnership
 from service.cluster.participants import ShardParticipants
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.errors import InvalidRequest
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation

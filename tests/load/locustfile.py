@@ -35,7 +35,8 @@ import numpy as np
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from service.data.partition import PartitionSpec, partition
+from service.data.partition import partition
+from service.data.spec import PartitionSpec
 from service.model.dataset import load_fashion_mnist, one_hot
 from service.wire.view import View
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.simulate.harness import DeviceOutcome, GridSample, SimulationConfig, SimulationResult
 from service.simulate.plots import moving_average, prediction_grid
 from service.simulate.report import describe_interest, points, summarize, write_csv, write_json

@@ -13,7 +13,7 @@ import pytest
 
 from service.cli import main
 from service.client import FleetClient
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.model.dataset import FashionMNIST
 from service.server_process import ServerProcess
 from service.simulate.harness import Simulation, SimulationConfig, SimulationResult

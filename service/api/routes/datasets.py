@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from service.api.codecs import NPZ, decode_npz, media_type
 from service.api.deps import AdminDep, FederationDep, PrincipalDep, in_thread
 from service.api.errors import documented
-from service.data.partition import PartitionSpec
+from service.data.spec import PartitionSpec
 from service.errors import InvalidRequest, UnsupportedMediaType
 from service.federated.federation import Selection
 
