@@ -5,11 +5,8 @@ report       the fleet summary, JSON and CSV reports, the rich table
 plots        loss curves, accuracy before and after, the tutorial's prediction grid (matplotlib, Agg)
 comparison   ``fleet simulate --dataset``: local-only, federated and fine-tuned arms, all server-side
 comparison_report, comparison_plots   its tables, JSON and CSV reports, and PNGs
-command      ``fleet simulate``: a service started or given, progress bars, files written
+arguments    ``fleet simulate``'s options and their checks (light: ``fleet --help`` imports it)
+command      a run: a service started or given, progress bars, files written
 
 The data partitioners both it and the service use are ``service.data.partition``.
 """
-
-from service.simulate.harness import Simulation, SimulationConfig, SimulationResult
-
-__all__ = ["Simulation", "SimulationConfig", "SimulationResult"]

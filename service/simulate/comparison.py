@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar, get_args
 from service.client import FleetClient
 from service.data.spec import PartitionSpec
 from service.errors import FleetError, InvalidRequest
-from service.federated.rounds import MAX_ROUNDS
+from service.federated.spec import MAX_ROUNDS
 from service.simulate.harness import NoProgress, ProgressSink, device_ids
 
 Aggregation = Literal["fedavg", "fedavgm", "fedadam"]
