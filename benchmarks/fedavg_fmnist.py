@@ -47,7 +47,7 @@ from service.data.spec import PartitionSpec
 from service.errors import FleetError
 from service.federated.federation import Federation
 from service.federated.local import INFER_SIGNATURE, TRAIN_SIGNATURE, LocalTraining, accuracy
-from service.federated.rounds import Evaluation, RoundSpec
+from service.federated.spec import Evaluation, RoundSpec
 from service.fleet.fleet import Fleet
 from service.runtime import CompiledModel
 

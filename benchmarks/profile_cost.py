@@ -48,7 +48,7 @@ from benchmarks._common import batch, machine, table
 from service.data.spec import PartitionSpec
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining
-from service.federated.rounds import RoundSpec
+from service.federated.spec import RoundSpec
 from service.fleet import Fleet
 from service.fleet.device import Device
 from service.fleet.memory import configure_allocator

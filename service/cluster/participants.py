@@ -26,7 +26,8 @@ from service.cluster.ownership import SlotOwnership
 from service.errors import FleetError, Unavailable
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation
-from service.federated.rounds import Evaluation, Participation, Update
+from service.federated.participants import Participation, Update
+from service.federated.spec import Evaluation
 from service.federated.wire import decode_update
 from service.fleet.record import RECORD, DeviceRecord
 from service.profiles import DeviceProfile

@@ -25,8 +25,9 @@ from service.errors import DeviceBusy, FleetError, InvalidRequest
 from service.federated import local
 from service.federated.checkpoints import Weights, read_weights
 from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
-from service.federated.rounds import Evaluation as EvaluationSpec
-from service.federated.rounds import Participants, Participation, RoundRunner, Update
+from service.federated.participants import Participants, Participation, Update
+from service.federated.rounds import RoundRunner
+from service.federated.spec import Evaluation as EvaluationSpec
 from service.federated.versions import KEEP_VERSIONS, VersionStore
 from service.fleet.device import Device
 from service.fleet.fleet import Fleet, absent

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 
 from service.errors import InvalidTensor
-from service.federated.rounds import Update
+from service.federated.participants import Update
 
 WEIGHT_PREFIX = "w/"
 META = "meta"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,27 +19,18 @@ import service.api  # noqa: F401  (first: service.cluster.participants alone is 
 from service.cluster.ownership import SlotOwnership
 from service.cluster.participants import ShardParticipants
 from service.data.spec import PartitionSpec
-from service.errors import InvalidRequest
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining, participation_seconds
-from service.federated.rounds import (
-    MAX_PENDING_STALE,
-    MAX_STALENESS,
-    MIN_ROUND_SECONDS,
-    Participation,
-    RoundSpec,
-    Update,
-    _Late,
-    _pick,
-    _Plan,
-    _Profiles,
-    device_key,
-    staleness_weight,
-)
+from service.federated.participants import Participation
+from service.federated.selection import Profiles, pick
+from service.federated.spec import RoundSpec
+from service.federated.staleness import MAX_STALENESS, staleness_weight
+from service.federated.tally import MIN_ROUND_SECONDS
 from service.fleet import Fleet
 from service.model.dataset import FashionMNIST, one_hot
 from service.profiles import DeviceProfile, parse_profile
+from service.profiles.availability import device_key
 from service.profiles.mixes import find_mix
 
 MODEL = "fashion_mnist"
@@ -323,39 +313,7 @@ def test_unprofiled_rounds_take_no_simulated_time(federation: Federation) -> Non
     assert view["simulated_time"] == 0
 
 
-# -- bad specs -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("fields", "named"),
-    [
-        ({"deadline": -1.0}, "deadline"),
-        ({"deadline": 0.0}, "deadline"),
-        ({"deadline": math.inf}, "deadline"),
-        ({"deadline": 5e-324}, "deadline"),
-        ({"deadline": 0.0009}, "deadline"),
-        ({"deadline": 1e10}, "deadline"),
-        ({"deadline": math.nan}, "deadline"),
-        ({"start_time": math.inf}, "start_time"),
-        ({"start_time": math.nan}, "start_time"),
-        ({"start_time": 1e13}, "start_time"),
-        ({"stragglers": "wait"}, "stragglers"),
-        ({"start_time": -5.0}, "start_time"),
-    ],
-)
-def test_bad_specs_are_refused_naming_the_field(fields: dict[str, Any], named: str) -> None:
-    with pytest.raises(InvalidRequest, match=named):
-        RoundSpec(MODEL, ("a",), **fields).check()
-
-
-def test_spec_view_shows_the_new_fields(tmp_path: Path) -> None:
-    view = RoundSpec(MODEL, ("a", "b"), deadline=2.5, stragglers="stale", start_time=10.0).view()
-    assert (view["deadline"], view["stragglers"], view["start_time"]) == (2.5, "stale", 10.0)
-
-
-def test_the_smallest_and_largest_deadlines_and_start_times_are_taken() -> None:
-    for fields in ({"deadline": 0.001}, {"deadline": 1e9}, {"start_time": 1e12}, {"start_time": 0}):
-        RoundSpec(MODEL, ("a",), **fields).check()
+# -- the smallest deadline -------------------------------------------------------------------
 
 
 def test_a_tiny_deadline_runs_with_every_profiled_participant_straggling(federation: Federation) -> None:
@@ -400,79 +358,7 @@ def test_a_zero_length_part_still_moves_simulated_time(federation: Federation) -
     assert [r["simulated_start"] for r in rounds_of(view)] == [0.0, MIN_ROUND_SECONDS]
 
 
-# -- stale updates by arrival time -----------------------------------------------------------
-
-
-def _update(name: str) -> Update:
-    return Update(name, TRAIN, 1, None, None, {"w": np.zeros(1, np.float32)})
-
-
-def test_a_stale_update_arrives_in_the_first_round_ending_after_it() -> None:
-    late = _Late(RoundSpec(MODEL, ("a",), rounds=10, deadline=1.0, stragglers="stale"))
-    # Round 1 starts at 0; a straggler takes 2.5 s: it arrives at 2.5. Round 2 (1 to 1.2: nobody late)
-    # and round 3 (1.2 to 2.2) end before it; round 4 (2.2 to 3.2) is the first to end after: 3 late,
-    # where assuming every round lasts the deadline would say 2.
-    late.offer(1, _Plan("a", 2.5, "straggler"), _update("a"), 0.0)
-    assert late.arriving(1, 1.0) == [] and late.arriving(2, 1.2) == [] and late.arriving(3, 2.2) == []
-    assert [(u.device, k) for u, k in late.arriving(4, 3.2)] == [("a", 3)]
-    # A round that starts late (waiting for a device to come online) takes it at once: 1 late.
-    late.offer(4, _Plan("b", 30.0, "straggler"), _update("b"), 2.2)
-    assert [(u.device, k) for u, k in late.arriving(5, 1000.0)] == [("b", 1)]
-    # One arriving exactly at a round's end is that round's.
-    late.offer(5, _Plan("c", 2.0, "straggler"), _update("c"), 999.0)
-    assert [(u.device, k) for u, k in late.arriving(6, 1001.0)] == [("c", 1)]
-
-
-def test_stale_updates_more_than_max_staleness_rounds_late_or_past_the_limit_are_dropped() -> None:
-    late = _Late(RoundSpec(MODEL, ("a",), rounds=100, deadline=1.0, stragglers="stale"))
-    late.offer(1, _Plan("a", 100.0, "straggler"), _update("a"), 0.0)
-    for number in range(2, MAX_STALENESS + 3):
-        assert late.arriving(number, float(number - 1) * 0.5) == []
-    assert late.arriving(MAX_STALENESS + 3, 1e9) == []  # it would arrive now, but too late
-    for i in range(MAX_PENDING_STALE + 5):
-        late.offer(10, _Plan(f"d{i}", 2.0, "straggler"), _update(f"d{i}"), 0.0)
-    assert len(late.arriving(11, 10.0)) == MAX_PENDING_STALE
-    dropping = _Late(RoundSpec(MODEL, ("a",), deadline=1.0, stragglers="drop"))
-    dropping.offer(1, _Plan("a", 2.0, "straggler"), _update("a"), 0.0)
-    assert dropping.arriving(2, 10.0) == []
-
-
 # -- picking ---------------------------------------------------------------------------------
-
-
-class _Counting:
-    """Participants that count profile reads (only ``profile`` is used by picking)."""
-
-    def __init__(self, profiles: dict[str, DeviceProfile | None]) -> None:
-        self.profiles = profiles
-        self.read: list[str] = []
-
-    def profile(self, device_id: str) -> DeviceProfile | None:
-        self.read.append(device_id)
-        return self.profiles.get(device_id)
-
-
-def test_an_unprofiled_run_reads_only_its_participants_profiles() -> None:
-    devices = [f"d{i:05d}" for i in range(10_000)]
-    counting = _Counting({})
-    at, picked, offline = _pick(devices, _Profiles(counting), 3, 1, 10, 0.0)  # type: ignore[arg-type]
-    assert at == 0.0 and offline == 0 and len(picked) == 10 and picked == sorted(picked)
-    assert sorted(counting.read) == picked
-    again = _pick(devices, _Profiles(_Counting({})), 3, 1, 10, 0.0)  # type: ignore[arg-type]
-    other = _pick(devices, _Profiles(_Counting({})), 3, 2, 10, 0.0)  # type: ignore[arg-type]
-    assert again[1] == picked and other[1] != picked
-
-
-def test_picking_skips_offline_devices_and_waits_when_none_is_online() -> None:
-    night = phone(availability={"kind": "trace", "intervals": [[100, 200]], "period": 1000})
-    devices = [f"d{i}" for i in range(6)]
-    counting = _Counting({i: night for i in devices[:4]})
-    at, picked, offline = _pick(devices, _Profiles(counting), 0, 1, 2, 0.0)  # type: ignore[arg-type]
-    assert at == 0.0 and picked == devices[4:] and 0 <= offline <= 4
-    assert len(counting.read) == offline + 2
-    everyone_sleeps = _Counting({i: night for i in devices})
-    at, picked, offline = _pick(devices, _Profiles(everyone_sleeps), 0, 1, 2, 300.0)  # type: ignore[arg-type]
-    assert at == 1100.0 and len(picked) == 2 and offline == 0
 
 
 def test_the_sharded_coordinator_picks_what_one_process_picks(federation: Federation) -> None:
@@ -481,8 +367,8 @@ def test_the_sharded_coordinator_picks_what_one_process_picks(federation: Federa
     sharded = ShardParticipants(federation, SlotOwnership(0, 1, 0), lambda: None, b"token")  # type: ignore[arg-type,return-value]
     try:
         for number in range(1, 6):
-            here = _pick(sorted(ids), _Profiles(federation), 7, number, 3, 0.0)
-            there = _pick(sorted(ids), _Profiles(sharded), 7, number, 3, 0.0)
+            here = pick(sorted(ids), Profiles(federation), 7, number, 3, 0.0)
+            there = pick(sorted(ids), Profiles(sharded), 7, number, 3, 0.0)
             assert here == there and not set(here[1]) & {ids[1], ids[3], ids[6]}
     finally:
         sharded.close()

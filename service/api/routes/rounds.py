@@ -27,13 +27,13 @@ from service.errors import InvalidRequest, InvalidTensor
 from service.federated.aggregation import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, ServerOptimizer
 from service.federated.federation import Selection
 from service.federated.local import INFER_SIGNATURE, LocalTraining
-from service.federated.rounds import (
+from service.federated.participants import Participation
+from service.federated.spec import (
     MAX_DEADLINE,
     MAX_ROUNDS,
     MAX_START_TIME,
     MIN_DEADLINE,
     Evaluation,
-    Participation,
     RoundSpec,
 )
 from service.federated.wire import encode_update

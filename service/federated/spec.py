@@ -1,0 +1,107 @@
+"""What a run of rounds is asked to do: its devices, rounds, training, aggregation, deadline and
+evaluation (``RoundSpec``), and the limits it is checked against."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from service.errors import InvalidRequest
+from service.federated.aggregation import ServerOptimizer
+from service.federated.local import LocalTraining
+
+Aggregation = Literal["fedavg", "fedavgm", "fedadam", "none"]
+AGGREGATIONS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "none")
+DeviceWeights = Literal["trained", "checkpoint", "saved"]
+Stragglers = Literal["drop", "stale"]
+STRAGGLERS: tuple[str, ...] = ("drop", "stale")
+MIN_DEADLINE, MAX_DEADLINE = 0.001, 1e9
+"""The simulated seconds a round's deadline may be."""
+MAX_START_TIME = 1e12
+"""The latest simulated time a run may start at (about 31,700 years)."""
+MAX_ROUNDS = 1000
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset: str
+    split: str = "test"
+    limit: int | None = None
+    """Evaluate on the split's first ``limit`` samples (None: all)."""
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    model: str
+    devices: tuple[str, ...]
+    """The devices the run picks from (resolved when the run is asked for)."""
+    rounds: int = 1
+    participants: int | None = None
+    """Devices per round (None: all of them)."""
+    training: LocalTraining = field(default_factory=LocalTraining)
+    aggregation: Aggregation = "fedavg"
+    server: ServerOptimizer | None = None
+    """The server's optimizer; None: the aggregation's defaults."""
+    seed: int = 0
+    start_version: int | None = None
+    """The global version the first round starts from (None: the model's latest)."""
+    evaluation: Evaluation | None = None
+    local_accuracy: bool = True
+    """Evaluate each participant on its local test data after it trains."""
+    device_weights: DeviceWeights = "trained"
+    """After a participant sends its update: keep the trained weights (unsaved, like any training),
+    drop them (the device's next call starts from its checkpoint), or save them as its checkpoint."""
+    owner: str = ""
+    """The device prefix of the key that started the run ("" for an admin): only that key's holders
+    (and admins) see the run or cancel it."""
+    deadline: float | None = None
+    """Simulated seconds a round waits for its participants (None: for all of them)."""
+    stragglers: Stragglers = "drop"
+    """What becomes of the update of a participant past the deadline: dropped, or added late (stale)."""
+    start_time: float = 0.0
+    """The simulated time the run's first round starts at (availability is read at it)."""
+
+    def check(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise InvalidRequest(
+                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
+            )
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise InvalidRequest(f"rounds must be between 1 and {MAX_ROUNDS} (got {self.rounds})")
+        if not self.devices:
+            raise InvalidRequest("the run selects no devices: give IDs, a prefix that matches some, or all")
+        if self.participants is not None and not 1 <= self.participants <= len(self.devices):
+            raise InvalidRequest(
+                f"participants must be between 1 and the {len(self.devices)} devices selected "
+                f"(got {self.participants})"
+            )
+        if self.deadline is not None and not (
+            isinstance(self.deadline, int | float) and MIN_DEADLINE <= self.deadline <= MAX_DEADLINE
+        ):
+            raise InvalidRequest(
+                f"deadline must be between {MIN_DEADLINE:g} and {MAX_DEADLINE:g} simulated seconds "
+                f"(got {self.deadline})"
+            )
+        if self.stragglers not in STRAGGLERS:
+            raise InvalidRequest(
+                f"unknown stragglers policy {self.stragglers!r}; choose one of {', '.join(STRAGGLERS)}"
+            )
+        if not (isinstance(self.start_time, int | float) and 0 <= self.start_time <= MAX_START_TIME):
+            raise InvalidRequest(
+                f"start_time must be between 0 and {MAX_START_TIME:g} simulated seconds "
+                f"(got {self.start_time})"
+            )
+        self.training.check()
+        self.optimizer().check()
+
+    def optimizer(self) -> ServerOptimizer:
+        if self.server is not None:
+            return self.server
+        return ServerOptimizer.defaults("fedavg" if self.aggregation == "none" else self.aggregation)
+
+    def view(self) -> dict[str, object]:
+        view = asdict(self)
+        devices = view.pop("devices")
+        view["devices"] = len(devices)
+        view["server"] = asdict(self.optimizer()) if self.aggregation != "none" else None
+        return view
