@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.architecture_map import layers, render
+
 ROOT = Path(__file__).parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -44,3 +46,11 @@ def test_an_arrow_back_up_breaks_the_layers(tmp_path: Path) -> None:
     result = lint_imports(config)
     assert result.returncode != 0
     assert "service.api is not allowed to import service.fleet" in result.stdout
+
+
+def test_the_map_is_drawn_from_the_contracts() -> None:
+    drawn = render(layers((ROOT / ".importlinter").read_text()))
+    assert (ROOT / "docs" / "architecture.svg").read_text() == drawn, (
+        "docs/architecture.svg does not show .importlinter's layers; draw it again with\n"
+        "    .venv/bin/python -m tests.architecture_map > docs/architecture.svg"
+    )
