@@ -8,7 +8,7 @@ A dataset is a directory ``data_dir/datasets/<name>/``::
 
 Arrays are read memory-mapped: the pages of a dataset are shared by every device that uses it, and by
 every process of a sharded fleet on one machine. A device's data is an index view into a split
-(``service.data.assignment``), gathered when it trains or is evaluated.
+(``service.data.assignment``), gathered when it trains or is evaluated (``service.data.dataset``).
 
 The built-in ``fashion-mnist`` (the loader of ``service.model.dataset``: Debian's files, else Keras')
 is written here the first time it is used, with the arrays the embedded model's ``train`` takes: ``x``
@@ -25,255 +25,39 @@ added again under the same name is never mistaken for the one a device was assig
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from service.data.arrays import check_splits, content_id, fashion_mnist_splits, labels_of, split_arrays
+from service.data.dataset import Dataset, Split
 from service.errors import (
     CorruptState,
     DatasetExists,
     DatasetNotFound,
-    InvalidRequest,
-    InvalidTensor,
     LimitExceeded,
 )
-from service.runtime import SignatureSpec
-from service.runtime.specs import CheckedInputs
 from service.storage import check_id, read_json, remove_tree, shown, storage_error, utc_now, write_json
 
 log = logging.getLogger(__name__)
 
 DATASETS_DIR = "datasets"
+
+
 DESCRIPTION = "dataset.json"
+
+
 BUILTIN = "fashion-mnist"
-DEFAULT_SPLIT = "train"
-MAX_CLASSES = 10_000
-NUMERIC_KINDS = frozenset("biuf")
-"""Bool, signed and unsigned integers, floats: what a tensor of samples may hold."""
-FINITE_CHUNK = 1 << 16
-"""Samples scanned at once for NaN and infinity when a dataset is added (bounds the scan's memory)."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split of a dataset: its arrays (memory-mapped) and, with a label, each sample's class."""
-
-    name: str
-    arrays: Mapping[str, np.ndarray]
-    labels: np.ndarray | None
-
-    @property
-    def count(self) -> int:
-        return len(next(iter(self.arrays.values())))
-
-    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """The samples at ``indices``, copied out of the mapped files (only their pages are read)."""
-        return {name: np.ascontiguousarray(values[indices]) for name, values in self.arrays.items()}
-
-    def check_inputs(
-        self, signature: SignatureSpec, dataset: str, model: str, *, subset: bool = False
-    ) -> None:
-        """Refuse (InvalidTensor) unless every input of ``signature`` is an array here with its dtype
-        and per-sample shape; with ``subset`` the split may hold more (a label ``infer`` does not take).
-        ``dataset`` and ``model`` are names, for messages."""
-        names = {spec.name for spec in signature.inputs}
-        missing = sorted(names - set(self.arrays))
-        extra = sorted(set(self.arrays) - names)
-        if missing or (extra and not subset):
-            raise InvalidTensor(
-                f"dataset '{dataset}' does not match signature '{signature.name}' of model '{model}': "
-                f"it takes {sorted(names)}, the dataset has {sorted(self.arrays)}"
-            )
-        for spec in signature.inputs:
-            array = self.arrays[spec.name]
-            if array.dtype != spec.dtype or not spec.accepts_shape((1, *array.shape[1:])):
-                raise InvalidTensor(
-                    f"dataset '{dataset}': array '{spec.name}' holds {array.dtype} samples of shape "
-                    f"{list(array.shape[1:])}; signature '{signature.name}' of model '{model}' takes "
-                    f"{spec.describe()}"
-                )
-
-    def batch(self, signature: SignatureSpec, indices: np.ndarray) -> CheckedInputs:
-        """The samples at ``indices`` as inputs of ``signature`` that need no second check: the
-        dataset's floats were found finite when it was stored, and ``check_inputs`` (which the caller
-        runs first, once) matches dtypes and shapes."""
-        return CheckedInputs(signature, {s.name: self.arrays[s.name][indices] for s in signature.inputs})
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    content_id: str
-    label: str | None
-    """The array that holds each sample's class (integer class or one-hot/score rows); None: unlabelled."""
-    num_classes: int | None
-    splits: Mapping[str, Split]
-    created_at: str
-    builtin: bool = False
-    bytes: int = 0
-    source: str = field(default="upload")
-
-    def split(self, name: str) -> Split:
-        found = self.splits.get(name)
-        if found is None:
-            raise InvalidRequest(
-                f"dataset '{self.name}' has no split '{name}'; it has {', '.join(sorted(self.splits))}"
-            )
-        return found
-
-    def labels(self, split: str) -> np.ndarray:
-        labels = self.split(split).labels
-        if labels is None:
-            raise InvalidRequest(
-                f"dataset '{self.name}' has no label array: give `label` when adding it to use class-based "
-                "partitions and accuracy"
-            )
-        return labels
-
-    def check_inputs(self, signature: SignatureSpec, model: str, *, subset: bool = False) -> None:
-        """``Split.check_inputs`` (every split has the same arrays)."""
-        next(iter(self.splits.values())).check_inputs(signature, self.name, model, subset=subset)
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "builtin": self.builtin,
-            "source": self.source,
-            "content_id": self.content_id,
-            "label": self.label,
-            "num_classes": self.num_classes,
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "splits": {
-                name: {
-                    "count": split.count,
-                    "arrays": {
-                        key: {"dtype": str(value.dtype), "shape": [None, *value.shape[1:]]}
-                        for key, value in split.arrays.items()
-                    },
-                }
-                for name, split in self.splits.items()
-            },
-        }
 
 
 BuiltinLoader = Callable[[], dict[str, dict[str, np.ndarray]]]
 """Returns a built-in dataset's splits: split name -> array name -> array."""
-
-
-def fashion_mnist_splits(directory: Path | None = None) -> dict[str, dict[str, np.ndarray]]:
-    from service.model.dataset import load_fashion_mnist, one_hot
-
-    data = load_fashion_mnist(directory)
-    return {
-        "train": {"x": data.train_images, "y": one_hot(data.train_labels)},
-        "test": {"x": data.test_images, "y": one_hot(data.test_labels)},
-    }
-
-
-def split_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """An upload's arrays by split: ``<split>/<input>``, or ``<input>`` alone for the train split."""
-    splits: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in arrays.items():
-        split, _, name = key.rpartition("/")
-        split = split or DEFAULT_SPLIT
-        check_id("split", split)
-        check_id("array", name)
-        if name in splits.get(split, {}):
-            raise InvalidTensor(f"array '{name}' of split '{split}' is given twice")
-        splits.setdefault(split, {})[name] = value
-    return splits
-
-
-def labels_of(values: np.ndarray, where: str) -> tuple[np.ndarray, int]:
-    """Each sample's class from a label array (integer classes, or rows whose argmax is the class)."""
-    if values.ndim == 1 and values.dtype.kind in "iub":
-        if len(values) and int(values.min()) < 0:
-            raise InvalidTensor(f"{where}: class labels must not be negative (found {int(values.min())})")
-        classes = int(values.max()) + 1 if len(values) else 0
-        labels = values.astype(np.int64)
-    elif values.ndim == 2 and values.shape[1] >= 1:
-        classes = values.shape[1]
-        labels = np.argmax(values, axis=1)
-    else:
-        raise InvalidTensor(
-            f"{where}: a label array must hold integer classes (one per sample) or one row per sample "
-            f"(one-hot or scores); it is {values.dtype} of shape {list(values.shape)}"
-        )
-    if classes > MAX_CLASSES:
-        raise InvalidTensor(f"{where}: {classes} classes; at most {MAX_CLASSES} are supported")
-    return labels.astype(np.uint16 if classes <= 65_536 else np.int64), classes
-
-
-def check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], label: str | None) -> int | None:
-    """Refuse an upload the fleet could not train on; returns the number of classes (None unlabelled)."""
-    if not splits:
-        raise InvalidTensor("the dataset holds no arrays")
-    reference_name, reference = next(iter(splits.items()))
-    num_classes: int | None = None
-    for split, arrays in splits.items():
-        if set(arrays) != set(reference):
-            raise InvalidTensor(
-                f"split '{split}' has arrays {sorted(arrays)}, split '{reference_name}' has "
-                f"{sorted(reference)}: "
-                "every split must have the same arrays"
-            )
-        sizes = {}
-        for name, value in arrays.items():
-            where = f"array '{split}/{name}'"
-            if value.dtype.kind not in NUMERIC_KINDS:
-                raise InvalidTensor(f"{where} holds {value.dtype}; only numbers can be samples")
-            if value.ndim == 0:
-                raise InvalidTensor(f"{where} is a scalar; arrays hold samples along their first dimension")
-            if value.dtype.kind == "f" and not _finite(value):
-                raise InvalidTensor(
-                    f"{where} holds NaN or infinite values: a training step on them would make the "
-                    "weights NaN"
-                )
-            ref = reference[name]
-            if value.dtype != ref.dtype or value.shape[1:] != ref.shape[1:]:
-                raise InvalidTensor(
-                    f"{where} is {value.dtype} of per-sample shape {list(value.shape[1:])}, but in split "
-                    f"'{reference_name}' it is {ref.dtype} of {list(ref.shape[1:])}"
-                )
-            sizes[name] = value.shape[0]
-        if len(set(sizes.values())) != 1:
-            raise InvalidTensor(f"split '{split}': the arrays hold different numbers of samples: {sizes}")
-        if not next(iter(sizes.values())):
-            raise InvalidTensor(f"split '{split}' holds no samples")
-        if label is not None:
-            if label not in arrays:
-                raise InvalidTensor(
-                    f"label array '{label}' is not in split '{split}' (it has {sorted(arrays)})"
-                )
-            _, classes = labels_of(arrays[label], f"array '{split}/{label}'")
-            num_classes = max(num_classes or 0, classes)
-    return num_classes
-
-
-def _finite(value: np.ndarray) -> bool:
-    return all(
-        bool(np.isfinite(value[start : start + FINITE_CHUNK]).all())
-        for start in range(0, len(value), FINITE_CHUNK)
-    )
-
-
-def content_id(splits: Mapping[str, Mapping[str, np.ndarray]]) -> str:
-    digest = hashlib.blake2b(digest_size=8)
-    for split in sorted(splits):
-        for name in sorted(splits[split]):
-            value = np.ascontiguousarray(splits[split][name])
-            digest.update(f"{split}/{name}:{value.dtype.str}:{value.shape}".encode())
-            digest.update(value.data)
-    return digest.hexdigest()
 
 
 class DatasetStore:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from service.data.arrays import labels_of
 from service.data.assignment import Assignment, read_assignment
-from service.data.datasets import Dataset, DatasetStore, labels_of
+from service.data.dataset import Dataset
+from service.data.datasets import DatasetStore
 from service.errors import InvalidRequest, InvalidTensor, NoAssignment
 from service.fleet.device import Device
 from service.fleet.record import HistorySource, scalar_loss
