@@ -17,7 +17,20 @@ from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
 from service.api.quotas import Quotas
 from service.api.realtime import RealTime, SimulatedTime
-from service.api.routes import datasets, devices, fleet, health, jobs, metrics, models, profiles, rounds, v2
+from service.api.routes import (
+    datasets,
+    devices,
+    fleet,
+    health,
+    jobs,
+    metrics,
+    models,
+    participation,
+    profiles,
+    rounds,
+    v2,
+    versions,
+)
 from service.config import Settings
 from service.federated.federation import Federation, RemoteParticipants
 from service.fleet import DEFAULT_MODEL, Fleet
@@ -120,7 +133,7 @@ def create_app(
     openapi.install(app)
     for router in (health.router, models.router, fleet.router, devices.router, jobs.router):
         app.include_router(router)
-    for router in (datasets.router, profiles.router, rounds.devices, rounds.versions, rounds.rounds):
+    for router in (datasets.router, profiles.router, participation.router, versions.router, rounds.router):
         app.include_router(router)
     for router in (v2.router, metrics.router):
         app.include_router(router)

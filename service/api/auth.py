@@ -229,3 +229,9 @@ class Authenticate:
         state["peer"] = self._bears(scope, PEER_HEADER, self.peer_token)  # another process of the fleet
         state["relayed"] = state["peer"] or self._from_front(scope)  # checked where it entered the fleet
         await self.app(scope, receive, send)
+
+
+def tenant(principal: Principal) -> str | None:
+    """Whose runs and versions a key sees: all for an admin (None), else those its prefix's keys made
+    (and, of versions, those an admin published)."""
+    return None if principal.is_admin else principal.prefix
