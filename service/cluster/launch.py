@@ -8,7 +8,7 @@ import ray
 from starlette.applications import Starlette
 
 from service.api.auth import KeyRing
-from service.cluster.front import create_front
+from service.cluster.front.app import create_front
 from service.cluster.runtime import connect, coordinator
 from service.config import Settings
 

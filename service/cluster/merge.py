@@ -83,6 +83,12 @@ def sum_counts(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
     return total
 
 
+def merge_profile_assigns(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The shards' answers to a profile assignment as one: devices and each class's count summed."""
+    classes = sum_counts([r["classes"] for r in results])
+    return {**results[0], "assigned": sum(r["assigned"] for r in results), "classes": classes}
+
+
 def _merge_routes(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """The shards' per-route request counts, summed route by route (buckets element-wise)."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}

@@ -13,20 +13,19 @@ is restarted by Ray, and its calls retried: each of them is idempotent, and a re
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
 import socket
 import threading
 from collections import Counter
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnschedulableError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from service.cluster.names import COORDINATOR, SHARD_PREFIX, namespace
 from service.cluster.shard import START_TIMEOUT, ShardServer
 from service.cluster.state import ClusterState, Membership
 from service.config import Settings
@@ -35,8 +34,6 @@ from service.wire.view import ShardInfo, View
 
 log = logging.getLogger(__name__)
 
-COORDINATOR = "fleet-coordinator"
-SHARD_PREFIX = "fleet-shard-"
 MAX_SHARDS = 64
 STOP_TIMEOUT = 20.0
 """Seconds a shard a resize takes away has to finish its calls before it is killed."""
@@ -329,13 +326,6 @@ def _working_nodes() -> list[str]:
 def _check_count(shards: int) -> None:
     if not 1 <= shards <= MAX_SHARDS:
         raise InvalidRequest(f"a fleet has 1 to {MAX_SHARDS} shards, not {shards}")
-
-
-def namespace(data_dir: Path) -> str:
-    """Ray namespace of the fleet in ``data_dir``: fleets of other data directories share a cluster
-    without meeting each other's actors."""
-    digest = hashlib.blake2b(str(data_dir.resolve()).encode(), digest_size=6).hexdigest()
-    return f"tflite-fleet-{digest}"
 
 
 def connect(settings: Settings, address: str | None, shards: int) -> None:

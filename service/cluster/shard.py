@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.cluster.names import COORDINATOR, namespace
 from service.cluster.ownership import SlotOwnership
 from service.cluster.state import ClusterState
 from service.config import Settings
@@ -166,9 +167,7 @@ class ShardServer:
 
     def _peers(self) -> View:
         """The fleet's view, from the coordinator: where a round's participants are asked."""
-        import ray
-
-        from service.cluster.runtime import COORDINATOR, namespace
+        import ray  # not above: this module is plain Python; only a shard Ray made an actor asks
 
         coordinator: Any = ray.get_actor(COORDINATOR, namespace=namespace(self.settings.data_dir))
         view: dict[str, Any] = ray.get(coordinator.view.remote(), timeout=10)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from service.api import create_app
 from service.api.codecs import NPZ
 from service.client import FleetClient
-from service.cluster.front import merge_profile_assigns
+from service.cluster.merge import merge_profile_assigns
 from service.config import Settings
 from service.errors import DeviceOffline, InvalidProfile, ProfileMixNotFound
 from service.profiles import parse_profile
