@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from service.simulate.comparison import ComparisonConfig
+    from service.simulate.comparison_config import ComparisonConfig
     from service.simulate.harness import SimulationConfig
 
 FEDERATED_ONLY = (
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     """``fleet simulate``: check the options, then run the personalization round or the comparison."""
     from service.errors import FleetError
     from service.simulate import command
-    from service.simulate.comparison import ComparisonConfig
+    from service.simulate.comparison_config import ComparisonConfig
 
     federated = args.dataset is not None
     misplaced = [
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> ComparisonConfig | SimulationConfig:
     """The run ``args`` describe (ValueError for values out of range; FleetError for a mix file)."""
     from service.data.spec import PartitionSpec
-    from service.simulate.comparison import ComparisonConfig
+    from service.simulate.comparison_config import ComparisonConfig
     from service.simulate.harness import SimulationConfig
 
     partition = PartitionSpec(

@@ -17,7 +17,8 @@ from service.errors import DeviceExists, FleetError
 from service.model.dataset import load_fashion_mnist
 from service.server_process import ServerProcess
 from service.simulate import comparison_plots, comparison_report
-from service.simulate.comparison import Comparison, ComparisonConfig, mix_name
+from service.simulate.comparison import Comparison
+from service.simulate.comparison_config import ComparisonConfig, mix_name
 from service.simulate.harness import Simulation, SimulationConfig, SimulationResult
 from service.simulate.plots import write_plots
 from service.simulate.report import summarize, table, write_csv, write_json

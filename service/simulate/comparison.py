@@ -22,209 +22,22 @@ durations and which devices straggled.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
 from service.client import FleetClient
-from service.data.spec import PartitionSpec
 from service.errors import FleetError, InvalidRequest
-from service.federated.spec import MAX_ROUNDS
+from service.simulate.comparison_config import ARMS, START_VERSION, ComparisonConfig
+from service.simulate.comparison_result import ComparedDevice, ComparisonResult, RoundRecord, Scores
 from service.simulate.harness import NoProgress, ProgressSink, device_ids
 
-Aggregation = Literal["fedavg", "fedavgm", "fedadam"]
-AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
-Arm = Literal["local_only", "federated", "fine_tuned"]
-ARMS: tuple[Arm, ...] = get_args(Arm)
-ARM_TITLES: Mapping[str, str] = {
-    "local_only": "local only",
-    "federated": "federated",
-    "fine_tuned": "federated + fine-tuning",
-}
-PHASES = ("assign", "local_only", "rounds", "evaluate", "fine_tune")
-"""Progress phases: the assignment, local-only train steps, round participants, evaluations and
-fine-tuning steps."""
-START_VERSION = 0
-"""Rounds start from the model's own weights, the baseline the local-only arm starts from too."""
-
-
-def mix_name(mix: str | Mapping[str, Any]) -> str:
-    return mix if isinstance(mix, str) else str(mix.get("name", "custom"))
-
-
 T = TypeVar("T")
+
+
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class ComparisonConfig:
-    dataset: str = "fashion-mnist"
-    partition: PartitionSpec = field(default_factory=PartitionSpec)
-    rounds: int = 10
-    participants: int | None = None
-    """Devices per round; None: all of them."""
-    aggregation: Aggregation = "fedavg"
-    epochs: int = 3
-    """Local epochs per round, and the local-only arm's epochs."""
-    fine_tune_epochs: int | None = None
-    """Epochs of arm 3's fine-tuning; None: ``epochs``."""
-    batch_size: int = 32
-    concurrency: int = 4
-    global_test_size: int = 2000
-    device_prefix: str = "sim"
-    timeout: float = 3600.0
-    """Seconds any one job, or the whole run of rounds, may take."""
-    profiles: str | Mapping[str, Any] | None = None
-    """A profile mix (a built-in mix's name, or a mix as ``ProfileMix.describe()`` gives it)."""
-    deadline: float | None = None
-    """Simulated seconds a round waits for its participants (needs ``profiles``)."""
-    stragglers: Literal["drop", "stale"] = "drop"
-
-    def __post_init__(self) -> None:
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
-            )
-        if not 1 <= self.rounds <= MAX_ROUNDS:
-            raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS:,} (got {self.rounds})")
-        devices = self.partition.devices
-        if self.participants is not None and not 1 <= self.participants <= devices:
-            raise ValueError(
-                f"participants must be between 1 and the {devices} devices (got {self.participants})"
-            )
-        if self.deadline is not None and (self.profiles is None or not self.deadline > 0):
-            raise ValueError("a deadline needs --profiles, and must be a positive number of seconds")
-        numbers = (self.epochs, self.fine_tune_epochs or 1, self.batch_size, self.concurrency)
-        if min(*numbers, self.global_test_size) < 1:
-            raise ValueError(
-                "epochs, fine_tune_epochs, batch_size, concurrency and global_test_size must be at least 1"
-            )
-
-    @property
-    def per_round(self) -> int:
-        return self.participants or self.partition.devices
-
-    @property
-    def tune_epochs(self) -> int:
-        return self.fine_tune_epochs or self.epochs
-
-    def device_seed(self, index: int) -> int:
-        """The shuffling seed of a device's jobs (as ``SimulationConfig.device_seed``)."""
-        return self.partition.seed * 100_003 + index
-
-    def steps(self, epochs: int) -> int:
-        """Train steps of one device's job of ``epochs`` epochs."""
-        return epochs * math.ceil(self.partition.train_per_device / self.batch_size)
-
-    def evaluations(self) -> int:
-        """Every evaluation the run asks for: two per device in arms 1 and 3, one in arm 2, and the
-        global accuracy of the start and the final version."""
-        return 5 * self.partition.devices + 2
-
-
-@dataclass(frozen=True)
-class Scores:
-    local: float
-    """Accuracy on the device's own test data."""
-    global_: float
-    """Accuracy on the global test split."""
-
-
-@dataclass(frozen=True)
-class ComparedDevice:
-    device_id: str
-    index: int
-    preferred_classes: tuple[int, ...]
-    label_distribution: tuple[float, ...]
-    train_size: int
-    test_size: int
-    arms: Mapping[str, Scores]
-    """Scores by arm (``ARMS``)."""
-    local_only_loss: float | None
-    fine_tune_loss: float | None
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One round of the run, as the service measured it."""
-
-    round: int
-    version: int | None
-    participants: list[str]
-    finished: int
-    failed: int
-    failures: list[dict[str, str]]
-    samples: int
-    mean_loss: float | None
-    global_accuracy: float | None
-    """The round's new global version on the global test split."""
-    mean_local_accuracy: float | None
-    """The participants' mean accuracy on their own test data after this round's local training."""
-    seconds: float
-    straggled: int = 0
-    dropped: int = 0
-    offline: int = 0
-    stragglers: tuple[str, ...] = ()
-    simulated_seconds: float | None = None
-    """What the round took on the profiled phones (None without profiles)."""
-    ideal_global_accuracy: float | None = None
-    """The same round's global accuracy in the run on ideal phones (with profiles only)."""
-
-    @classmethod
-    def of(cls, view: Mapping[str, Any], ideal: Mapping[str, Any] | None = None) -> RoundRecord:
-        return cls(
-            round=int(view["round"]),
-            version=view.get("version"),
-            participants=list(view.get("participants", [])),
-            finished=int(view.get("finished", 0)),
-            failed=int(view.get("failed", 0)),
-            failures=list(view.get("failures", [])),
-            samples=int(view.get("samples", 0)),
-            mean_loss=view.get("mean_loss"),
-            global_accuracy=view.get("global_accuracy"),
-            mean_local_accuracy=view.get("mean_local_accuracy"),
-            seconds=float(view.get("seconds", 0.0)),
-            straggled=int(view.get("straggled", 0)),
-            dropped=int(view.get("dropped", 0)),
-            offline=int(view.get("offline", 0)),
-            stragglers=tuple(view.get("stragglers", ())),
-            simulated_seconds=view.get("simulated_seconds") if ideal is not None else None,
-            ideal_global_accuracy=None if ideal is None else ideal.get("global_accuracy"),
-        )
-
-
-@dataclass(frozen=True)
-class ComparisonResult:
-    config: ComparisonConfig
-    dataset: Mapping[str, Any]
-    """The dataset's name, source and split sizes, as the service describes it."""
-    model: str
-    run_id: str
-    final_version: int
-    start_global_accuracy: float
-    """Version 0 (the model's own weights) on the global test split: where every arm starts."""
-    global_test_count: int
-    rounds: list[RoundRecord]
-    devices: list[ComparedDevice]
-    seconds: float
-    phase_seconds: Mapping[str, float]
-    classes: Mapping[str, str] = field(default_factory=dict)
-    """Each device's profile class (with profiles)."""
-
-    @property
-    def profiled(self) -> bool:
-        return self.config.profiles is not None
-
-    def straggled(self, device_id: str) -> int:
-        """Rounds in which the device straggled (as far as the rounds' lists of stragglers show)."""
-        return sum(device_id in r.stragglers for r in self.rounds)
-
-    def mean(self, arm: str, where: Literal["local", "global_"]) -> float:
-        values = [getattr(d.arms[arm], where) for d in self.devices]
-        return sum(values) / len(values)
 
 
 def in_parallel(workers: int, function: Callable[[T], R], items: Sequence[T]) -> list[R]:

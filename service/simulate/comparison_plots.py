@@ -11,8 +11,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from service.simulate.comparison import ARM_TITLES, ARMS, ComparisonResult
+from service.simulate.comparison_config import ARM_TITLES, ARMS
 from service.simulate.comparison_report import arm_means
+from service.simulate.comparison_result import ComparisonResult
 from service.simulate.plots import DPI, save
 
 GLOBAL_COLOR = "tab:blue"

@@ -10,7 +10,8 @@ from typing import Any
 from rich.table import Table
 
 from service.model.dataset import CLASS_NAMES
-from service.simulate.comparison import ARM_TITLES, ARMS, ComparedDevice, ComparisonResult
+from service.simulate.comparison_config import ARM_TITLES, ARMS
+from service.simulate.comparison_result import ComparedDevice, ComparisonResult
 from service.simulate.report import interest_classes, percent, points, signed_points, write_rows
 
 FASHION_MNIST = "fashion-mnist"

@@ -1,0 +1,108 @@
+"""What ``fleet simulate --dataset`` compares: the arms, the run's configuration and its checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from service.data.spec import PartitionSpec
+from service.federated.spec import MAX_ROUNDS
+
+Aggregation = Literal["fedavg", "fedavgm", "fedadam"]
+
+
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+
+
+Arm = Literal["local_only", "federated", "fine_tuned"]
+
+
+ARMS: tuple[Arm, ...] = get_args(Arm)
+
+
+ARM_TITLES: Mapping[str, str] = {
+    "local_only": "local only",
+    "federated": "federated",
+    "fine_tuned": "federated + fine-tuning",
+}
+
+
+PHASES = ("assign", "local_only", "rounds", "evaluate", "fine_tune")
+"""Progress phases: the assignment, local-only train steps, round participants, evaluations and
+fine-tuning steps."""
+
+
+START_VERSION = 0
+"""Rounds start from the model's own weights, the baseline the local-only arm starts from too."""
+
+
+def mix_name(mix: str | Mapping[str, Any]) -> str:
+    return mix if isinstance(mix, str) else str(mix.get("name", "custom"))
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    dataset: str = "fashion-mnist"
+    partition: PartitionSpec = field(default_factory=PartitionSpec)
+    rounds: int = 10
+    participants: int | None = None
+    """Devices per round; None: all of them."""
+    aggregation: Aggregation = "fedavg"
+    epochs: int = 3
+    """Local epochs per round, and the local-only arm's epochs."""
+    fine_tune_epochs: int | None = None
+    """Epochs of arm 3's fine-tuning; None: ``epochs``."""
+    batch_size: int = 32
+    concurrency: int = 4
+    global_test_size: int = 2000
+    device_prefix: str = "sim"
+    timeout: float = 3600.0
+    """Seconds any one job, or the whole run of rounds, may take."""
+    profiles: str | Mapping[str, Any] | None = None
+    """A profile mix (a built-in mix's name, or a mix as ``ProfileMix.describe()`` gives it)."""
+    deadline: float | None = None
+    """Simulated seconds a round waits for its participants (needs ``profiles``)."""
+    stragglers: Literal["drop", "stale"] = "drop"
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
+            )
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS:,} (got {self.rounds})")
+        devices = self.partition.devices
+        if self.participants is not None and not 1 <= self.participants <= devices:
+            raise ValueError(
+                f"participants must be between 1 and the {devices} devices (got {self.participants})"
+            )
+        if self.deadline is not None and (self.profiles is None or not self.deadline > 0):
+            raise ValueError("a deadline needs --profiles, and must be a positive number of seconds")
+        numbers = (self.epochs, self.fine_tune_epochs or 1, self.batch_size, self.concurrency)
+        if min(*numbers, self.global_test_size) < 1:
+            raise ValueError(
+                "epochs, fine_tune_epochs, batch_size, concurrency and global_test_size must be at least 1"
+            )
+
+    @property
+    def per_round(self) -> int:
+        return self.participants or self.partition.devices
+
+    @property
+    def tune_epochs(self) -> int:
+        return self.fine_tune_epochs or self.epochs
+
+    def device_seed(self, index: int) -> int:
+        """The shuffling seed of a device's jobs (as ``SimulationConfig.device_seed``)."""
+        return self.partition.seed * 100_003 + index
+
+    def steps(self, epochs: int) -> int:
+        """Train steps of one device's job of ``epochs`` epochs."""
+        return epochs * math.ceil(self.partition.train_per_device / self.batch_size)
+
+    def evaluations(self) -> int:
+        """Every evaluation the run asks for: two per device in arms 1 and 3, one in arm 2, and the
+        global accuracy of the start and the final version."""
+        return 5 * self.partition.devices + 2
