@@ -206,7 +206,7 @@ def owner(base: str) -> None:
 
 
 def _owner_slot(device_id: str, shards: int) -> int:
-    """The service's rendezvous hashing (service/cluster/view.py), with the standard library only."""
+    """The service's rendezvous hashing (service/wire/view.py), with the standard library only."""
     import hashlib
 
     def score(slot: int) -> int:

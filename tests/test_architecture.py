@@ -6,6 +6,7 @@ The contracts are ``.importlinter`` at the root of the checkout (the source of t
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,13 @@ def test_the_map_is_drawn_from_the_contracts() -> None:
         "docs/architecture.svg does not show .importlinter's layers; draw it again with\n"
         "    .venv/bin/python -m tests.architecture_map > docs/architecture.svg"
     )
+
+
+def test_the_map_names_only_files_that_exist() -> None:
+    """The architecture page's paths (``api/errors.py``, ``cluster/front/routes/``) are under ``service/``,
+    or at the root of the checkout: a module moved or renamed without the map breaks this."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`([a-z_]+(?:/[a-z_.]+)*(?:\.py|/))`", page))
+    assert len(paths) > 10
+    missing = sorted(p for p in paths if not (ROOT / "service" / p).exists() and not (ROOT / p).exists())
+    assert not missing, f"docs/architecture.md names paths that are not in the checkout: {missing}"
