@@ -34,9 +34,10 @@ from service.fleet.record import HISTORY, RECORD, TRASH, DeviceRecord
 from service.fleet.residency import Residency, ResidencyStats
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats
+from service.fleet.trash import empty_trash
 from service.profiles import DeviceProfile
 from service.runtime.isolation import Isolation
-from service.storage import check_id, child, fsync_dir, make_durable, remove_tree, storage_error, utc_now
+from service.storage import check_id, child, fsync_dir, make_durable, storage_error, utc_now
 
 ProfilesFor = Callable[[Sequence[str]], Mapping[str, DeviceProfile]]
 """Given the IDs about to be created, the profile of each (absent: none)."""
@@ -119,7 +120,7 @@ class Fleet:
         self.trash_cleaner: threading.Thread | None = None
         """Removes what deletions interrupted in the last process left in the trash (None: nothing)."""
         self._load()
-        self._empty_trash()
+        self.trash_cleaner = empty_trash(self.trash_dir, self.data_dir)
 
     def _device(self, device_id: str, directory: Path, record: DeviceRecord | None = None) -> Device:
         return Device(
@@ -148,30 +149,6 @@ class Fleet:
                     continue
                 self._register(self._device(entry.name, Path(entry.path)))
         self._sorted_ids.sort()
-
-    def _empty_trash(self) -> None:
-        """Remove what interrupted deletions left in the trash, in a thread: no request waits for it."""
-        try:
-            leftovers = [Path(entry.path) for entry in os.scandir(self.trash_dir)]
-        except OSError as exc:
-            log.error("could not list %s/: %s", TRASH, exc.strerror)
-            return
-        if not leftovers:
-            return
-        log.info("removing %d entries left in %s/ by interrupted deletions", len(leftovers), TRASH)
-
-        def empty() -> None:
-            for path in leftovers:
-                if path.is_dir() and not path.is_symlink():
-                    remove_tree(path, self.data_dir)
-                    continue
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError as exc:
-                    log.warning("could not remove %s/%s: %s", TRASH, path.name, exc.strerror)
-
-        self.trash_cleaner = threading.Thread(target=empty, name="fleet-trash", daemon=True)
-        self.trash_cleaner.start()
 
     def _owns(self, device_id: str) -> bool:
         return self.ownership is None or self.ownership.owns(device_id)
@@ -218,67 +195,80 @@ class Fleet:
                 raise LimitExceeded(
                     f"the fleet is full: it holds at most {self.max_devices} devices (FLEET_MAX_DEVICES)"
                 )
-            if given is None:
-                wanted: list[str] = []
-                while len(wanted) < count:
-                    candidate = check_id("device", f"{prefix}{secrets.token_hex(6)}")  # bounds the prefix too
-                    if candidate not in self._devices and self._owns(candidate):
-                        wanted.append(candidate)
-            else:
-                wanted = [check_id("device", i) for i in given]
-                foreign = [i for i in wanted if not self._owns(i)]
-                if foreign and self.ownership is not None:
-                    raise self.ownership.refusal(foreign[0])
-            clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
-            if clashes:
-                raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
-            leftovers = [i for i in wanted if (self.devices_dir / i).exists()]
-            if leftovers:
-                raise DeviceExists(
-                    f"directories of unregistered devices are in the way: {leftovers[:10]} "
-                    "(under devices/ in the data directory; remove them)"
-                )
-            created_at = utc_now()
-            made: list[Device] = []
-            one = len(wanted) == 1  # many records are flushed to disk together, at the end
-            profiled = {} if profiles is None else profiles(wanted)
-            try:
-                for device_id in wanted:
-                    record = DeviceRecord(
-                        id=device_id,
-                        model=compiled.name,
-                        created_at=created_at,
-                        profile=profiled.get(device_id),
-                    )
-                    directory = child(self.devices_dir, device_id)
-                    made.append(
-                        Device.create(
-                            record,
-                            directory,
-                            self.models.get,
-                            self.sample_capacity,
-                            sample_capacity_bytes=self.sample_capacity_bytes,
-                            durable=one,
-                        )
-                    )
-                try:
-                    if made and not one:
-                        make_durable([device.directory / RECORD for device in made], self.devices_dir)
-                    fsync_dir(self.devices_dir)  # the new directories' entries
-                except OSError as exc:
-                    raise storage_error("could not flush the new devices' records to disk", exc) from exc
-            except FleetError:
-                for device in made:
-                    try:
-                        device.delete()
-                    except FleetError as exc:  # the first failure is the one to report
-                        log.error(
-                            "could not remove device %s after a failed creation: %s", device.id, exc.message
-                        )
-                raise
+            wanted = self._random_ids(count, prefix) if given is None else self._given_ids(given)
+            self._check_free(wanted)
+            made = self._make(wanted, compiled.name, profiles)
             for device in made:
                 self._register(device, in_order=True)
             return made
+
+    def _random_ids(self, count: int, prefix: str) -> list[str]:
+        """``count`` IDs of ``prefix`` + a random suffix, not registered and owned here (under the lock)."""
+        wanted: list[str] = []
+        while len(wanted) < count:
+            candidate = check_id("device", f"{prefix}{secrets.token_hex(6)}")  # bounds the prefix too
+            if candidate not in self._devices and self._owns(candidate):
+                wanted.append(candidate)
+        return wanted
+
+    def _given_ids(self, given: list[str]) -> list[str]:
+        """The IDs asked for, checked; the ownership's refusal if any is not this fleet's to create."""
+        wanted = [check_id("device", i) for i in given]
+        foreign = [i for i in wanted if not self._owns(i)]
+        if foreign and self.ownership is not None:
+            raise self.ownership.refusal(foreign[0])
+        return wanted
+
+    def _check_free(self, wanted: list[str]) -> None:
+        """DeviceExists if an ID repeats, is registered, or has a directory in the way (under the lock)."""
+        clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
+        if clashes:
+            raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
+        leftovers = [i for i in wanted if (self.devices_dir / i).exists()]
+        if leftovers:
+            raise DeviceExists(
+                f"directories of unregistered devices are in the way: {leftovers[:10]} "
+                "(under devices/ in the data directory; remove them)"
+            )
+
+    def _make(self, wanted: list[str], model: str, profiles: ProfilesFor | None) -> list[Device]:
+        """Make the devices on disk with ``model``, all or none: a failure removes what was made."""
+        created_at = utc_now()
+        made: list[Device] = []
+        one = len(wanted) == 1  # many records are flushed to disk together, at the end
+        profiled = {} if profiles is None else profiles(wanted)
+        try:
+            for device_id in wanted:
+                record = DeviceRecord(
+                    id=device_id, model=model, created_at=created_at, profile=profiled.get(device_id)
+                )
+                directory = child(self.devices_dir, device_id)
+                made.append(
+                    Device.create(
+                        record,
+                        directory,
+                        self.models.get,
+                        self.sample_capacity,
+                        sample_capacity_bytes=self.sample_capacity_bytes,
+                        durable=one,
+                    )
+                )
+            try:
+                if made and not one:
+                    make_durable([device.directory / RECORD for device in made], self.devices_dir)
+                fsync_dir(self.devices_dir)  # the new directories' entries
+            except OSError as exc:
+                raise storage_error("could not flush the new devices' records to disk", exc) from exc
+        except FleetError:
+            for device in made:
+                try:
+                    device.delete()
+                except FleetError as exc:  # the first failure is the one to report
+                    log.error(
+                        "could not remove device %s after a failed creation: %s", device.id, exc.message
+                    )
+            raise
+        return made
 
     def get(self, device_id: str) -> Device:
         """The device; takes no lock and does no I/O, so the event loop may call it."""

@@ -8,14 +8,18 @@ those files. ``service.fleet.device`` holds the live part (interpreter, lock, re
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from service.errors import CorruptState, InvalidProfile
 from service.profiles import DeviceProfile, parse_profile
+from service.storage import shown, storage_error
 
 RECORD = "device.json"
 HISTORY = "history.json"
@@ -28,6 +32,14 @@ OUTGOING = "outgoing.ckpt"
 """The device's weights written for the server to read (a federated update), removed once read."""
 TRASH = "trash"
 """``data_dir/trash/``: deleted devices' directories, moved there in one rename, then removed."""
+
+
+def remove_file(path: Path, data_dir: Path) -> None:
+    """Remove one of a device's files if it is there; StorageError (naming it from ``data_dir``) if not."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise storage_error(f"could not remove {shown(path, data_dir)}", exc) from exc
 
 
 def is_number(value: object) -> bool:
@@ -117,6 +129,39 @@ class DeviceInfo:
     """The profile's ``describe()``; None for an unprofiled device (or an unreadable record)."""
     clock: float | None = None
     """Simulated seconds its operations took; None when the record cannot be read."""
+
+    @classmethod
+    def of(
+        cls,
+        device_id: str,
+        record: DeviceRecord | None,
+        checkpoint: os.stat_result | None,
+        *,
+        resident: bool,
+        has_spill: bool,
+        problems: list[str],
+    ) -> DeviceInfo:
+        """The info of a device with ``record`` (None: unreadable) and ``checkpoint`` (its stat; None:
+        no checkpoint); ``problems`` are what is wrong with its files."""
+        return cls(
+            id=device_id,
+            model=record.model if record else None,
+            created_at=record.created_at if record else None,
+            resident=resident,
+            train_steps=record.train_steps if record else None,
+            last_loss=record.last_loss if record else None,
+            has_checkpoint=checkpoint is not None,
+            checkpoint_saved_at=(
+                datetime.fromtimestamp(checkpoint.st_mtime, UTC).isoformat(timespec="milliseconds")
+                if checkpoint
+                else None
+            ),
+            checkpoint_bytes=checkpoint.st_size if checkpoint else None,
+            has_spill=has_spill,
+            problem=" | ".join(problems) or None,
+            profile=record.profile.describe() if record and record.profile else None,
+            clock=record.clock if record else None,
+        )
 
 
 HISTORY_LIMIT = 10_000

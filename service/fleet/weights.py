@@ -2,7 +2,7 @@
 service chooses, and TensorFlow's errors turned into the service's own.
 
 A checkpoint, a spill and a hand-over file are all written and read this way; which file is which,
-and when each is used, is the device's business (``service.fleet.device``).
+and when each is used, is for ``service.fleet.checkpoints`` to say.
 """
 
 from __future__ import annotations

@@ -204,12 +204,12 @@ def test_the_loss_history_leaves_memory_with_the_interpreter(tmp_path: Path, tra
     a, b = fleet.create_many(["a", "b"])
     for _ in range(2):
         a.run("train", {"x": train_batch[0], "y": train_batch[1]})
-    assert a._history is not None  # kept while the device trains
+    assert a.ledger.history is not None  # kept while the device trains
     b.run("infer", {"x": train_batch[0]})  # evicts a: its history is written and dropped
-    assert not a.resident and a._history is None
+    assert not a.resident and a.ledger.history is None
     assert [entry["step"] for entry in a.history()] == [1, 2]  # from its file
-    assert a._history is None, "reading the history of an evicted device must not keep it"
+    assert a.ledger.history is None, "reading the history of an evicted device must not keep it"
     a.run("train", {"x": train_batch[0], "y": train_batch[1]})  # evicts b
-    assert b._history is None and len(a._history or []) == 3
+    assert b.ledger.history is None and len(a.ledger.history or []) == 3
     a.restart()
-    assert a._history is None and [entry["step"] for entry in a.history()] == [1, 2, 3]
+    assert a.ledger.history is None and [entry["step"] for entry in a.history()] == [1, 2, 3]
