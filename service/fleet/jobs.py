@@ -10,261 +10,46 @@ before its next step: a job between slices ends at once, a job in a step ends wh
 Bounds: a job's steps are refused past ``max_steps`` before it starts. Job tables are in memory only
 while their device has an active job; otherwise the records are read from the device's ``jobs.json``
 when asked for. Samples a job loaded stay in memory for its next slice within a byte budget
-(``sample_cache_bytes``, least recently used first out); a job whose samples were dropped reads them
-again at its next turn, and its slices then last at least ``RELOAD_FACTOR`` times the read, so the
-re-reading costs at most about a tenth of its time.
+(``sample_cache_bytes``, least recently used first out).
 
-A job that was queued or running when the service stopped is ``interrupted``, in the next process too.
-A ``jobs.json`` that cannot be read is set aside as ``jobs.json.corrupt`` (and logged): the device
-then has no job history, and listing, starting, reset and delete work as for a new device.
+Here: the runner (queue, workers, starting and stopping). A job's spec and records, and ``jobs.json``,
+are ``service.fleet.job_records``; a running job's slices, ``service.fleet.job_run``; the samples kept
+between slices, ``service.fleet.sample_cache``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
-from dataclasses import asdict, dataclass, field, replace
-from typing import Literal, Protocol
+from collections import Counter, deque
 
 import numpy as np
 
-from service.errors import (
-    CorruptState,
-    DeviceBusy,
-    DeviceNotFound,
-    FleetError,
-    InvalidRequest,
-    JobEnded,
-    JobNotFound,
-    LimitExceeded,
-    NoAssignment,
-    NoSamples,
-    SamplesMismatch,
-)
+from service.errors import DeviceBusy, DeviceNotFound, FleetError, InvalidRequest, JobEnded, JobNotFound
 from service.fleet.device import Device
-from service.fleet.record import scalar_loss
-from service.profiles.availability import device_key
-from service.storage import read_json, utc_now, write_json
+from service.fleet.job_records import (
+    JOBS_FILE,
+    KEEP_JOBS,
+    AssignedData,
+    Job,
+    JobSpec,
+    JobState,
+    check_start,
+    read_records,
+)
+from service.fleet.job_run import SLICE_SECONDS, DroppedOut, JobRun, JobTable
+from service.fleet.sample_cache import SAMPLE_CACHE_BYTES, SampleCache
+from service.storage import utc_now, write_json
+
+__all__ = ["JOBS_FILE", "AssignedData", "Job", "JobRunner", "JobSpec", "JobState"]
 
 log = logging.getLogger(__name__)
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted", "dropped"]
-"""``dropped``: the device's profile had it drop out of the job (``Profile.dropout``) midway."""
-DROPOUT_STREAM = 0xD50
-"""Tags the generator of a job's dropout, so that it draws apart from the job's shuffling."""
-ACTIVE: tuple[JobState, ...] = ("queued", "running")
-JOBS_FILE = "jobs.json"
-CORRUPT_SUFFIX = ".corrupt"
-KEEP_JOBS = 20
-"""Job records kept per device, newest last."""
 MAX_JOB_STEPS = 1_000_000
-SLICE_SECONDS = 0.1
-"""A job's turn on a worker; long enough that switching devices (maybe an activation) is cheap beside it."""
-SAMPLE_CACHE_BYTES = 128 * 1024 * 1024
-RELOAD_FACTOR = 10
-"""A slice that had to read its samples lasts at least this many times the read."""
 STOP_TIMEOUT = 60.0
-
-
-JobData = Literal["samples", "assigned"]
-
-
-class AssignedData(Protocol):
-    """A device's data assigned from a server-side dataset (``service.federated``)."""
-
-    def count(self, device: Device) -> int:
-        """Train samples assigned to the device (0: none)."""
-        ...
-
-    def load(self, device: Device) -> dict[str, np.ndarray]:
-        """Its train samples, by input of the ``train`` signature."""
-        ...
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    epochs: int = 1
-    batch_size: int = 32
-    save: bool = False
-    """Save a checkpoint when the job succeeds."""
-    shuffle: bool = True
-    seed: int | None = None
-    signature: str = "train"
-    data: JobData | None = None
-    """Train over the device's uploaded samples or its assigned data; None: the samples if it has
-    any, else its assignment."""
-    steps: int | None = None
-    """Stop after this many training steps, even within an epoch (one step: one batch)."""
-
-    def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or (self.steps is not None and self.steps < 1):
-            raise InvalidRequest(
-                f"epochs, batch_size and steps must be at least 1 (got {self.epochs}, {self.batch_size}, "
-                f"{self.steps})"
-            )
-
-    def steps_total(self, count: int, epochs_left: int, steps_done: int = 0) -> int:
-        """The steps done and those of ``epochs_left`` epochs over ``count`` samples, within ``steps``."""
-        planned = steps_done + epochs_left * math.ceil(count / self.batch_size)
-        return planned if self.steps is None else min(planned, self.steps)
-
-
-@dataclass
-class Job:
-    id: str
-    device: str
-    spec: JobSpec
-    state: JobState = "queued"
-    steps_done: int = 0
-    steps_total: int = 0
-    epoch: int = 0
-    loss: float | None = None
-    epoch_losses: list[float] = field(default_factory=list)
-    """Mean loss of each finished epoch."""
-    created_at: str = field(default_factory=utc_now)
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
-    simulated_seconds: float | None = None
-    """How far the device's simulated clock moved since the job started running (its profile's time
-    for the steps taken, and for any calls between them); None for a device without a profile."""
-    cancel_requested: bool = False
-
-    def view(self) -> dict[str, object]:
-        view = asdict(self)
-        view.update(view.pop("spec"))
-        view.pop("cancel_requested")
-        return view
-
-    @classmethod
-    def from_view(cls, view: dict[str, object]) -> Job:
-        spec_fields = set(JobSpec.__dataclass_fields__)
-        spec = JobSpec(**{k: v for k, v in view.items() if k in spec_fields})  # type: ignore[arg-type]
-        return cls(spec=spec, **{k: v for k, v in view.items() if k not in spec_fields})  # type: ignore[arg-type]
-
-
-@dataclass(eq=False)
-class _Run:
-    """An active job's place in its work: what a slice needs to go on where the last one stopped."""
-
-    device: Device
-    job: Job
-    table: _Table
-    rng: np.random.Generator
-    count: int
-    """Samples the plan is for; a different count when they are read again restarts the epoch."""
-    order: np.ndarray | None = None
-    """This epoch's order of the samples; None until the first slice."""
-    position: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    """This epoch's losses so far (their sum and number: O(1) memory however long the epoch)."""
-    executing: bool = False
-    """A worker holds it (it is not in the queue)."""
-    slice_seconds: float = SLICE_SECONDS
-    clock_start: float | None = None
-    """The device's clock when the job started running; None for an unprofiled device."""
-    clock_read: bool = False
-    drop_at: int | None = None
-    """Steps after which the phone drops out of the job (its profile's dropout drew it); None: never."""
-
-    def track_clock(self) -> None:
-        """Note the device's clock when the job starts, and its advance since then after each step.
-
-        A profile taken away midway resets the clock: the advance stays what it was."""
-        device = self.device
-        if not self.clock_read:
-            record = device.read_record()
-            self.clock_read = True
-            if record.profile is not None:
-                self.clock_start, self.job.simulated_seconds = record.clock, 0.0
-                self.drop_at = self._dropout(record.profile.profile.dropout)
-        elif self.clock_start is not None and device.profile is not None:
-            self.job.simulated_seconds = device.clock - self.clock_start
-
-    def _dropout(self, probability: float) -> int | None:
-        """Whether the phone drops out of this job and after how many of its steps: drawn from the
-        job's seed and the device's ID (reproducible with a seed), uniformly over the job's steps."""
-        if probability <= 0:
-            return None
-        seed = self.job.spec.seed if self.job.spec.seed is not None else int(self.job.id, 16)
-        rng = np.random.default_rng([seed, device_key(self.device.id), DROPOUT_STREAM])
-        if rng.random() >= probability:
-            return None
-        return self.job.steps_done + int(rng.integers(0, max(1, self.job.steps_total - self.job.steps_done)))
-
-    def plan(self, count: int) -> None:
-        """Start the current epoch over ``count`` samples; the job's remaining steps follow from it."""
-        job, spec = self.job, self.job.spec
-        self.count, self.position, self.loss_sum, self.loss_count = count, 0, 0.0, 0
-        self.order = self.rng.permutation(count) if spec.shuffle else np.arange(count)
-        job.steps_total = spec.steps_total(count, spec.epochs - job.epoch, job.steps_done)
-
-
-@dataclass(eq=False)
-class _Table:
-    """A device's job records while it has an active job. ``version`` counts changes of state."""
-
-    jobs: dict[str, Job]
-    run: _Run | None = None
-    version: int = 0
-
-
-class _DroppedOut(Exception):
-    """The phone dropped out of its job (a profile's dropout): the job ends ``dropped``."""
-
-
-class _SampleCache:
-    """Samples of active jobs kept between slices, least recently used out past a byte budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._sets: OrderedDict[_Run, dict[str, np.ndarray]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _size(samples: dict[str, np.ndarray]) -> int:
-        return sum(a.nbytes for a in samples.values())
-
-    def get(self, run: _Run) -> dict[str, np.ndarray] | None:
-        with self._lock:
-            samples = self._sets.get(run)
-            if samples is not None:
-                self._sets.move_to_end(run)
-            return samples
-
-    def put(self, run: _Run, samples: dict[str, np.ndarray]) -> None:
-        size = self._size(samples)
-        with self._lock:
-            self._discard(run)
-            if size > self.budget:
-                return
-            self._sets[run] = samples
-            self._bytes += size
-            while self._bytes > self.budget:
-                _, dropped = self._sets.popitem(last=False)
-                self._bytes -= self._size(dropped)
-
-    def discard(self, run: _Run) -> None:
-        with self._lock:
-            self._discard(run)
-
-    def _discard(self, run: _Run) -> None:
-        dropped = self._sets.pop(run, None)
-        if dropped is not None:
-            self._bytes -= self._size(dropped)
-
-    @property
-    def bytes(self) -> int:
-        with self._lock:
-            return self._bytes
 
 
 class JobRunner:
@@ -287,9 +72,9 @@ class JobRunner:
         self.workers = workers
         self.max_steps = max_steps
         self.slice_seconds = slice_seconds
-        self._samples = _SampleCache(sample_cache_bytes)
-        self._tables: dict[Device, _Table] = {}
-        self._queue: deque[_Run] = deque()
+        self._samples = SampleCache(sample_cache_bytes)
+        self._tables: dict[Device, JobTable] = {}
+        self._queue: deque[JobRun] = deque()
         self._ended: Counter[str] = Counter()
         self._lock = threading.Lock()
         """Guards the tables, the queue and every active job's state."""
@@ -301,29 +86,6 @@ class JobRunner:
         """Where jobs over assigned data read it (set by ``service.federated``)."""
 
     # -- records -----------------------------------------------------------------------------
-
-    def _read_records(self, device: Device) -> dict[str, Job]:
-        """The device's records from its ``jobs.json`` (under the device's lock); a file that cannot
-        be read is set aside, so it blocks nothing and is kept for a look."""
-        path = device.directory / JOBS_FILE
-        try:
-            records = read_json(path, [])
-            if not isinstance(records, list):
-                raise CorruptState(f"{path.parent.name}/{path.name} is not a list of job records")
-            jobs = {str(r["id"]): Job.from_view(r) for r in records}
-        except (CorruptState, TypeError, KeyError, ValueError) as exc:
-            aside = path.with_name(path.name + CORRUPT_SUFFIX)
-            log.warning("device %s: %s; set aside as %s", device.id, exc, aside.name)
-            if not device.deleted:
-                try:
-                    os.replace(path, aside)
-                except OSError as err:
-                    log.warning("device %s: could not set %s aside: %s", device.id, path.name, err)
-            return {}
-        for job in jobs.values():  # active when the process that wrote them stopped
-            if job.state in ACTIVE:
-                job.state, job.finished_at = "interrupted", job.finished_at or utc_now()
-        return jobs
 
     def _persist(self, device: Device) -> None:
         """Write the device's records; drop its table from memory when no job is active and none
@@ -348,7 +110,7 @@ class JobRunner:
             if table is not None:
                 return list(table.jobs.values())
         with device.lock:
-            return list(self._read_records(device).values())
+            return list(read_records(device).values())
 
     def job(self, device: Device, job_id: str) -> Job:
         job = next((j for j in self.jobs(device) if j.id == job_id), None)
@@ -392,58 +154,12 @@ class JobRunner:
 
     # -- starting and stopping ---------------------------------------------------------------
 
-    def _check(self, device: Device, spec: JobSpec) -> tuple[JobSpec, int]:
-        """Refuse now what could only fail later; returns the spec with its signature settled."""
-        spec.check()
-        if spec.signature is not None:
-            device.callable_signature(spec.signature)
-        stats = device.samples.stats()
-        data: JobData = spec.data or (
-            "assigned" if stats.count == 0 and self._assigned(device) else "samples"
-        )
-        if data == "assigned":
-            count = self._assigned(device)
-            if count == 0:
-                raise NoAssignment(
-                    f"device '{device.id}' has no data assigned; "
-                    "POST /v1/datasets/{name}/assign gives it some"
-                )
-            signature = spec.signature or "train"
-            if signature != "train":
-                raise SamplesMismatch(f"assigned data are inputs of signature 'train', not '{signature}'")
-        else:
-            count = stats.count
-            if count == 0:
-                raise NoSamples(
-                    f"device '{device.id}' has no samples to train on; POST some to /samples first, "
-                    "or assign it data from a dataset"
-                )
-            signature = spec.signature or stats.signature or "train"
-            if signature != stats.signature:
-                raise SamplesMismatch(
-                    f"the device's samples are inputs of signature '{stats.signature}', not '{signature}'"
-                )
-        device.callable_signature(signature)
-        if spec.save:
-            device.checkpoint_signature("save")
-        batches, total = math.ceil(count / spec.batch_size), spec.steps_total(count, spec.epochs)
-        if total > self.max_steps:
-            raise LimitExceeded(
-                f"the job would take {total:,} training steps ({spec.epochs:,} epochs of "
-                f"{batches:,} batches of {spec.batch_size}); one job may take {self.max_steps:,} "
-                "(FLEET_MAX_JOB_STEPS): ask for fewer epochs or a larger batch_size"
-            )
-        return replace(spec, signature=signature, data=data), count
-
-    def _assigned(self, device: Device) -> int:
-        return self.assigned.count(device) if self.assigned is not None else 0
-
     def start(self, device: Device, spec: JobSpec) -> Job:
-        spec, count = self._check(device, spec)
+        spec, count = check_start(device, spec, self.assigned, self.max_steps)
         with device.lock:  # tables are made and dropped under it: what is read here is the latest
             with self._lock:
                 in_memory = device in self._tables
-            records = {} if in_memory else self._read_records(device)
+            records = {} if in_memory else read_records(device)
             with self._lock:
                 if self._closing:
                     raise FleetError("the service is stopping; no new jobs start")
@@ -451,14 +167,14 @@ class JobRunner:
                     raise DeviceNotFound(f"device '{device.id}' was deleted")
                 if device.participating:
                     raise DeviceBusy(f"device '{device.id}' trains in a federated round; start the job after")
-                table = self._tables.setdefault(device, _Table(records))
+                table = self._tables.setdefault(device, JobTable(records))
                 if table.run is not None:
                     raise DeviceBusy(
                         f"device '{device.id}' already runs job '{table.run.job.id}'; one job at a time"
                     )
                 job = Job(id=uuid.uuid4().hex[:12], device=device.id, spec=spec)
                 job.steps_total = spec.steps_total(count, spec.epochs)
-                run = _Run(device, job, table, np.random.default_rng(spec.seed), count)
+                run = JobRun(device, job, table, np.random.default_rng(spec.seed), count)
                 table.jobs[job.id] = job
                 table.run = run
                 table.version += 1
@@ -479,7 +195,7 @@ class JobRunner:
             self._start_workers()
         return job
 
-    def _end(self, run: _Run, state: JobState, error: str | None = None) -> None:
+    def _end(self, run: JobRun, state: JobState, error: str | None = None) -> None:
         """Record the job's end (under the lock); its table may now leave memory once persisted."""
         job = run.job
         job.state, job.finished_at = state, utc_now()
@@ -494,7 +210,7 @@ class JobRunner:
         self._ended[state] += 1
         self._changed.notify_all()
 
-    def _stop(self, run: _Run, state: JobState) -> bool:
+    def _stop(self, run: JobRun, state: JobState) -> bool:
         """Ask the job to stop (under the lock): it ends now if no worker holds it (True; the caller
         persists), else the worker ends it after its step and persists."""
         run.job.cancel_requested = True
@@ -584,10 +300,11 @@ class JobRunner:
                 self._persist_logged(run.device)
             done, error, dropped = False, None, None
             try:
-                done = self._slice(run)
+                samples = run.load_samples(self._samples, self.assigned, self.slice_seconds, self.max_steps)
+                done = run.take_slice(samples)
                 if done and run.job.spec.save and not run.job.cancel_requested:
                     run.device.save()
-            except _DroppedOut as exc:
+            except DroppedOut as exc:
                 dropped = str(exc)
             except FleetError as exc:
                 error = exc.message
@@ -615,68 +332,3 @@ class JobRunner:
             self._persist(device)
         except FleetError as exc:  # the records stay in memory; the next persist tries again
             log.error("could not persist the jobs of device %s: %s", device.id, exc.message)
-
-    def _load_samples(self, run: _Run) -> dict[str, np.ndarray]:
-        """The job's samples: kept from its last slice, or read from the device's store."""
-        samples = self._samples.get(run)
-        if samples is not None:
-            return samples
-        started = time.perf_counter()
-        if run.job.spec.data == "assigned" and self.assigned is not None:
-            samples = self.assigned.load(run.device)
-        else:
-            _, samples = run.device.samples.load()
-        run.slice_seconds = max(self.slice_seconds, RELOAD_FACTOR * (time.perf_counter() - started))
-        count = len(next(iter(samples.values()))) if samples else 0
-        if count == 0:
-            raise NoSamples(f"the samples of device '{run.device.id}' were cleared while the job ran")
-        if run.order is None or count != run.count:
-            run.plan(count)  # first slice, or the samples changed under the job: this epoch starts over
-            if run.job.steps_total > self.max_steps:
-                raise LimitExceeded(
-                    f"the device's samples grew to {count:,} while the job ran: it would take "
-                    f"{run.job.steps_total:,} training steps; one job may take {self.max_steps:,} "
-                    "(FLEET_MAX_JOB_STEPS)"
-                )
-        self._samples.put(run, samples)
-        return samples
-
-    def _slice(self, run: _Run) -> bool:
-        """Run the job's next steps for about its slice's length; True when it has taken all of them.
-
-        The cancel flag is read before every step: a stopped job takes no step after the one in hand.
-        """
-        samples = self._load_samples(run)
-        job, spec = run.job, run.job.spec
-        assert run.order is not None
-        run.track_clock()
-        until = time.monotonic() + run.slice_seconds
-        while not job.cancel_requested:
-            if run.drop_at is not None and job.steps_done >= run.drop_at:
-                raise _DroppedOut(
-                    f"device '{run.device.id}' dropped out after {job.steps_done} of {job.steps_total} steps "
-                    "(its profile's dropout probability)"
-                )
-            chosen = run.order[run.position : run.position + spec.batch_size]
-            batch = {name: values[chosen] for name, values in samples.items()}
-            loss = scalar_loss(run.device.run(spec.signature, batch, source="job"))
-            if loss is not None:
-                job.loss = loss
-                run.loss_sum += loss
-                run.loss_count += 1
-            job.steps_done += 1
-            run.track_clock()
-            run.position += spec.batch_size
-            if run.position >= run.count:  # the epoch is over
-                job.epoch += 1
-                if run.loss_count:
-                    job.epoch_losses.append(run.loss_sum / run.loss_count)
-                if job.epoch >= spec.epochs:
-                    return True
-                run.position, run.loss_sum, run.loss_count = 0, 0.0, 0
-                run.order = run.rng.permutation(run.count) if spec.shuffle else run.order
-            if job.steps_done >= job.steps_total:  # the job's own step limit, within an epoch
-                return True
-            if time.monotonic() >= until:
-                break
-        return False

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from service.errors import LimitExceeded
-from service.fleet import Fleet, jobs
+from service.fleet import Fleet, job_run
 from service.fleet.device import Device
 from service.fleet.jobs import JOBS_FILE, Job, JobRunner, JobSpec
 from service.model.dataset import FashionMNIST, one_hot
@@ -184,7 +184,7 @@ def test_samples_read_again_every_step_train_exactly_as_kept_ones(
 ) -> None:
     """A job whose samples are not kept (budget 0, one step a slice) takes the same batches in the
     same order as one that keeps them: the same losses, the same weights."""
-    monkeypatch.setattr(jobs, "RELOAD_FACTOR", 0)  # a slice that read its samples is one step still
+    monkeypatch.setattr(job_run, "RELOAD_FACTOR", 0)  # a slice that read its samples is one step still
     kept, reread = JobRunner(1), JobRunner(1, slice_seconds=0, sample_cache_bytes=0)
     runners += [kept, reread]
     x, y = fashion_mnist.train_images[:60], one_hot(fashion_mnist.train_labels[:60])
