@@ -73,6 +73,26 @@ class Device:
     run in parallel.
     """
 
+    __slots__ = (
+        "_interpreter",
+        "_problems",
+        "data_dir",
+        "deleted",
+        "directory",
+        "fence",
+        "id",
+        "last_used",
+        "ledger",
+        "lock",
+        "moved",
+        "on_activate",
+        "on_release",
+        "participating",
+        "samples",
+        "stats",
+        "weights_changed",
+    )
+
     def __init__(
         self,
         device_id: str,
@@ -107,9 +127,26 @@ class Device:
         self.fence: WriteFence | None = None
         """Refuses this process's writes of weights and records once another owns the device (sharded)."""
         self.ledger = Ledger(self, models, record, self._problems)
-        self.checkpoints = Checkpoints(self, self.ledger, self._problems)
-        self.phone = Phone(self, self.ledger)
-        self.calls = Calls(self, self.ledger, self.phone, self.checkpoints)
+
+    # The collaborators below hold nothing of their own (the ledger holds the device's record and
+    # history): made when used, they cost a device nothing while it waits, and a million wait.
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """The device's weight files: checkpoint, spill, hand-over, adopted and outgoing weights."""
+        return Checkpoints(self, self.ledger, self._problems)
+
+    @property
+    def phone(self) -> Phone:
+        """The device's profile and clock."""
+        return Phone(self, self.ledger)
+
+    @property
+    def calls(self) -> Calls:
+        """Signature calls and samples."""
+        ledger = self.ledger
+        phone = Phone(self, ledger)
+        return Calls(self, ledger, phone, Checkpoints(self, ledger, self._problems))
 
     @property
     def checkpoint_path(self) -> Path:

@@ -384,8 +384,10 @@ def test_no_property_does_io_and_get_needs_no_readable_record(tmp_path: Path) ->
     fleet = Fleet(tmp_path)
     device = fleet.get("phone")  # no I/O: a corrupt record does not matter yet
     properties = {name for name, value in vars(Device).items() if isinstance(value, property)}
-    # paths, a flag, and what the record in memory holds: no reads
-    assert properties == {"checkpoint_path", "spill_path", "handover_path", "resident", "profile", "clock"}
+    # paths, a flag, what the record in memory holds, and the collaborators (views made on use): no reads
+    paths = {"checkpoint_path", "spill_path", "handover_path"}
+    assert properties == {*paths, "resident", "profile", "clock", "checkpoints", "phone", "calls"}
+    assert device.checkpoints and device.phone and device.calls  # made without reading anything
     assert device.loaded_model() is None and not device.resident
     assert device.profile is None and device.clock == 0.0  # the record is not read for them
     with pytest.raises(CorruptState):
