@@ -14,8 +14,8 @@ shapes in ``service.fleet.record``):
     jobs.json          its background training jobs (``service.fleet.jobs``)
 
 ``Device`` keeps what a device owns: its lock, its directory and its interpreter's lifetime
-(activation, eviction, hand-over, restart, reset, deletion). It delegates the rest to collaborators
-it holds, each with one job:
+(activation, eviction, hand-over, restart, reset, deletion). It delegates the rest to collaborators,
+each with one job (it holds the ledger; the others hold nothing and are made when used):
 
     ledger        the record and the loss history (``service.fleet.ledger``)
     checkpoints   the weight files: checkpoint, spill, hand-over (``service.fleet.checkpoints``)
