@@ -24,6 +24,7 @@ from service.data.spec import PartitionSpec
 from service.errors import DeviceBusy, FleetError, InvalidRequest
 from service.federated import local
 from service.federated.checkpoints import Weights, read_weights
+from service.federated.lending import Lending
 from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
 from service.federated.participants import Participants, Participation, Update
 from service.federated.rounds import RoundRunner
@@ -77,6 +78,8 @@ class Federation:
         self.datasets = DatasetStore(fleet.data_dir, max_dataset_bytes, fashion_mnist_dir=fashion_mnist_dir)
         self.versions = VersionStore(fleet.data_dir, self._write_base, keep_versions)
         self.rounds = RoundRunner(fleet.data_dir, self, round_workers)
+        self.lending = Lending(keep=round_workers)
+        """Interpreters a round lends participants that have none (``device_weights="saved"``)."""
         self._pools: dict[tuple[str, str], ClassPools] = {}
         self.assignments = AssignmentCache()
         self._unflushed: set[Path] = set()
@@ -327,12 +330,41 @@ class Federation:
             return self._participate(device, asked, stop)
 
     def _participate(self, device: Device, asked: Participation, stop: Callable[[], bool]) -> Update:
-        model, version = asked.model, asked.version
         data = device_data(device, self.datasets, self.assignments.read)
         started = time.perf_counter()
-        source = None if version is None else self.versions.path(model, version)
-        if source is not None:
-            device.adopt_weights(source, f"version {version} of model '{model}'")
+        source = None if asked.version is None else self.versions.path(asked.model, asked.version)
+        lent = self._adopt(device, asked, source) if source is not None else None
+        try:
+            return self._train(device, asked, stop, data, source, started)
+        finally:
+            if lent is not None:
+                device.give_back(lent)  # raises, keeping it, if unsaved weights cannot be spilled
+                self.lending.give(device.load(), lent)
+
+    def _adopt(self, device: Device, asked: Participation, source: Path) -> ModelInterpreter | None:
+        """Adopt the round's version; a device without an interpreter whose part ends saved borrows
+        one (returned: the interpreter to give back)."""
+        compiled = device.load()
+        offer = self.lending.take(compiled) if asked.device_weights == "saved" else None
+        try:
+            taken = device.adopt_weights(source, f"version {asked.version} of model '{asked.model}'", offer)
+        except BaseException:
+            if offer is not None:
+                self.lending.give(compiled, offer)
+            raise
+        if offer is not None and not taken:
+            self.lending.give(compiled, offer)
+        return offer if taken else None
+
+    def _train(
+        self,
+        device: Device,
+        asked: Participation,
+        stop: Callable[[], bool],
+        data: local.DeviceData,
+        source: Path | None,
+        started: float,
+    ) -> Update:
         rng = np.random.default_rng(list(asked.seed))
         trained = local.train(device, data, asked.training, rng, "round", stop)
         weights = None

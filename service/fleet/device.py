@@ -74,6 +74,7 @@ class Device:
     """
 
     __slots__ = (
+        "__weakref__",  # the fleet's registry finds a device's one object by weak reference
         "_interpreter",
         "_problems",
         "data_dir",
@@ -387,29 +388,55 @@ class Device:
         """Write the live weights to ``outgoing.ckpt``, for the server (``Checkpoints.write_weights``)."""
         return self.checkpoints.write_weights()
 
-    def adopt_weights(self, source: Path, name: str) -> None:
+    def adopt_weights(self, source: Path, name: str, lent: ModelInterpreter | None = None) -> bool:
         """Replace the live weights with those of ``source`` (a model version's file; ``name`` in messages).
 
         The model's ``restore`` runs on a private copy in the device's directory: a model touches no
         file but the device's own, so a shared version file stays as it was whatever the model does.
         The weights are unsaved, as after training; the checkpoint is untouched.
+
+        A device without an interpreter takes ``lent`` (an idle interpreter of its model) if given,
+        instead of making one: the adoption replaces every weight it held, and it does not count as
+        resident (``give_back`` ends the loan). True when it took ``lent``.
         """
         self.checkpoints.signature("restore")
         with self.lock:
             self.require_live()
             fresh = self._interpreter is None  # then nothing it would restore is needed: it is replaced
-            interpreter = self.ledger.load().interpreter() if fresh else self._interpreter
+            interpreter = (lent or self.ledger.load().interpreter()) if fresh else self._interpreter
             assert interpreter is not None
             size = self.checkpoints.adopt(interpreter, source, name)
             if fresh:
                 for unsaved in (self.handover_path, self.spill_path):  # superseded by the adopted weights
                     remove_file(unsaved, self.data_dir)
                 self._interpreter = interpreter
-                if self.on_activate:
+                if self.on_activate and lent is None:
                     self.on_activate(self)
             self.last_used = time.monotonic()
             self.weights_changed = True
             self.phone.download(size)  # a phone downloads the version it adopts
+            return fresh and lent is not None
+
+    def give_back(self, lent: ModelInterpreter) -> None:
+        """End the loan of an interpreter ``adopt_weights`` took: weights not saved are spilled first,
+        as an eviction spills them, and the device has no interpreter again (unless it dropped the
+        lent one meanwhile: deleted, reset, handed over)."""
+        with self.lock:
+            if self._interpreter is not lent:
+                return
+            if (
+                self.weights_changed
+                and not (self.deleted or self.moved)
+                and self.checkpoints.has_signatures()
+            ):
+                try:
+                    self.checkpoints.write(lent, self.spill_path, False)
+                except FleetError:  # it keeps the interpreter, now its own, and its weights with it
+                    if self.on_activate:
+                        self.on_activate(self)
+                    raise
+            self._interpreter = None
+            self.ledger.release()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
