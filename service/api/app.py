@@ -15,6 +15,7 @@ from service.api.auth import KeyRing
 from service.api.guards import guard
 from service.api.metrics import Metrics
 from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
+from service.api.pool import WorkerPool
 from service.api.quotas import Quotas
 from service.api.realtime import RealTime, SimulatedTime
 from service.api.routes import (
@@ -28,6 +29,7 @@ from service.api.routes import (
     participation,
     profiles,
     rounds,
+    signature_route,
     v2,
     versions,
 )
@@ -74,7 +76,7 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.limiter = anyio.CapacityLimiter(settings.worker_threads)
+        app.state.pool = pool = WorkerPool(settings.worker_threads)
         if simulated is not None:
             simulated.started = time.monotonic()  # simulated time starts with the app
         fleet = await anyio.to_thread.run_sync(open_fleet, settings, ownership)
@@ -93,7 +95,8 @@ def _lifespan(
         try:
             yield
         finally:
-            app.state.fleet = app.state.federation = None
+            app.state.fleet = app.state.federation = app.state.pool = None
+            await anyio.to_thread.run_sync(pool.close)  # the calls still running finish first
             await anyio.to_thread.run_sync(federation.close)
             if remote is not None:
                 remote.close()
@@ -137,6 +140,8 @@ def create_app(
         app.include_router(router)
     for router in (v2.router, metrics.router):
         app.include_router(router)
+    # The signature routes' POSTs, without FastAPI's per-request machinery:
+    signature_route.install(app, devices.router)
     if simulated is not None:  # innermost: it sees the caller Authenticate found; off, it costs nothing
         app.add_middleware(RealTime, clock=simulated)
     guard(app, settings, keys, front_token)

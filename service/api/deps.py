@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import Depends, Path, Request
 
 from service.api.auth import Principal
+from service.api.pool import WorkerPool
 from service.api.quotas import Quotas
 from service.errors import NotAuthenticated
 from service.federated.federation import Federation
@@ -77,8 +78,10 @@ DeviceDep = Annotated[Device, Depends(get_device)]
 
 async def in_thread(request: Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn`` in the worker pool: interpreter calls release the GIL, so devices run in parallel."""
-    limiter = getattr(request.app.state, "limiter", None)  # None before the app starts: anyio's default
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiter)
+    pool: WorkerPool | None = getattr(request.app.state, "pool", None)
+    if pool is None:  # before the app starts: anyio's threads
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+    return await pool.run(fn, *args, **kwargs)
 
 
 async def device_model(request: Request, device: Device) -> CompiledModel:

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.auth import Principal
 from service.api.errors import error_headers, error_response, status_of
+from service.api.pool import WorkerPool
 from service.errors import DeviceOffline, FleetError
 from service.fleet import Device, Fleet
 from service.profiles import DeviceProfile
@@ -111,7 +112,8 @@ class RealTime:
         try:
             device = fleet.get(device_id)
             if device.loaded_record() is None:  # not read yet: read it (blocking, once)
-                await anyio.to_thread.run_sync(device.read_record, limiter=getattr(state, "limiter", None))
+                pool: WorkerPool | None = getattr(state, "pool", None)
+                await (pool.run(device.read_record) if pool else anyio.to_thread.run_sync(device.read_record))
         except FleetError:
             return None
         return device
