@@ -38,7 +38,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -199,15 +198,6 @@ class RoundRunner:
             self.records.prune(self._runs)
 
     def _execute(self, run: Run) -> None:
-        flushes = Flushes(self.participants.flush)
-        try:
-            self._rounds(run, flushes)
-        except BaseException:
-            flushes.wait(quiet=True)
-            raise
-        flushes.wait()
-
-    def _rounds(self, run: Run, flushes: Flushes) -> None:
         spec = run.spec
         federated = spec.aggregation != "none"
         optimizer = spec.optimizer()
@@ -253,7 +243,7 @@ class RoundRunner:
                 ]
                 self._round(run, plans, number, version, tally, late, now)
             if spec.device_weights == "saved":
-                flushes.start()  # while the round aggregates and the next one trains
+                self.participants.flush()
             if run.cancel_requested:
                 return
             duration = tally.duration(spec.deadline)
@@ -272,7 +262,6 @@ class RoundRunner:
                 run.done_in_round = 0
                 run.simulated_time = now = now + metrics.simulated_seconds
             if time.monotonic() - persisted > PERSIST_EVERY:
-                flushes.wait()  # a record on disk names no round whose checkpoints are not
                 self.records.write(run)
                 persisted = time.monotonic()
 
@@ -346,35 +335,3 @@ class RoundRunner:
                         tally.fail(plan.device, f"{type(exc).__name__}: {exc}", plan.seconds)
                 with self._lock:
                     run.done_in_round += 1
-
-
-class Flushes:
-    """A round's flush of the checkpoints its participants saved (``Participants.flush``), on a thread of
-    its own while the run goes on: the server's optimizer steps and the next round trains meanwhile.
-    One at a time; the run waits for the last before its record is written (and at its end), and a
-    flush's failure fails the run there."""
-
-    def __init__(self, flush: Callable[[], None]) -> None:
-        self._flush = flush
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def start(self) -> None:
-        self.wait()
-        self._thread = threading.Thread(target=self._run, name="round-flush", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._flush()
-        except BaseException as exc:  # raised in the run's thread, by ``wait``
-            self._error = exc
-
-    def wait(self, quiet: bool = False) -> None:
-        """Wait for the flush under way; raise its error unless ``quiet``."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        error, self._error = self._error, None
-        if error is not None and not quiet:
-            raise error
