@@ -2,12 +2,21 @@
 bulk creation, listing with 100,000 devices registered, and start-up with them on disk.
 
     .venv/bin/python -m benchmarks.fleet_scale [--fleet 10000 --cap 1000 --resident 200 --registered 100000]
+
+With ``--devices N`` it measures only the registry at scale (issue 24's targets): N devices made
+in-process by ``Fleet.create_many`` (timed: devices/s and bytes on disk per device), then the server
+started on them twice, with ``--max-resident 1000`` and with none resident (``--max-resident 0`` is
+not a cap, so the second start has the default cap and no device is activated): start-up to ready,
+RSS with none resident, and the first page of the listing (p50 / p99 over 200 requests).
+
+    .venv/bin/python -m benchmarks.fleet_scale --devices 1000000 [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +25,7 @@ import httpx
 
 from benchmarks import _loadgen as loadgen
 from benchmarks._common import batch, machine, ms, npz, percentile, table, timed
-from service.fleet.fleet import process_rss_bytes
+from service.fleet.fleet import Fleet, process_rss_bytes
 from service.fleet.models import embedded_model_path
 from service.runtime import CompiledModel
 from service.server_process import ServerProcess
@@ -67,6 +76,75 @@ def in_process_rss_per_interpreter(n: int) -> float:
     return (process_rss_bytes() - before) / n
 
 
+def disk_bytes(root: Path) -> tuple[int, int]:
+    """Allocated bytes (blocks) and inodes under ``root``."""
+    blocks = inodes = 0
+    for directory, subdirs, files in os.walk(root):
+        for name in [*subdirs, *files]:
+            blocks += os.lstat(os.path.join(directory, name)).st_blocks * 512
+            inodes += 1
+    return blocks, inodes
+
+
+def make_devices(data_dir: Path, count: int, chunk: int = 10_000) -> float:
+    """``count`` devices made by the fleet itself (no HTTP), in chunks as bulk-create makes them."""
+    fleet = Fleet(data_dir, max_devices=None)
+    start = time.perf_counter()
+    for made in range(0, count, chunk):
+        fleet.create_many(count=min(chunk, count - made), prefix="dev-")
+    seconds = time.perf_counter() - start
+    fleet.close()
+    return seconds
+
+
+def registry_at_scale(count: int, parent: str | None) -> None:
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="fleet-scale-", dir=parent) as tmp:
+        data_dir = Path(tmp) / "data"
+        seconds = make_devices(data_dir, count)
+        rows.append(
+            (
+                f"make {count:,} devices (Fleet.create_many, 10,000 a call)",
+                f"{seconds:.1f} s ({count / seconds:,.0f}/s)",
+            )
+        )
+        blocks, inodes = disk_bytes(data_dir / "devices")
+        rows.append(
+            ("  disk per device (blocks / inodes)", f"{blocks / count:,.0f} B / {inodes / count:.1f}")
+        )
+        for label, extra in (("cap 1,000", ("--max-resident", "1000")), ("no cap", ())):
+            start = time.perf_counter()
+            with (
+                ServerProcess(data_dir, *extra, timeout=900) as server,
+                httpx.Client(base_url=server.url, timeout=600) as client,
+            ):
+                rows.append(
+                    (
+                        f"start-up with {count:,} devices, {label} (to ready)",
+                        f"{time.perf_counter() - start:.1f} s",
+                    )
+                )
+                status = client.get("/v1/fleet").json()
+                rows.append(
+                    (
+                        f"  RSS, none resident ({status['resident']} resident)",
+                        f"{status['process_rss_bytes'] / MB:,.0f} MB",
+                    )
+                )
+                first = timed(
+                    lambda: client.get("/v1/devices", params={"limit": 100}).raise_for_status(), 200
+                )
+                rows.append(
+                    (
+                        f"  list 100 of {count:,}: first page p50 / p99",
+                        f"{ms(percentile(first, 50))} / {ms(percentile(first, 99))} ms",
+                    )
+                )
+                status = client.get("/v1/fleet").json()
+                rows.append(("  RSS after listing", f"{status['process_rss_bytes'] / MB:,.0f} MB"))
+    table(f"fleet registry at scale ({machine()})", ["what", "figure"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,7 +153,12 @@ def main() -> None:
     parser.add_argument("--fleet", type=int, default=10_000)
     parser.add_argument("--cap", type=int, default=1_000)
     parser.add_argument("--registered", type=int, default=100_000, help="devices registered for listing")
+    parser.add_argument("--devices", type=int, help="measure only the registry with this many devices")
+    parser.add_argument("--dir", help="where to make the registry's data directory (default: the temp dir)")
     args = parser.parse_args()
+    if args.devices:
+        registry_at_scale(args.devices, args.dir)
+        return
     rows: list[tuple[str, str]] = []
 
     per_interpreter = in_process_rss_per_interpreter(args.resident)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, description="total bytes of added models kept in the data directory"
     )
     max_devices: int = Field(1_000_000, description="devices the fleet may hold")
+    max_loaded_devices: int = Field(
+        10_000, ge=1, description="idle device objects kept in memory (others are made again when asked for)"
+    )
     max_resident: int | None = Field(
         None, description="cap on interpreters in memory; least recently used evicted past it (none: no cap)"
     )

@@ -14,7 +14,13 @@ from service.api import errors, openapi
 from service.api.auth import KeyRing
 from service.api.guards import guard
 from service.api.metrics import Metrics
-from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
+from service.api.observe import (
+    RequestObserver,
+    RequestSink,
+    enable_access_log,
+    log_request,
+    write_access_log_off_loop,
+)
 from service.api.pool import WorkerPool
 from service.api.quotas import Quotas
 from service.api.realtime import RealTime, SimulatedTime
@@ -58,6 +64,7 @@ def open_fleet(settings: Settings, ownership: Ownership | None = None) -> Fleet:
             max_model_bytes=settings.max_model_bytes,
             sample_capacity_bytes=settings.sample_capacity_bytes,
             max_devices=settings.max_devices,
+            max_loaded=settings.max_loaded_devices,
             max_job_steps=settings.max_job_steps,
             ownership=ownership,
             isolation=Isolation.of(settings),
@@ -92,9 +99,11 @@ def _lifespan(
             federation.rounds.participants = remote
         app.state.fleet, app.state.federation = fleet, federation
         app.state.quotas = Quotas(settings, fleet, federation)
+        stop_access_log = write_access_log_off_loop()
         try:
             yield
         finally:
+            stop_access_log()
             app.state.fleet = app.state.federation = app.state.pool = None
             await anyio.to_thread.run_sync(pool.close)  # the calls still running finish first
             await anyio.to_thread.run_sync(federation.close)

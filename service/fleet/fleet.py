@@ -31,6 +31,7 @@ from service.fleet.device import Device
 from service.fleet.jobs import JobRunner
 from service.fleet.models import DEFAULT_MODEL, ModelStore
 from service.fleet.record import HISTORY, RECORD, TRASH, DeviceRecord
+from service.fleet.registry import MAX_LOADED_DEVICES, Registry
 from service.fleet.residency import Residency, ResidencyStats
 from service.fleet.samples import SAMPLE_CAPACITY, SAMPLE_CAPACITY_BYTES
 from service.fleet.stats import FleetStats
@@ -89,9 +90,11 @@ class Fleet:
         max_job_steps: int = 1_000_000,
         ownership: Ownership | None = None,
         isolation: Isolation | None = None,
+        max_loaded: int = MAX_LOADED_DEVICES,
     ) -> None:
         """``max_devices``: creating past it raises LimitExceeded (None: no cap); ``isolation``: how
-        added models run out of process (None: in this one)."""
+        added models run out of process (None: in this one); ``max_loaded``: idle ``Device`` objects
+        held in memory (the others are made again when asked for: ``service.fleet.registry``)."""
         self.ownership = ownership
         self.data_dir = data_dir.resolve()
         glob_chars = sorted({c for c in str(self.data_dir) if c in "*?[]\\"})
@@ -114,23 +117,24 @@ class Fleet:
         self.sample_capacity_bytes = sample_capacity_bytes
         self.max_devices = max_devices
         self.jobs = JobRunner(job_workers, max_steps=max_job_steps)
-        self._devices: dict[str, Device] = {}
-        self._sorted_ids: list[str] = []
+        self._registry = Registry(self._device, max_loaded)
         self._lock = threading.Lock()
         self.trash_cleaner: threading.Thread | None = None
         """Removes what deletions interrupted in the last process left in the trash (None: nothing)."""
         self._load()
         self.trash_cleaner = empty_trash(self.trash_dir, self.data_dir)
 
-    def _device(self, device_id: str, directory: Path, record: DeviceRecord | None = None) -> Device:
-        return Device(
+    def _device(self, device_id: str) -> Device:
+        """The object of a registered device, made when it is asked for (the registry holds it)."""
+        device = Device(
             device_id,
-            directory,
+            self.devices_dir / device_id,  # a registered ID: checked when it was registered
             self.models.get,
             self.sample_capacity,
-            record,
             sample_capacity_bytes=self.sample_capacity_bytes,
         )
+        self._attach(device)
+        return device
 
     def _load(self) -> None:
         """Register every device directory on disk; each reads its record when first used.
@@ -140,32 +144,27 @@ class Fleet:
         that it can be reset or deleted, rather than skipped while blocking its ID. Files, symlinks
         and other names are skipped (logged). The trash is not under ``devices/``.
         """
+        found: list[str] = []
         with os.scandir(self.devices_dir) as entries:
             for entry in entries:
                 if not (_is_id(entry.name) and entry.is_dir(follow_symlinks=False)):
                     log.warning("skipping devices/%s: not a device directory", entry.name)
                     continue
-                if not self._owns(entry.name):
-                    continue
-                self._register(self._device(entry.name, Path(entry.path)))
-        self._sorted_ids.sort()
+                if self._owns(entry.name):
+                    found.append(entry.name)
+        self._registry.load(found)
 
     def _owns(self, device_id: str) -> bool:
         return self.ownership is None or self.ownership.owns(device_id)
 
-    def _register(self, device: Device, in_order: bool = False) -> None:
+    def _attach(self, device: Device) -> None:
         self.residency.attach(device)
         device.stats = self.stats
         if self.ownership is not None:
             device.fence = functools.partial(self.ownership.check_write, device.id)
-        self._devices[device.id] = device
-        if in_order:
-            bisect.insort(self._sorted_ids, device.id)
-        else:
-            self._sorted_ids.append(device.id)
 
     def __len__(self) -> int:
-        return len(self._devices)
+        return len(self._registry)
 
     def create(self, device_id: str | None = None, model: str | None = None) -> Device:
         return self.create_many(None if device_id is None else [device_id], count=1, model=model)[0]
@@ -191,7 +190,7 @@ class Fleet:
         with self._lock:
             self.models.get(compiled.name)  # still there: delete_model holds this lock while it deletes
             asked = count if given is None else len(given)
-            if self.max_devices is not None and len(self._devices) + asked > self.max_devices:
+            if self.max_devices is not None and len(self._registry) + asked > self.max_devices:
                 raise LimitExceeded(
                     f"the fleet is full: it holds at most {self.max_devices} devices (FLEET_MAX_DEVICES)"
                 )
@@ -199,7 +198,8 @@ class Fleet:
             self._check_free(wanted)
             made = self._make(wanted, compiled.name, profiles)
             for device in made:
-                self._register(device, in_order=True)
+                self._attach(device)
+            self._registry.add(wanted, made)
             return made
 
     def _random_ids(self, count: int, prefix: str) -> list[str]:
@@ -207,7 +207,7 @@ class Fleet:
         wanted: list[str] = []
         while len(wanted) < count:
             candidate = check_id("device", f"{prefix}{secrets.token_hex(6)}")  # bounds the prefix too
-            if candidate not in self._devices and self._owns(candidate):
+            if candidate not in self._registry and self._owns(candidate):
                 wanted.append(candidate)
         return wanted
 
@@ -221,7 +221,7 @@ class Fleet:
 
     def _check_free(self, wanted: list[str]) -> None:
         """DeviceExists if an ID repeats, is registered, or has a directory in the way (under the lock)."""
-        clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._devices]
+        clashes = [i for i, n in Counter(wanted).items() if n > 1 or i in self._registry]
         if clashes:
             raise DeviceExists(f"device ID(s) already exist or repeat in the request: {clashes[:10]}")
         leftovers = [i for i in wanted if (self.devices_dir / i).exists()]
@@ -271,21 +271,23 @@ class Fleet:
         return made
 
     def get(self, device_id: str) -> Device:
-        """The device; takes no lock and does no I/O, so the event loop may call it."""
+        """The device (its object made now if it has none); does no I/O and takes only the registry's
+        short lock, so the event loop may call it."""
         if self.ownership is not None and not self.ownership.owns(device_id):
             check_id("device", device_id)
             raise self.ownership.refusal(device_id)  # also while it is registered here, but moving away
-        device = self._devices.get(device_id)
+        device = self._registry.get(device_id)
         if device is None:
             raise absent(device_id)
         return device
 
     def _span(self, prefix: str) -> tuple[int, int]:
         """Where the IDs starting with ``prefix`` lie in the sorted IDs (under the lock)."""
+        ids = self._registry.sorted_ids
         if not prefix:
-            return 0, len(self._sorted_ids)
-        start = bisect.bisect_left(self._sorted_ids, prefix)
-        return start, bisect.bisect_left(self._sorted_ids, prefix + "\U0010ffff", lo=start)
+            return 0, len(ids)
+        start = bisect.bisect_left(ids, prefix)
+        return start, bisect.bisect_left(ids, prefix + "\U0010ffff", lo=start)
 
     def page(self, after: str | None = None, limit: int = 100, prefix: str = "") -> Page:
         """Devices in ID order after ``after``, only those whose IDs start with ``prefix``.
@@ -294,21 +296,22 @@ class Fleet:
         """
         with self._lock:
             low, high = self._span(prefix)
-            start = max(low, bisect.bisect_right(self._sorted_ids, after)) if after else low
-            ids = self._sorted_ids[start : min(start + limit, high)]
+            start = max(low, bisect.bisect_right(self._registry.sorted_ids, after)) if after else low
+            ids = self._registry.sorted_ids[start : min(start + limit, high)]
             more = start + limit < high
-        return Page([self._devices[i] for i in ids if i in self._devices], ids[-1] if more and ids else None)
+        devices = [d for d in map(self._registry.get, ids) if d is not None]  # None: deleted meanwhile
+        return Page(devices, ids[-1] if more and ids else None)
 
     def ids(self, prefix: str = "") -> list[str]:
         """The IDs starting with ``prefix``, in order: a copy, so the caller may take its time over it."""
         with self._lock:
             low, high = self._span(prefix)
-            return self._sorted_ids[low:high]
+            return self._registry.sorted_ids[low:high]
 
     def count(self, prefix: str = "") -> int:
         """Devices whose IDs start with ``prefix``."""
         if not prefix:
-            return len(self._devices)
+            return len(self._registry)
         with self._lock:
             low, high = self._span(prefix)
             return high - low
@@ -328,7 +331,7 @@ class Fleet:
         if dry_run:
             return len(devices)
         for device in devices:
-            if self._devices.get(device.id) is not device:
+            if self._registry.peek(device.id) is not device:
                 continue  # a concurrent request deleted it first
             device.delete()  # first: a device whose directory cannot move keeps its job too
             self.jobs.forget(device)
@@ -345,7 +348,7 @@ class Fleet:
         handed: list[str] = []
         failed: FleetError | None = None
         for device_id in device_ids:
-            device = self._devices.get(device_id)
+            device = self._registry.get(device_id)
             if device is None:
                 continue
             self.jobs.stop_active(device, "stopped: the device moved to another shard")
@@ -368,27 +371,23 @@ class Fleet:
         if device_ids is None:  # ID-named directories right here: no path to check (a resize waits on this)
             with os.scandir(self.devices_dir) as entries:
                 found = [e.name for e in entries if _is_id(e.name) and e.is_dir(follow_symlinks=False)]
-            directories = {i: self.devices_dir / i for i in found if i not in self._devices and self._owns(i)}
+            registry = self._registry
+            directories = {i: self.devices_dir / i for i in found if i not in registry and self._owns(i)}
         else:
             directories = {}
             for device_id in device_ids:
-                if device_id not in self._devices and self._owns(device_id):
+                if device_id not in self._registry and self._owns(device_id):
                     directory = child(self.devices_dir, check_id("device", device_id))
                     if directory.is_dir():  # not deleted meanwhile
                         directories[device_id] = directory
-        taken = 0
-        for device_id, directory in directories.items():
-            with self._lock:
-                if device_id not in self._devices:
-                    self._register(self._device(device_id, directory), in_order=True)
-                    taken += 1
-        return taken
+        with self._lock:
+            taken = [i for i in directories if i not in self._registry]
+            self._registry.add(taken)
+        return len(taken)
 
     def _unregister(self, device: Device) -> None:
         with self._lock:
-            if self._devices.get(device.id) is device:
-                del self._devices[device.id]
-                del self._sorted_ids[bisect.bisect_left(self._sorted_ids, device.id)]
+            self._registry.remove(device)
 
     def delete_model(self, name: str, dry_run: bool = False) -> None:
         """Delete an added model; ModelInUse while any device uses it (``dry_run``: only check).
@@ -398,7 +397,9 @@ class Fleet:
         """
         with self._lock:
             users = []
-            for device in self._devices.values():
+            for device in map(self._registry.get, list(self._registry.sorted_ids)):
+                if device is None:
+                    continue
                 try:
                     model = device.read_record().model
                 except FleetError:
@@ -444,7 +445,7 @@ class Fleet:
         """
         self.jobs.close()
         written: list[Device] = []
-        for device in list(self._devices.values()):
+        for device in self._registry.alive():  # the others have nothing unwritten
             try:
                 if device.flush(durable=False):
                     written.append(device)
