@@ -14,13 +14,7 @@ from service.api import errors, openapi
 from service.api.auth import KeyRing
 from service.api.guards import guard
 from service.api.metrics import Metrics
-from service.api.observe import (
-    RequestObserver,
-    RequestSink,
-    enable_access_log,
-    log_request,
-    write_access_log_off_loop,
-)
+from service.api.observe import RequestObserver, RequestSink, enable_access_log, log_request
 from service.api.pool import WorkerPool
 from service.api.quotas import Quotas
 from service.api.realtime import RealTime, SimulatedTime
@@ -99,11 +93,9 @@ def _lifespan(
             federation.rounds.participants = remote
         app.state.fleet, app.state.federation = fleet, federation
         app.state.quotas = Quotas(settings, fleet, federation)
-        stop_access_log = write_access_log_off_loop()
         try:
             yield
         finally:
-            stop_access_log()
             app.state.fleet = app.state.federation = app.state.pool = None
             await anyio.to_thread.run_sync(pool.close)  # the calls still running finish first
             await anyio.to_thread.run_sync(federation.close)
