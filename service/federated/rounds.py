@@ -7,7 +7,9 @@ time, its participants on ``workers`` threads). Each round:
    the run's devices seeded by the run's seed and the round's number;
 2. each participant adopts the current global version, trains ``epochs`` over its assigned data
    (shuffled by a seed of its own), and writes its weights for the server; it is then evaluated on
-   its local test data, and its weights are kept, dropped or saved as the run says;
+   its local test data, and its weights are kept, dropped or saved as the run says (one without an
+   interpreter of its own whose weights are saved trains on an idle one the round lends it:
+   ``lending``);
 3. the updates are averaged, weighted by samples, as they arrive, in participant order (a reorder
    window of a few updates): memory holds one model and that window, however many participate,
    and the float arithmetic is the same in every run (``tally``, ``mean``);
