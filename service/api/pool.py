@@ -14,7 +14,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,7 +39,7 @@ class WorkerPool:
         self._executor.shutdown(wait=True)
 
 
-async def _finished(future: asyncio.Future[object]) -> None:
+async def _finished(future: asyncio.Future[Any]) -> None:
     """Wait until ``future`` is done, whatever cancels the waiter meanwhile."""
     while not future.done():
         try:

@@ -76,7 +76,7 @@ def install(app: FastAPI, router: APIRouter) -> None:
     fast = [
         SignatureRoute(route, SIGNATURE_ROUTES[route.path])
         for route in router.routes
-        if isinstance(route, APIRoute) and route.path in SIGNATURE_ROUTES and "POST" in route.methods
+        if isinstance(route, APIRoute) and route.path in SIGNATURE_ROUTES and "POST" in (route.methods or ())
     ]
     routes = app.router.routes
     index = next(i for i, r in enumerate(routes) if getattr(r, "original_router", None) is router)
