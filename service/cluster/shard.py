@@ -205,7 +205,7 @@ class ShardServer:
         """Stop serving the devices a resize to ``new_shards`` moves away, and hand them over."""
         fleet = self._fleet()
         self.ownership.fence(new_shards)
-        moving = [d.id for d in fleet.page(limit=len(fleet) + 1).devices if self.ownership.moving(d.id)]
+        moving = [i for i in fleet.ids() if self.ownership.moving(i)]  # IDs: no device object made
         return len(fleet.hand_over(moving))
 
     def commit(self, epoch: int, shards: int) -> int:
