@@ -3,44 +3,21 @@ no residency churn, the device's files as they would be, unsaved weights spilled
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pytest
 
 from service.data.spec import PartitionSpec
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining
 from service.federated.spec import RoundSpec
-from service.fleet import Fleet
 from service.fleet.record import SPILL
-from service.model.dataset import FashionMNIST, one_hot
+from tests.federated.conftest import DATASET
 
 MODEL = "fashion_mnist"
-DATASET = "small"
 TRAINING = LocalTraining(epochs=1, batch_size=20)
 WAIT = 180.0
 KEYS = ("mean_loss", "mean_local_accuracy", "samples", "finished")
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: FashionMNIST) -> Iterator[Federation]:
-    fleet = Fleet(tmp_path_factory.mktemp("lending") / "data")
-    federated = Federation(fleet, round_workers=2)
-    federated.datasets.add(
-        DATASET,
-        {
-            "train/x": fashion_mnist.train_images[:400],
-            "train/y": one_hot(fashion_mnist.train_labels[:400]),
-            "test/x": fashion_mnist.test_images[:100],
-            "test/y": one_hot(fashion_mnist.test_labels[:100]),
-        },
-        label="y",
-    )
-    yield federated
-    federated.close()
-    fleet.close()
 
 
 def make(federation: Federation, prefix: str, count: int = 4) -> list[str]:

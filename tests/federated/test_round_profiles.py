@@ -9,13 +9,11 @@ time per sample set by the device's speed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-import service.api  # noqa: F401  (first: service.cluster.participants alone is a circular import)
 from service.cluster.ownership import SlotOwnership
 from service.cluster.participants import ShardParticipants
 from service.data.spec import PartitionSpec
@@ -27,14 +25,12 @@ from service.federated.selection import Profiles, pick
 from service.federated.spec import RoundSpec
 from service.federated.staleness import MAX_STALENESS, staleness_weight
 from service.federated.tally import MIN_ROUND_SECONDS
-from service.fleet import Fleet
-from service.model.dataset import FashionMNIST, one_hot
 from service.profiles import DeviceProfile, parse_profile
 from service.profiles.availability import device_key
 from service.profiles.mixes import find_mix
+from tests.federated.conftest import DATASET
 
 MODEL = "fashion_mnist"
-DATASET = "small"
 TRAIN, TEST = 40, 10
 """Samples assigned per device."""
 TRAINING = LocalTraining(epochs=1, batch_size=20)
@@ -56,25 +52,6 @@ SLOW = phone(0.01)
 """4 s of training: past a 1 s deadline, 4 rounds late."""
 LATE_BY_ONE = phone(0.025)
 """1.6 s of training: past a 1 s deadline, one round late."""
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: FashionMNIST) -> Iterator[Federation]:
-    fleet = Fleet(tmp_path_factory.mktemp("profiled") / "data")
-    federated = Federation(fleet, round_workers=2)
-    federated.datasets.add(
-        DATASET,
-        {
-            "train/x": fashion_mnist.train_images[:400],
-            "train/y": one_hot(fashion_mnist.train_labels[:400]),
-            "test/x": fashion_mnist.test_images[:100],
-            "test/y": one_hot(fashion_mnist.test_labels[:100]),
-        },
-        label="y",
-    )
-    yield federated
-    federated.close()
-    fleet.close()
 
 
 def make(federation: Federation, prefix: str, profiles: list[DeviceProfile | None]) -> list[str]:
