@@ -254,9 +254,53 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 def encode_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """``numpy.savez``'s archive of ``arrays``: written here for plain arrays (a few microseconds for
+    a train step's loss, where ``zipfile`` takes tens), by numpy for anything else."""
+    plain = {name: np.asarray(value) for name, value in arrays.items()}
+    if all(_is_plain(a) for a in plain.values()):
+        return _stored_archive({f"{name}.npy": _npy(a) for name, a in plain.items()})
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    np.savez(buffer, **plain)
     return buffer.getvalue()
+
+
+PLAIN_KINDS = frozenset("biufcS")
+STORED_LIMIT = 1 << 31
+"""Archives this large are left to ``zipfile``, which switches to zip64 near 4 GiB."""
+
+
+def _is_plain(array: np.ndarray) -> bool:
+    """A C-ordered array of a one-field dtype numpy describes by its ``str`` (``<f4``, ``|S5``...)."""
+    dtype = array.dtype
+    plain_dtype = dtype.kind in PLAIN_KINDS and dtype.names is None and dtype.shape == ()
+    return plain_dtype and array.flags.c_contiguous and array.nbytes < STORED_LIMIT
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """The ``.npy`` file ``numpy.save`` writes for a plain array (format 1.0, header padded to 64)."""
+    header = f"{{'descr': '{array.dtype.str}', 'fortran_order': False, 'shape': {array.shape!r}, }}"
+    pad = -(10 + len(header) + 1) % 64
+    head = header.encode("latin1") + b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head + array.tobytes()
+
+
+def _stored_archive(members: Mapping[str, bytes]) -> bytes:
+    """A zip of ``members`` stored uncompressed, as ``zipfile`` writes them (version 2.0, no dates)."""
+    parts: list[bytes] = []
+    directory: list[bytes] = []
+    offset = 0
+    for name, data in members.items():
+        encoded, crc, size = name.encode(), zlib.crc32(data), len(data)
+        fields = (0, 0, 0, 0x21, crc, size, size, len(encoded))  # flags, method, time, date (1980-01-01)...
+        local = struct.pack("<4s5H3IHH", b"PK\x03\x04", 20, *fields, 0)
+        directory.append(struct.pack("<4s6H3I5HII", b"PK\x01\x02", 20, 20, *fields, 0, 0, 0, 0, 0, offset))
+        directory.append(encoded)
+        parts += (local, encoded, data)
+        offset += len(local) + len(encoded) + size
+    listing = b"".join(directory)
+    count = len(members)
+    end = struct.pack("<4s4HIIH", EOCD, 0, 0, count, count, len(listing), offset, 0)
+    return b"".join(parts) + listing + end
 
 
 def decode_json_inputs(body: bytes) -> Mapping[str, object]:

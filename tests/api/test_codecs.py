@@ -428,3 +428,47 @@ def test_the_member_limit_is_the_setting(tmp_path: Path) -> None:
         assert "holds 3 members; at most 2 are accepted (FLEET_MAX_NPZ_MEMBERS)" in response.text
         response = client.post("/v1/devices/phone/infer", content=two, headers=NPZ_TYPE)
         assert response.status_code == 422 and "unexpected input(s) ['extra']" in response.text
+
+
+ENCODED = {
+    "loss": np.float32(0.25),
+    "logits": np.arange(20, dtype=np.float32).reshape(2, 10),
+    "big_endian": np.arange(6, dtype=">i4").reshape(3, 2),
+    "text": np.array([b"coat", b"bag"]),
+    "flag": np.array(True),
+    "empty": np.zeros((0, 5), np.int8),
+    "complex": np.array([1 + 2j], np.complex64),
+    "half": np.ones((2, 3), np.float16),
+}
+
+
+@pytest.mark.parametrize("name", list(ENCODED))
+def test_encoded_members_are_byte_for_byte_what_numpy_savez_writes(name: str) -> None:
+    value = np.asarray(ENCODED[name])
+    expected = io.BytesIO()
+    np.savez(expected, **{name: value})
+    got = zipfile.ZipFile(io.BytesIO(codecs.encode_npz({name: value})))
+    assert got.testzip() is None  # every member's CRC holds
+    assert got.namelist() == [f"{name}.npy"]
+    assert got.read(f"{name}.npy") == zipfile.ZipFile(expected).read(f"{name}.npy")
+    loaded = np.load(io.BytesIO(codecs.encode_npz({name: value})))[name]
+    assert loaded.dtype == value.dtype and np.array_equal(loaded, value)
+
+
+def test_an_encoded_archive_of_many_arrays_reads_back_through_both_paths() -> None:
+    body = codecs.encode_npz(ENCODED)
+    fast = codecs.plain_npz(body)
+    slow = dict(np.load(io.BytesIO(body)))
+    assert fast is not None and list(fast) == list(slow) == list(ENCODED)
+    for name, value in ENCODED.items():
+        assert np.array_equal(fast[name], np.asarray(value)) and np.array_equal(slow[name], np.asarray(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.ones((3, 2)).T, np.array(["str"]), np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])],
+    ids=["fortran-order", "unicode", "structured"],
+)
+def test_arrays_the_encoder_does_not_write_go_to_numpy(value: np.ndarray) -> None:
+    loaded = np.load(io.BytesIO(codecs.encode_npz({"x": value})))["x"]
+    assert loaded.dtype == value.dtype and np.array_equal(loaded, value)
