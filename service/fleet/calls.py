@@ -104,7 +104,7 @@ class Calls:
         """Run any signature on checked inputs. ``save``/``restore`` use the device's own checkpoint.
 
         ``train`` (and a job's training signature, ``source="job"``) counts as a training step. Such
-        a step writes nothing: everything that can fail (activation, reading the history) fails before
+        a step writes nothing: everything that can fail (activation, checking the history) fails before
         the interpreter runs, so a call either applies its step and counts it, or does neither.
         """
         if signature in CHECKPOINT_SIGNATURES:
@@ -119,7 +119,8 @@ class Calls:
         device, ledger = self._device, self._ledger
         with device.lock:
             interpreter = device.live_interpreter()
-            history = ledger.loaded_history() if training else None
+            if training:
+                ledger.check_history()
             # Only "infer" is known to leave weights alone; any other signature may change them.
             device.weights_changed |= signature != "infer"
             outputs = interpreter.run(signature, checked)
@@ -128,14 +129,13 @@ class Calls:
                 batch = next((len(v) for v in checked.values() if np.ndim(v) > 0), 1)
                 compute = record.profile.train_seconds if training else record.profile.infer_seconds
                 self._phone.advance(compute(batch))
-            if history is not None:
+            if training:
                 record.train_steps += 1
                 if device.stats is not None:
                     device.stats.train_steps.inc()
                 record.last_loss = scalar_loss(outputs)
                 if record.last_loss is not None:
-                    ledger.history_dirty = True
-                    history.append(
+                    ledger.add_step(
                         {
                             "step": record.train_steps,
                             "loss": record.last_loss,

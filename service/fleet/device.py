@@ -4,7 +4,7 @@ Everything durable about a device lives in its own directory, ``data_dir/devices
 shapes in ``service.fleet.record``):
 
     device.json        the record (model, created, train steps, last loss)
-    history.json       loss per training step (bounded)
+    history.jsonl      loss per training step, a line each (bounded; ``history.json`` before)
     checkpoint.ckpt    the user's checkpoint, written by the model's ``save`` signature
     spill.ckpt         unsaved weights of an evicted interpreter (never a user checkpoint)
     handover.ckpt      unsaved weights handed to the device's next owner (a shard of a sharded fleet)
@@ -46,6 +46,7 @@ from service.fleet.record import (
     CHECKPOINT,
     HANDOVER,
     HISTORY,
+    LEGACY_HISTORY,
     SPILL,
     DeviceInfo,
     DeviceRecord,
@@ -211,7 +212,7 @@ class Device:
 
     def history(self) -> list[HistoryEntry]:
         """Loss per training step, oldest first (the last HISTORY_LIMIT); blocking: it may read the file
-        (``Ledger.entries``). CorruptState when ``history.json`` cannot be read."""
+        (``Ledger.entries``). CorruptState when the history file cannot be read."""
         with self.lock:
             return self.ledger.entries()
 
@@ -306,7 +307,7 @@ class Device:
         return interpreter
 
     def _drop_interpreter(self) -> None:
-        """Free the interpreter, and the loss history with it once written: memory follows residency."""
+        """Free the interpreter; the loss history is checked again before the next training step."""
         if self._interpreter is not None:
             self._interpreter = None
             if self.on_release:
@@ -453,9 +454,10 @@ class Device:
                 temporaries = list(self.directory.glob(".*.tmp-*"))  # left by a crash mid-write
             except OSError:
                 temporaries = []
-            for path in (*self.checkpoints.files(), self.directory / HISTORY, *temporaries):
+            histories = (self.directory / HISTORY, self.directory / LEGACY_HISTORY)
+            for path in (*self.checkpoints.files(), *histories, *temporaries):
                 remove_file(path, self.data_dir)
-            self.ledger.history_dirty = False
+            self.ledger.drop_pending()
             self._drop_interpreter()
             self._problems.clear()
             self.ledger.start_over(record, model)
@@ -485,7 +487,7 @@ class Device:
             self.require_live()  # a device handed over is another process's to delete
             target = move_to_trash(self.directory, self.data_dir, self.id)
             self.deleted = True
-            self.ledger.history_dirty = False
+            self.ledger.drop_pending()
             self._drop_interpreter()
         if target is not None:
             remove_tree(target, self.data_dir)

@@ -1,32 +1,44 @@
-"""A device's record and loss history: ``device.json`` and ``history.json``, in memory and on disk.
+"""A device's record and loss history: ``device.json`` and ``history.jsonl``, in memory and on disk.
 
-The record is read on first use, then kept; the device's model is resolved from it once. The history
-is loaded by training and kept while the device is resident. Both are written (fsync and rename) on
-save, eviction, restart and flush, never per training step.
+The record is read on first use, then kept; the device's model is resolved from it once. It is
+written (fsync and rename) on save, eviction, restart and flush, never per training step.
+
+The history is a log: the steps trained since it was last written wait in memory (``pending``) and
+are appended, a line each, when the record is written; nothing rewrites it, until it passes
+HISTORY_COMPACT_LINES lines and is replaced, in one rename, by its last HISTORY_LIMIT entries. The
+file is read to be shown, and before a device's first training step while it holds its interpreter,
+only if it changed (a ``stat``) since this object last read or wrote it. A ``history.json`` of an
+earlier version is read in its place and replaced by the log at the next write.
 
 A file that cannot be read back is reported, never crashed on:
 
 - ``device.json`` missing or unreadable: ``Device.info()`` shows it as ``problem``; other calls raise
   CorruptState. Reset writes a fresh record (the same ID; the model it named if that can still be
   read and loaded, else the default; created now).
-- ``history.json``: ``history()`` and training steps raise CorruptState, a step before it runs
-  (nothing is applied, so a retry cannot apply it twice). Reset deletes the file.
+- ``history.jsonl`` (or ``history.json``): ``history()`` and training steps raise CorruptState, a step
+  before it runs (nothing is applied, so a retry cannot apply it twice). Reset deletes the file. A last
+  line without its newline is no problem: a crash tore it mid-append; it is ignored, and cut off when
+  the next lines are appended.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+import orjson
 
 from service.errors import CorruptState, FleetError
 from service.fleet.models import DEFAULT_MODEL
 from service.fleet.record import (
     HISTORY,
+    HISTORY_COMPACT_LINES,
     HISTORY_LIMIT,
+    LEGACY_HISTORY,
     RECORD,
     SPILL,
     DeviceRecord,
@@ -35,7 +47,18 @@ from service.fleet.record import (
     remove_file,
 )
 from service.runtime import CompiledModel
-from service.storage import MISSING, WriteFence, read_json, shown, utc_now, write_json
+from service.storage import (
+    MISSING,
+    WriteFence,
+    append,
+    read_json,
+    read_log,
+    shown,
+    storage_error,
+    utc_now,
+    write_atomic,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +66,14 @@ REMEDY = "reset or delete the device"
 
 ModelResolver = Callable[[str], CompiledModel]
 """Model name -> compiled model (the fleet's model store)."""
+
+Stamp = tuple[int, int, int]
+"""What a file is: inode, size and modification time (ns); ABSENT when there is none."""
+ABSENT: Stamp = (0, 0, 0)
+
+
+def stamp_of(status: os.stat_result) -> Stamp:
+    return (status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 class LedgerOwner(Protocol):
@@ -63,12 +94,15 @@ class Ledger:
 
     __slots__ = (
         "_device",
+        "_history_checked",
+        "_history_lines",
+        "_history_stamp",
+        "_legacy_history",
         "_load_lock",
         "_model",
         "_models",
         "_problems",
-        "history",
-        "history_dirty",
+        "pending",
         "record",
         "record_dirty",
     )
@@ -89,9 +123,16 @@ class Ledger:
         """Guards reading the record and resolving the model."""
         self._problems = problems
         """The device's problems by file (shared with it): the history's are reported here."""
-        self.history: deque[HistoryEntry] | None = None
-        """Loaded by training and kept while resident; dropped with the interpreter once written."""
-        self.history_dirty = False
+        self.pending: list[HistoryEntry] = []
+        """Steps trained since the history was last written, oldest first (at most HISTORY_LIMIT)."""
+        self._history_stamp: Stamp | None = None
+        """The history file as this object last read or wrote it (None: not yet)."""
+        self._history_lines = 0
+        """Lines in the history file then."""
+        self._legacy_history = False
+        """The entries read came from ``history.json``: the next write replaces it with the log."""
+        self._history_checked = False
+        """Checked before a training step; again only once the device has dropped its interpreter."""
         self.record_dirty = False
 
     def _shown(self, path: Path) -> str:
@@ -144,37 +185,93 @@ class Ledger:
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, durable: bool = True) -> None:
-        """Write the record, and the history if it changed, durably (fsync, rename, fsync of the dir)."""
+        """Write the record, and append the steps trained since the history was written; durably
+        (fsync, rename, fsync of the directory) unless the caller flushes many devices at once."""
         assert self.record is not None, "only a loaded record is written"
         device = self._device
         write_json(device.directory / RECORD, self.record.to_json(), durable, device.data_dir, device.fence)
         self.record_dirty = False
-        if self.history is not None and self.history_dirty:
-            write_json(device.directory / HISTORY, list(self.history), durable, device.data_dir, device.fence)
-            self.history_dirty = False
+        if self.pending:
+            self._write_history(durable)
 
     def write_if_dirty(self, durable: bool = True) -> bool:
-        if self.record_dirty or self.history_dirty:
+        if self.record_dirty or self.pending:
             self.write(durable)
             return True
         return False
 
+    def _write_history(self, durable: bool) -> None:
+        device = self._device
+        path = device.directory / HISTORY
+        if self._legacy_history or self._history_lines + len(self.pending) > HISTORY_COMPACT_LINES:
+            kept = (self.read_history() + self.pending)[-HISTORY_LIMIT:]
+            write_atomic(path, _lines(kept), durable, device.data_dir, device.fence)
+            if self._legacy_history:
+                remove_file(device.directory / LEGACY_HISTORY, device.data_dir)
+                self._legacy_history = False
+            self._history_stamp, self._history_lines = self._stat_history(), len(kept)
+        else:
+            status = append(path, _lines(self.pending), durable, device.data_dir, device.fence)
+            self._history_stamp = stamp_of(status)
+            self._history_lines += len(self.pending)
+        self.pending = []
+
     # -- the history -------------------------------------------------------------------------
 
+    @property
+    def history_dirty(self) -> bool:
+        """Whether steps were trained since the history was last written."""
+        return bool(self.pending)
+
+    def add_step(self, entry: HistoryEntry) -> None:
+        """A training step's entry, written with the record (the last HISTORY_LIMIT are kept)."""
+        self.pending.append(entry)
+        if len(self.pending) > 2 * HISTORY_LIMIT:
+            del self.pending[:-HISTORY_LIMIT]
+
+    def drop_pending(self) -> None:
+        """Forget the steps not written yet (the device is reset or deleted)."""
+        self.pending = []
+
     def entries(self) -> list[HistoryEntry]:
-        """Loss per training step, oldest first (the last HISTORY_LIMIT). Blocking: it may read the file.
+        """Loss per training step, oldest first (the last HISTORY_LIMIT). Blocking: it reads the file.
 
-        CorruptState when ``history.json`` cannot be read. The history is kept in memory only while
-        the device trains; otherwise it is read for the call and not kept.
+        CorruptState when the history file cannot be read.
         """
-        if self.history is not None:
-            return list(self.history)
-        return self.read_history()
+        return (self.read_history() + self.pending)[-HISTORY_LIMIT:]
 
-    def read_history(self) -> list[HistoryEntry]:
+    def check_history(self) -> None:
+        """Before a training step: CorruptState if the history file cannot be read. It is read only
+        if it changed since this object last read or wrote it, and checked once while the device
+        holds its interpreter (as the history was kept in memory while it trained)."""
+        if self._history_checked:
+            return
+        if self._history_stamp is None or self._history_stamp != self._stat_history():
+            self.read_history()
+        self._history_checked = True
+
+    def _stat_history(self) -> Stamp:
         path = self._device.directory / HISTORY
         try:
-            entries = read_json(path, [], root=self._device.data_dir)
+            return stamp_of(path.stat())
+        except FileNotFoundError:
+            return ABSENT
+        except OSError as exc:
+            raise storage_error(f"could not stat {self._shown(path)}", exc) from exc
+
+    def read_history(self) -> list[HistoryEntry]:
+        """The history file's entries, checked (the last HISTORY_LIMIT); CorruptState naming it."""
+        directory = self._device.directory
+        path = directory / HISTORY
+        try:
+            stamp = self._stat_history()  # before the read: a change during it shows next time
+            entries = read_log(path, self._device.data_dir)
+            legacy = False
+            if entries is None:
+                path = directory / LEGACY_HISTORY
+                entries = read_json(path, MISSING, root=self._device.data_dir)
+                legacy = entries is not MISSING
+                entries = entries if legacy else []
             if not isinstance(entries, list) or not all(is_history_entry(e) for e in entries):
                 raise CorruptState(f"{self._shown(path)} is not a loss history")
         except CorruptState as exc:
@@ -182,17 +279,14 @@ class Ledger:
             self._problems[HISTORY] = message
             raise CorruptState(message) from exc
         self._problems.pop(HISTORY, None)
-        return entries
-
-    def loaded_history(self) -> deque[HistoryEntry]:
-        if self.history is None:
-            self.history = deque(self.read_history(), maxlen=HISTORY_LIMIT)
-        return self.history
+        self._history_stamp, self._history_lines = stamp, 0 if legacy else len(entries)
+        self._legacy_history = legacy
+        return entries[-HISTORY_LIMIT:]
 
     def release(self) -> None:
-        """Drop the history from memory once it is written (the interpreter goes: memory follows)."""
-        if not self.history_dirty:
-            self.history = None
+        """The device dropped its interpreter: its history is checked again before it next trains."""
+        if not self.pending:
+            self._history_checked = False
 
     # -- reset -------------------------------------------------------------------------------
 
@@ -223,10 +317,16 @@ class Ledger:
     def start_over(self, record: DeviceRecord, model: CompiledModel) -> None:
         """Take ``record`` (from ``record_for_reset``) with no steps and an empty history, and write it.
 
-        The history file is the caller's to delete first, and the history in memory to drop."""
+        The history files are the caller's to delete first."""
         record.train_steps, record.last_loss = 0, None
         with self._load_lock:
             self.record, self._model = record, model
-        self.history = deque(maxlen=HISTORY_LIMIT)
+        self.pending = []
+        self._history_stamp, self._history_lines, self._legacy_history = ABSENT, 0, False
+        self._history_checked = True
         self.record_dirty = True
         self.write()
+
+
+def _lines(entries: list[HistoryEntry]) -> bytes:
+    return b"".join(orjson.dumps(entry) + b"\n" for entry in entries)

@@ -22,7 +22,10 @@ from service.profiles import DeviceProfile, parse_profile
 from service.storage import shown, storage_error
 
 RECORD = "device.json"
-HISTORY = "history.json"
+HISTORY = "history.jsonl"
+"""The loss history: one JSON line per training step, appended (``storage.append``)."""
+LEGACY_HISTORY = "history.json"
+"""The loss history as earlier versions wrote it (one JSON list); read once, replaced by ``HISTORY``."""
 CHECKPOINT = "checkpoint.ckpt"
 SPILL = "spill.ckpt"
 HANDOVER = "handover.ckpt"
@@ -166,6 +169,8 @@ class DeviceInfo:
 
 HISTORY_LIMIT = 10_000
 """Loss history entries kept per device."""
+HISTORY_COMPACT_LINES = 2 * HISTORY_LIMIT
+"""Lines past which the history file is rewritten with its last HISTORY_LIMIT entries."""
 HistorySource = Literal["train", "job", "round"]
 HistoryEntry = dict[str, object]
 

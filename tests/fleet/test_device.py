@@ -96,7 +96,7 @@ def test_checkpoint_is_replaced_atomically(tmp_path: Path, train_batch: Batch) -
     assert sorted(p.name for p in device.directory.iterdir()) == [
         "checkpoint.ckpt",
         "device.json",
-        "history.json",
+        "history.jsonl",
     ]
 
 

@@ -33,7 +33,7 @@ from service.fleet import Fleet
 from service.fleet.device import Device
 from service.fleet.jobs import JOBS_FILE
 from service.fleet.models import embedded_model_path
-from service.fleet.record import CHECKPOINT, HISTORY, RECORD
+from service.fleet.record import CHECKPOINT, HISTORY, LEGACY_HISTORY, RECORD
 from service.storage import write_atomic
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -72,17 +72,29 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def legacy(history: Path, content: bytes) -> None:
+    """The history as an earlier version wrote it (``history.json``), holding ``content``."""
+    history.unlink()
+    (history.parent / LEGACY_HISTORY).write_bytes(content)
+
+
 CORRUPTIONS: dict[str, tuple[str, Callable[[Path], object]]] = {
     "device.json garbage": (RECORD, lambda p: p.write_bytes(b"\x00\xffnot json{")),
     "device.json truncated": (RECORD, truncate),
     "device.json missing": (RECORD, lambda p: p.unlink()),  # as a crash mid-delete of old left it
     "device.json not a record": (RECORD, lambda p: p.write_text('{"id": "victim", "model": 3}')),
-    "history.json garbage": (HISTORY, lambda p: p.write_bytes(b"[{]")),
-    "history.json truncated": (HISTORY, truncate),
-    "history.json not a history": (HISTORY, lambda p: p.write_text('[{"step": "one"}]')),
-    "history.json time out of range": (
+    # A last line without its newline was torn by a crash mid-append: ignored, so these end in one.
+    "history.jsonl garbage": (HISTORY, lambda p: p.write_bytes(b"[{]\n")),
+    "history.jsonl cut mid-line": (HISTORY, lambda p: p.write_bytes(p.read_bytes()[:100] + b"\n")),
+    "history.jsonl not a history": (HISTORY, lambda p: p.write_text('{"step": "one"}\n')),
+    "history.jsonl time out of range": (
         HISTORY,
-        lambda p: p.write_text('[{"step": 1, "loss": 0.5, "source": "train", "at": 1e20}]'),
+        lambda p: p.write_text('{"step": 1, "loss": 0.5, "source": "train", "at": 1e20}\n'),
+    ),
+    "history.json of an earlier version garbage": (HISTORY, lambda p: legacy(p, b"[{]")),
+    "history.json of an earlier version truncated": (
+        HISTORY,
+        lambda p: legacy(p, b'[{"step": 1, "loss": 0.5, "source": "train", "at": 1.0}, {"step'),
     ),
     "checkpoint garbage": (CHECKPOINT, lambda p: p.write_bytes(b"garbage" * 1000)),
     "checkpoint truncated": (CHECKPOINT, truncate),
@@ -157,9 +169,9 @@ def test_a_train_step_that_cannot_be_recorded_is_not_applied(tmp_path: Path, tra
     device = fleet.create("phone")
     train(device, train_batch)
     device.restart()  # the history is written, and leaves memory
-    (device.directory / HISTORY).write_bytes(b"[{")
+    (device.directory / HISTORY).write_bytes(b"[{\n")
     before = logits(device, train_batch[0])  # inference needs no history
-    with pytest.raises(CorruptState, match=r"devices/phone/history\.json"):
+    with pytest.raises(CorruptState, match=r"devices/phone/history\.jsonl"):
         train(device, train_batch)
     np.testing.assert_array_equal(logits(device, train_batch[0]), before)
     assert device.info().train_steps == 1

@@ -200,16 +200,17 @@ def test_restore_after_an_eviction_gives_the_checkpoint_not_the_spill(
 
 
 def test_the_loss_history_leaves_memory_with_the_interpreter(tmp_path: Path, train_batch: Batch) -> None:
+    """Only the steps not yet written are in memory (``pending``); an eviction writes them."""
     fleet = Fleet(tmp_path, max_resident=1)
     a, b = fleet.create_many(["a", "b"])
     for _ in range(2):
         a.run("train", {"x": train_batch[0], "y": train_batch[1]})
-    assert a.ledger.history is not None  # kept while the device trains
+    assert len(a.ledger.pending) == 2  # kept while the device trains
     b.run("infer", {"x": train_batch[0]})  # evicts a: its history is written and dropped
-    assert not a.resident and a.ledger.history is None
+    assert not a.resident and a.ledger.pending == []
     assert [entry["step"] for entry in a.history()] == [1, 2]  # from its file
-    assert a.ledger.history is None, "reading the history of an evicted device must not keep it"
+    assert a.ledger.pending == [], "reading the history of an evicted device must not keep it"
     a.run("train", {"x": train_batch[0], "y": train_batch[1]})  # evicts b
-    assert b.ledger.history is None and len(a.ledger.history or []) == 3
+    assert b.ledger.pending == [] and len(a.ledger.pending) == 1
     a.restart()
-    assert a.ledger.history is None and [entry["step"] for entry in a.history()] == [1, 2, 3]
+    assert a.ledger.pending == [] and [entry["step"] for entry in a.history()] == [1, 2, 3]
