@@ -93,20 +93,22 @@ class Federation:
     # -- devices -----------------------------------------------------------------------------
 
     def select(
-        self, selection: Selection, allowed: Callable[[str], bool] = lambda _id: True, *, here: bool = True
+        self, selection: Selection, allowed: Callable[[str], bool] | None = None, *, here: bool = True
     ) -> list[str]:
         """The selected devices' IDs in order; a given ID not ``allowed``, or with ``here`` unknown to
-        this process's fleet, raises (a sharded fleet's rounds name devices of every shard)."""
+        this process's fleet, raises (a sharded fleet's rounds name devices of every shard).
+        ``allowed`` None: every device is (an admin's; a prefix or all is then the registry's slice)."""
         selection.check()
         if selection.ids is not None:
             ids = list(dict.fromkeys(selection.ids))
             for device_id in ids:
-                if not allowed(device_id):
+                if allowed is not None and not allowed(device_id):
                     raise absent(device_id)
                 if here:
                     self.fleet.get(device_id)
             return ids
-        return [i for i in self.fleet.ids(selection.prefix or "") if allowed(i)]
+        found = self.fleet.ids(selection.prefix or "")
+        return found if allowed is None else [i for i in found if allowed(i)]
 
     # -- assignments -------------------------------------------------------------------------
 

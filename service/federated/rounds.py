@@ -3,8 +3,9 @@
 A run of ``rounds`` rounds over a set of devices, in the background (``RoundRunner``, one run at a
 time, its participants on ``workers`` threads). Each round:
 
-1. picks ``participants`` devices at random (``selection``): the first online ones in a permutation of
-   the run's devices seeded by the run's seed and the round's number;
+1. picks ``participants`` devices at random (``selection``): the first online ones in a random order of
+   the run's devices seeded by the run's seed and the round's number, drawn as far as needed (a round
+   drawn from a million costs what one drawn from a thousand does);
 2. each participant adopts the current global version, trains ``epochs`` over its assigned data
    (shuffled by a seed of its own), and writes its weights for the server; it is then evaluated on
    its local test data, and its weights are kept, dropped or saved as the run says (one without an

@@ -108,7 +108,8 @@ class Run:
 
 
 class RunRecords:
-    """The runs' records, one JSON file each (with the run's devices, which its view leaves out)."""
+    """The runs' records, one JSON file each: the run's view (its devices counted, not listed: a run over
+    a million devices would write megabytes at every round; records of older versions list them)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.directory = data_dir / ROUNDS_DIR
@@ -120,12 +121,7 @@ class RunRecords:
     def write(self, run: Run) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            write_json(
-                self.path(run.id),
-                {**run.view(), "devices": list(run.spec.devices)},
-                durable=False,
-                root=self.data_dir,
-            )
+            write_json(self.path(run.id), run.view(), durable=False, root=self.data_dir)
         except FleetError as exc:
             log.error("could not write the record of round run %s: %s", run.id, exc.message)
 
@@ -151,7 +147,7 @@ class RunRecords:
         value = read_json(self.path(run_id), None, root=self.data_dir)
         if not isinstance(value, dict):
             raise RoundNotFound(f"no round run '{run_id}'")
-        value.pop("devices", None)
+        value.pop("devices", None)  # the device list of a record written by an older version
         if value.get("state") in ACTIVE:  # going on when the process that wrote it stopped
             value["state"] = "interrupted"
         return value

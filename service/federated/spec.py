@@ -3,7 +3,7 @@ evaluation (``RoundSpec``), and the limits it is checked against."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from service.errors import InvalidRequest
@@ -100,8 +100,8 @@ class RoundSpec:
         return ServerOptimizer.defaults("fedavg" if self.aggregation == "none" else self.aggregation)
 
     def view(self) -> dict[str, object]:
-        view = asdict(self)
-        devices = view.pop("devices")
-        view["devices"] = len(devices)
+        """What the API shows: the devices counted (``asdict`` would copy a million IDs one by one)."""
+        view = asdict(replace(self, devices=()))
+        view["devices"] = len(self.devices)
         view["server"] = asdict(self.optimizer()) if self.aggregation != "none" else None
         return view

@@ -123,7 +123,7 @@ async def assign(
     split depends only on the seed and its ID, never on which other devices are assigned with it."""
 
     def run() -> dict[str, object]:
-        ids = federation.select(body.selection(), principal.may_touch)
+        ids = federation.select(body.selection(), principal.touches)
         try:
             spec = PartitionSpec(
                 kind=body.scheme,

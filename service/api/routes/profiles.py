@@ -105,7 +105,7 @@ async def assign(
     mix = mix_from(body.mix)
 
     def run() -> dict[str, object]:
-        ids = federation.select(body.selection(), principal.may_touch)
+        ids = federation.select(body.selection(), principal.touches)
         return assign_profiles(federation.fleet, ids, mix, body.seed)
 
     return await in_thread(request, run)

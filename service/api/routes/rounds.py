@@ -123,7 +123,7 @@ async def start_rounds(
     def start() -> dict[str, object]:
         quotas.check_runs(principal)
         sharded = fleet.ownership is not None  # the front gives every shard's devices by ID
-        ids = federation.select(body.selection(), principal.may_touch, here=not sharded)
+        ids = federation.select(body.selection(), principal.touches, here=not sharded)
         if not ids:
             raise InvalidRequest("the run selects no devices: give IDs, a prefix that matches some, or all")
         first_here = fleet.ownership is None or fleet.ownership.owns(ids[0])
@@ -183,7 +183,7 @@ async def selection(
     prefix: Annotated[str | None, Query(max_length=128)] = None,
     all: bool = False,
 ) -> dict[str, object]:
-    ids = await in_thread(request, federation.select, Selection(None, prefix, all), principal.may_touch)
+    ids = await in_thread(request, federation.select, Selection(None, prefix, all), principal.touches)
     return {"ids": ids}
 
 
