@@ -25,6 +25,7 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks._common import console, machine, table
@@ -57,14 +58,20 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def device_dirs(parent: Path, count: int) -> list[tuple[str, Path]]:
+def device_names(count: int) -> Iterator[str]:
     width = len(str(count - 1))
-    places = []
-    for i in range(count):
-        directory = parent / f"dev-{i:0{width}d}"
-        directory.mkdir()
-        places.append((directory.name, directory))
-    return places
+    return (f"dev-{i:0{width}d}" for i in range(count))
+
+
+def device_dirs(parent: Path, count: int) -> None:
+    for name in device_names(count):
+        (parent / name).mkdir()
+
+
+def places(parent: Path, count: int) -> Iterator[tuple[str, Path]]:
+    """``(device ID, directory)`` as ``assign_many`` takes them, made as it goes: a list of a million
+    would take ~300 MB."""
+    return ((name, parent / name) for name in device_names(count))
 
 
 def filesystem_of(path: Path) -> str:
@@ -85,10 +92,13 @@ def filesystem_of(path: Path) -> str:
     return f"{best[1]} ({best[0]})"
 
 
-def on_disk(places: list[tuple[str, Path]]) -> tuple[float, float]:
+def on_disk(parent: Path, count: int) -> tuple[float, float]:
     """Mean allocated and apparent bytes of the assignment files."""
-    stats = [os.stat(directory / ASSIGNMENT_FILE) for _, directory in places]
-    return sum(s.st_blocks * 512 for s in stats) / len(stats), sum(s.st_size for s in stats) / len(stats)
+    allocated = apparent = 0
+    for _, directory in places(parent, count):
+        stat = os.stat(directory / ASSIGNMENT_FILE)
+        allocated, apparent = allocated + stat.st_blocks * 512, apparent + stat.st_size
+    return allocated / count, apparent / count
 
 
 def main() -> None:
@@ -113,14 +123,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="assign-scale-", dir=args.dir) as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        places = device_dirs(root, args.devices)
+        device_dirs(root, args.devices)
         made = time.perf_counter() - start
         for name, spec in schemes.items():
             reset = reset_peak_rss() and reset
             start = time.perf_counter()
-            count = assign_many(places, spec, pools, "fashion-mnist", "benchmark", root)
+            count = assign_many(places(root, args.devices), spec, pools, "fashion-mnist", "benchmark", root)
             seconds = time.perf_counter() - start
-            allocated, apparent = on_disk(places)
+            allocated, apparent = on_disk(root, args.devices)
             rows.append(
                 (
                     name,

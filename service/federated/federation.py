@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from service.data.assignment import AssignmentCache, assign_many
+from service.data.dataset import Dataset
 from service.data.datasets import DatasetStore
 from service.data.pools import ClassPools
 from service.data.spec import PartitionSpec
@@ -130,21 +131,30 @@ class Federation:
         return pools
 
     def assign(self, name: str, device_ids: Sequence[str], spec: PartitionSpec) -> dict[str, object]:
-        """Give each device its own local train and test data from dataset ``name`` (seeded per device)."""
+        """Give each device its own local train and test data from dataset ``name`` (seeded per device).
+
+        Every device is checked before anything is written: registered here, and its model taking the
+        dataset's inputs. When every model the fleet has takes them, no record is read (a million
+        devices would be a million reads); else each device's record is read for its model.
+        """
         if not device_ids:
             raise InvalidRequest("the assignment selects no devices")
         started = time.perf_counter()
         dataset = self.datasets.get(name)
         pools = self._class_pools(name)
-        checked: set[str] = set()
-        places = []
-        for device_id in device_ids:
-            device = self.fleet.get(device_id)
-            model = device.load()
-            if model.name not in checked:
-                dataset.check_inputs(model.signature(local.TRAIN_SIGNATURE), model.name)
-                checked.add(model.name)
-            places.append((device_id, device.directory))
+        if self._every_model_takes(dataset):
+            for device_id in device_ids:
+                if not self.fleet.known(device_id):
+                    self.fleet.get(device_id)  # raises: unknown, or another shard's
+        else:
+            checked: set[str] = set()
+            for device_id in device_ids:
+                model = self.fleet.get(device_id).load()
+                if model.name not in checked:
+                    dataset.check_inputs(model.signature(local.TRAIN_SIGNATURE), model.name)
+                    checked.add(model.name)
+        devices_dir = self.fleet.devices_dir
+        places = ((device_id, devices_dir / device_id) for device_id in device_ids)
         try:
             count = assign_many(places, spec, pools, name, dataset.content_id, self.data_dir)
         except ValueError as exc:  # the partition cannot be drawn as asked
@@ -158,6 +168,16 @@ class Federation:
             "test_per_device": spec.test_per_device,
             "seconds": round(time.perf_counter() - started, 3),
         }
+
+    def _every_model_takes(self, dataset: Dataset) -> bool:
+        """Whether every model of the fleet takes ``dataset``'s inputs (False too if one cannot be loaded)."""
+        try:
+            for model_name in self.fleet.models.names():
+                model = self.fleet.models.get(model_name)
+                dataset.check_inputs(model.signature(local.TRAIN_SIGNATURE), model_name)
+        except FleetError:
+            return False
+        return True
 
     def assignment(self, device: Device) -> dict[str, object] | None:
         found = self.assignments.read(device.directory, self.data_dir)

@@ -166,6 +166,10 @@ class Fleet:
     def __len__(self) -> int:
         return len(self._registry)
 
+    def known(self, device_id: str) -> bool:
+        """Registered and owned here (``get`` would return it): no object made, no I/O."""
+        return device_id in self._registry and self._owns(device_id)
+
     def create(self, device_id: str | None = None, model: str | None = None) -> Device:
         return self.create_many(None if device_id is None else [device_id], count=1, model=model)[0]
 

@@ -232,3 +232,19 @@ def test_assign_many_reports_a_write_that_fails_naming_the_file_relatively(pools
     assert "devices/phone-030/assignment.npz" in str(caught.value) and str(tmp_path) not in str(caught.value)
     assert read_assignment(places[0][1], tmp_path) is not None
     assert not missing.exists()
+
+
+def test_assign_many_replaces_each_file_in_one_rename_leaving_no_temporary(pools, tmp_path: Path) -> None:
+    places = devices(tmp_path, 40)
+    assert assign_many(places, SPEC, pools, "fashion-mnist", "c0ffee", tmp_path) == 40
+    before = (places[25][1] / ASSIGNMENT_FILE).read_bytes()
+    (places[30][1] / ASSIGNMENT_FILE).unlink()
+    (places[30][1] / ASSIGNMENT_FILE / "in-the-way").mkdir(parents=True)  # a rename onto it fails
+    again = PartitionSpec(kind="iid", train_per_device=60, test_per_device=10, seed=5)
+    with pytest.raises(StorageError, match=r"devices/phone-030/assignment\.npz"):
+        assign_many(places, again, pools, "fashion-mnist", "c0ffee", tmp_path)
+    assert (places[25][1] / ASSIGNMENT_FILE).read_bytes() != before  # written whole before the failure
+    kept = read_assignment(places[35][1], tmp_path)
+    assert kept is not None and len(kept.train) == SPEC.train_per_device != 60  # untouched
+    left = [p.name for _, d in places for p in d.iterdir() if p.name != ASSIGNMENT_FILE]
+    assert left == []
