@@ -14,7 +14,8 @@ They are read back in that dtype; numpy indexes with any integer dtype.
 The split itself is ``service.data.partition.device_split``: a function of the scheme, the
 seed and the device's ID alone, so a device's data are the same whichever devices are assigned with it,
 in whatever order or process. Files are replaced atomically (a temporary, then a rename) and not flushed
-one by one: an assignment can always be made again, and 100,000 fsyncs would take minutes.
+one by one (100,000 fsyncs would take minutes): ``assign_many`` flushes them all at its end, with one
+``syncfs`` of their filesystem (``make_durable``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from service.data.device_split import device_splits
 from service.data.pools import ClassPools
 from service.data.spec import DeviceSplit, PartitionSpec
 from service.errors import CorruptState
-from service.storage import shown, storage_error, utc_now, write_atomic
+from service.storage import make_durable, shown, storage_error, utc_now, write_atomic
 
 ASSIGNMENT_FILE = "assignment.npz"
 FORMAT = 1
@@ -307,9 +308,10 @@ def assign_many(
     files while the next batch is computed: creating a file costs the kernel 50-300 us here, as much as
     computing a device's split, and two writers are no faster than one. All share one ``assigned_at``.
 
-    ValueError (naming the device) for a split the dataset cannot supply; StorageError when a file
-    cannot be written. Either way the devices written by then keep their new assignments, the others
-    what they had.
+    The files are flushed to disk together at the end (one ``syncfs``, Linux: elsewhere ``make_durable``
+    has no list of them). ValueError (naming the device) for a split the dataset cannot supply;
+    StorageError when a file cannot be written or flushed. Either way the devices written by then keep
+    their new assignments, the others what they had.
     """
     encoder = _Encoder(spec, pools, dataset, content_id, utc_now())
     batch_size = max(1, min(BATCH, BATCH_INDICES // (spec.train_per_device + spec.test_per_device)))
@@ -335,6 +337,10 @@ def assign_many(
             for future in pending:
                 future.cancel()
             raise
+    try:
+        make_durable((), root)  # one syncfs: every file written above reaches the disk together
+    except OSError as exc:
+        raise storage_error("could not flush the new assignments to disk", exc) from exc
     return count
 
 
