@@ -228,17 +228,25 @@ MISSING: Any = object()
 """A ``default`` for ``read_json`` that tells a missing file from one holding ``null``."""
 
 
+def read_file(path: Path, root: Path | None = None) -> bytes | None:
+    """``path``'s bytes, or None when it does not exist; StorageError (naming it from ``root``) when it
+    cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error(f"could not read {shown(path, root)}", exc) from exc
+
+
 def read_json(path: Path, default: object = None, root: Path | None = None) -> Any:
     """``path``'s JSON, or ``default`` when it does not exist.
 
     CorruptState when it is not JSON (garbage, half written); StorageError when it cannot be read.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_file(path, root)
+    if data is None:
         return default
-    except OSError as exc:
-        raise storage_error(f"could not read {shown(path, root)}", exc) from exc
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -251,12 +259,9 @@ def read_log(path: Path, root: Path | None = None) -> list[Any] | None:
     A last line without its newline was torn by a crash mid-append and is ignored; CorruptState when
     a whole line is not one JSON value; StorageError when the file cannot be read.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_file(path, root)
+    if data is None:
         return None
-    except OSError as exc:
-        raise storage_error(f"could not read {shown(path, root)}", exc) from exc
     end = data.rfind(b"\n")
     if end < 0:
         return []

@@ -44,7 +44,7 @@ from service.data.device_split import device_splits
 from service.data.pools import ClassPools
 from service.data.spec import DeviceSplit, PartitionSpec
 from service.errors import CorruptState
-from service.storage import make_durable, shown, storage_error, utc_now, write_atomic
+from service.storage import make_durable, read_file, shown, storage_error, utc_now, write_atomic
 
 ASSIGNMENT_FILE = "assignment.npz"
 FORMAT = 1
@@ -193,12 +193,9 @@ def read_assignment(directory: Path, root: Path | None) -> Assignment | None:
     it cannot be read at all.
     """
     path = directory / ASSIGNMENT_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_file(path, root)
+    if data is None:
         return None
-    except OSError as exc:
-        raise storage_error(f"could not read {shown(path, root)}", exc) from exc
     name = shown(path, root)
     try:  # from memory, so that no message carries the file's absolute path
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:

@@ -6,10 +6,6 @@ Real files in ``tmp_path`` and real interpreters.
 
 from __future__ import annotations
 
-import contextlib
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,7 @@ from service.errors import StorageFull
 from service.fleet import Fleet
 from service.fleet.device import Device
 from service.fleet.record import HISTORY, HISTORY_COMPACT_LINES, HISTORY_LIMIT, LEGACY_HISTORY
+from tests.fleet.test_recovery import file_size_limit
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -39,18 +36,6 @@ def logged_steps(path: Path) -> list[object]:
 
 def entry(step: int) -> dict[str, object]:
     return {"step": step, "loss": 0.5, "source": "train", "at": 1.0}
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_each_write_appends_the_steps_trained_since_the_last(tmp_path: Path, train_batch: Batch) -> None:
