@@ -26,12 +26,15 @@ def _build_model(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     settings = BuildSettings(
+        arch=args.arch,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         hidden=args.hidden,
         train_limit=args.train_limit,
         seed=args.seed,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
     )
     try:
         data = load_fashion_mnist(args.dataset_dir)
@@ -141,12 +144,17 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build-model", help="pre-train, convert and check an on-device-trainable model"
     )
+    build.add_argument(
+        "--arch", choices=["mlp", "cnn"], default="mlp", help="the tutorial's MLP, or NIID-Bench's CNN"
+    )
     build.add_argument("--epochs", type=int, default=100)
     build.add_argument("--batch-size", type=int, default=100)
     build.add_argument("--learning-rate", type=float, default=0.01)
     build.add_argument("--hidden", type=int, default=128, help="units in the hidden layer")
     build.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--momentum", type=float, default=0.9, help="the CNN's SGD momentum")
+    build.add_argument("--weight-decay", type=float, default=1e-5, help="the CNN's L2 weight decay")
     build.add_argument(
         "--dataset-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX .gz files"
     )

@@ -9,11 +9,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
 from service.errors import ModelBuildError
 from service.model.dataset import FashionMNIST, one_hot
+
+if TYPE_CHECKING:  # TensorFlow is imported when a build starts
+    from service.model.cnn import TrainableCNN
+    from service.model.trainable import TrainableClassifier
+
+Architecture = Literal["mlp", "cnn"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+"""``mlp``: the tutorial's (``service.model.trainable``); ``cnn``: NIID-Bench's (``service.model.cnn``)."""
 
 PARITY_TOLERANCE = 1e-4
 """The build fails when the converted model's logits differ from TensorFlow's by more than this."""
@@ -23,6 +32,7 @@ PARITY_TOLERANCE = 1e-4
 class BuildSettings:
     """Defaults are the tutorial's."""
 
+    arch: Architecture = "mlp"
     epochs: int = 100
     batch_size: int = 100
     learning_rate: float = 0.01
@@ -32,6 +42,24 @@ class BuildSettings:
     train_limit: int | None = None
     """Use only the first N training images (for quick builds)."""
     seed: int = 0
+    momentum: float = 0.9
+    """The CNN's SGD momentum (the MLP trains with plain SGD, as the tutorial's)."""
+    weight_decay: float = 1e-5
+    """The CNN's L2 weight decay, added to each gradient."""
+
+    def describe(self) -> dict[str, object]:
+        """The settings as the model card gives them: the CNN's optimizer fields only for the CNN
+        (an MLP card of an earlier version, without ``arch``, reads as ``mlp``)."""
+        settings = asdict(self)
+        if self.arch != "cnn":
+            del settings["momentum"], settings["weight_decay"]
+        return settings
+
+    @property
+    def optimizer(self) -> str:
+        if self.arch == "cnn":
+            return f"SGD, momentum {self.momentum:g}, weight decay {self.weight_decay:g}"
+        return "SGD"
 
 
 @dataclass
@@ -55,8 +83,8 @@ class BuildResult:
         return {
             "name": name,
             "signatures": ["train", "infer", "save", "restore"],
-            "settings": asdict(self.settings),
-            "optimizer": "SGD",
+            "settings": self.settings.describe(),
+            "optimizer": self.settings.optimizer,
             "loss": "categorical cross-entropy on logits; per epoch: the last batch's loss, as the tutorial",
             "losses": [round(v, 6) for v in self.losses],
             "tf_test_accuracy": round(self.tf_test_accuracy, 6),
@@ -87,6 +115,29 @@ def accuracy(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, la
     return correct / len(images)
 
 
+def _module(settings: BuildSettings) -> TrainableClassifier | TrainableCNN:
+    """The untrained network ``settings.arch`` names."""
+    if settings.arch == "cnn":
+        from service.model.cnn import TrainableCNN
+
+        if (settings.img_size, settings.num_classes) != (TrainableCNN.img_size, TrainableCNN.num_classes):
+            raise ModelBuildError("the CNN takes 28x28 images and 10 classes, as NIID-Bench's")
+        return TrainableCNN(settings.learning_rate, settings.momentum, settings.weight_decay, settings.seed)
+    if settings.arch != "mlp":
+        raise ModelBuildError(
+            f"unknown architecture {settings.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    from service.model.trainable import TrainableClassifier
+
+    return TrainableClassifier(
+        img_size=settings.img_size,
+        hidden=settings.hidden,
+        num_classes=settings.num_classes,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+    )
+
+
 def build(
     data: FashionMNIST,
     settings: BuildSettings = BuildSettings(),
@@ -95,17 +146,11 @@ def build(
     """Pre-train, convert and check parity; raises ModelBuildError if parity fails."""
     import tensorflow as tf
 
-    from service.model.trainable import TrainableClassifier, convert
+    from service.model.trainable import convert
 
     started = time.monotonic()
     tf.random.set_seed(settings.seed)
-    module = TrainableClassifier(
-        img_size=settings.img_size,
-        hidden=settings.hidden,
-        num_classes=settings.num_classes,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    module = _module(settings)
     images = data.train_images[: settings.train_limit]
     labels = one_hot(data.train_labels[: settings.train_limit], settings.num_classes)
     # Tensors made once: the loop then costs one tf.function call per batch, as in the tutorial.

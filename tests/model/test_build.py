@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ def test_card_describes_the_build(tiny_build: BuildResult, tiny_model_path: Path
     assert set(card) == CARD_FIELDS
     assert card["name"] == "tiny"
     assert card["signatures"] == ["train", "infer", "save", "restore"]
-    assert card["settings"] == asdict(tiny_build.settings)
+    assert card["settings"] == tiny_build.settings.describe()
     assert len(card["losses"]) == tiny_build.settings.epochs
     assert all(math.isfinite(loss) and loss > 0 for loss in card["losses"])
     assert card["losses"] == [round(loss, 6) for loss in tiny_build.losses]
@@ -159,7 +158,7 @@ def test_embedded_model_reproduces_the_tutorial() -> None:
     card = read_card(EMBEDDED_MODEL)
 
     assert card["sha256"] == hashlib.sha256(EMBEDDED_MODEL.read_bytes()).hexdigest()
-    assert card["settings"] == asdict(BuildSettings())
+    assert {"arch": "mlp", **card["settings"]} == BuildSettings().describe()
     assert card["tf_test_accuracy"] >= 0.85
     assert card["tflite_test_accuracy"] >= 0.85
     assert card["parity_max_abs_diff"] <= PARITY_TOLERANCE
