@@ -3,6 +3,7 @@ optimizer PyTorch's SGD defines (momentum, weight decay), momentum reset by ``re
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,33 @@ def test_cli_builds_the_cnn(tmp_path: Path) -> None:
     )
     assert status == 0 and output.stat().st_size > 0
     assert '"arch": "cnn"' in output.with_suffix(".json").read_text()
+
+
+def test_a_fleet_serves_the_cnn_uploaded_over_http(
+    cnn: BuildResult, batch: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    from service.api import create_app
+    from service.config import Settings
+    from tests.local import local_client
+
+    x, y = batch
+    body = io.BytesIO()
+    np.savez(body, x=x, y=y)
+    npz = {"content-type": "application/x-npz", "accept": "application/x-npz"}
+    with local_client(create_app(Settings(data_dir=tmp_path / "data", allow_model_upload=True))) as client:
+        assert client.put("/v1/models/cnn", content=cnn.model).status_code in (200, 201)
+        assert client.post("/v1/devices", json={"id": "phone", "model": "cnn"}).status_code == 201
+        losses = [
+            float(
+                np.load(
+                    io.BytesIO(
+                        client.post("/v1/devices/phone/train", content=body.getvalue(), headers=npz).content
+                    )
+                )["loss"]
+            )
+            for _ in range(3)
+        ]
+        assert losses[-1] < losses[0]
+        assert client.post("/v1/devices/phone/save").status_code == 200
+        assert client.post("/v1/devices/phone/restore").status_code == 200
+        assert client.get("/v1/devices/phone").json()["train_steps"] == 3
