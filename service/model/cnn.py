@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from service.model.trainable import OnDeviceModule
+
 LAYERS: dict[str, tuple[tuple[int, ...], int]] = {
     "conv1_kernel": ((5, 5, 1, 6), 25),
     "conv1_bias": ((6,), 25),
@@ -39,7 +41,7 @@ def torch_default(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int)
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-class TrainableCNN(tf.Module):
+class TrainableCNN(OnDeviceModule):
     """The CNN with ``train``, ``infer``, ``save`` and ``restore`` signatures (28x28 images, 10 classes)."""
 
     img_size = 28
@@ -59,13 +61,7 @@ class TrainableCNN(tf.Module):
             name: tf.Variable(np.zeros(shape, np.float32), name=f"{name}_velocity")
             for name, (shape, _) in LAYERS.items()
         }
-        images = tf.TensorSpec([None, self.img_size, self.img_size], tf.float32)
-        labels = tf.TensorSpec([None, self.num_classes], tf.float32)
-        path = tf.TensorSpec([], tf.string)
-        self.train = tf.function(self._train, input_signature=[images, labels])
-        self.infer = tf.function(self._infer, input_signature=[images])
-        self.save = tf.function(self._save, input_signature=[path])
-        self.restore = tf.function(self._restore, input_signature=[path])
+        self._trace(self.img_size, self.num_classes)
 
     def _logits(self, x: tf.Tensor) -> tf.Tensor:
         w = self.weights
@@ -90,35 +86,8 @@ class TrainableCNN(tf.Module):
             variable.assign_sub(self.learning_rate * velocity)
         return {"loss": loss}
 
-    def _infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = self._logits(x)
-        return {"output": tf.nn.softmax(logits, axis=-1), "logits": logits}
-
-    def _save(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:
-        tf.raw_ops.Save(
-            filename=checkpoint_path,
-            tensor_names=list(self.weights),
-            data=[variable.read_value() for variable in self.weights.values()],
-            name="save",
-        )
-        return {"checkpoint_path": checkpoint_path}
-
     def _restore(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:
-        restored_tensors = {}
-        for name, variable in self.weights.items():
-            restored = tf.raw_ops.Restore(
-                file_pattern=checkpoint_path, tensor_name=name, dt=variable.dtype, name="restore"
-            )
-            restored = tf.ensure_shape(restored, variable.shape)
-            variable.assign(restored)
-            self.velocity[name].assign(tf.zeros_like(restored))
-            restored_tensors[name] = restored
-        return restored_tensors
-
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        return {
-            "train": self.train.get_concrete_function(),
-            "infer": self.infer.get_concrete_function(),
-            "save": self.save.get_concrete_function(),
-            "restore": self.restore.get_concrete_function(),
-        }
+        restored = super()._restore(checkpoint_path)
+        for name, value in restored.items():  # a fresh optimizer with the weights it loads
+            self.velocity[name].assign(tf.zeros_like(value))
+        return restored
