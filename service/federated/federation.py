@@ -23,13 +23,14 @@ from service.data.datasets import DatasetStore
 from service.data.pools import ClassPools
 from service.data.spec import PartitionSpec
 from service.errors import DeviceBusy, FleetError, InvalidRequest
-from service.federated import local
-from service.federated.checkpoints import Weights, read_weights
+from service.federated import client_side, local
+from service.federated.checkpoints import Weights, read_weights, write_weights
 from service.federated.lending import Lending
 from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
 from service.federated.participants import Participants, Participation, Update
 from service.federated.rounds import RoundRunner
 from service.federated.spec import Evaluation as EvaluationSpec
+from service.federated.task import ClientTask
 from service.federated.versions import KEEP_VERSIONS, VersionStore
 from service.fleet.device import Device
 from service.fleet.fleet import Fleet, absent
@@ -39,6 +40,8 @@ from service.profiles import DeviceProfile
 from service.runtime import ModelInterpreter
 from service.storage import atomic_target, make_durable, storage_error
 
+HYPERPARAMETERS = "hyperparameters"
+"""The signature a model tells its local optimizer's settings by (``service.model.trainable``)."""
 SCRATCH_DIR = "rounds"
 """Where a scratch interpreter's copy of a version is put while it is restored (``data_dir/rounds/``)."""
 
@@ -325,6 +328,23 @@ class Federation:
         found = self.assignments.read(directory, self.data_dir)
         return (0, 0) if found is None else (len(found.train), len(found.test))
 
+    def hyperparameters(self, model: str) -> dict[str, float]:
+        compiled = self.fleet.models.get(model)
+        if HYPERPARAMETERS not in compiled.signatures():
+            raise InvalidRequest(
+                f"model '{model}' has no '{HYPERPARAMETERS}' signature: this strategy needs its local "
+                "learning rate and momentum (models built by `fleet build-model` have it)"
+            )
+        outputs = compiled.interpreter().run(HYPERPARAMETERS, {})
+        return {name: float(np.asarray(value)) for name, value in outputs.items()}
+
+    def publish(self, run_id: str, name: str, weights: Weights) -> str:
+        published = f"{run_id}-{name}"
+        path = client_side.published_path(self.data_dir, published)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_weights(path, weights, durable=False, root=self.data_dir)
+        return published
+
     def version_size(self, model: str, version: int) -> int:
         try:
             return self.versions.path(model, version).stat().st_size
@@ -388,7 +408,15 @@ class Federation:
         started: float,
     ) -> Update:
         rng = np.random.default_rng(list(asked.seed))
-        trained = local.train(device, data, asked.training, rng, "round", stop)
+        task = asked.task
+        global_weights = prepared = None
+        if task != ClientTask():
+            if asked.version is None:
+                raise InvalidRequest(f"signature '{task.signature}' trains from a global version: give one")
+            global_weights = self.versions.weights(asked.model, asked.version)
+            prepared = client_side.prepare(task, global_weights, device.directory, self.data_dir)
+        extra = {} if prepared is None else prepared.inputs
+        trained = local.train(device, data, asked.training, rng, "round", stop, task.signature, extra)
         weights = None
         if asked.device_weights == "saved" and not stop():
             device.save(durable=asked.durable)
@@ -405,6 +433,25 @@ class Federation:
                 _count_upload(device, source)
             finally:
                 outgoing.unlink(missing_ok=True)
+        control = None
+        if (
+            prepared is not None
+            and prepared.server_control is not None
+            and weights is not None
+            and not stop()
+        ):
+            assert global_weights is not None
+            rate = self.hyperparameters(asked.model)["learning_rate"]
+            control = client_side.finish_control(
+                prepared,
+                global_weights,
+                weights,
+                trained.steps,
+                rate,
+                device.directory,
+                self.data_dir,
+                asked.durable,
+            )
         seconds = time.perf_counter() - started
         local_accuracy = None
         if asked.local_accuracy and not stop():
@@ -415,7 +462,14 @@ class Federation:
         if asked.device_weights == "checkpoint":
             device.restart()
         return Update(
-            device.id, trained.samples, trained.steps, trained.mean_loss, local_accuracy, weights, seconds
+            device.id,
+            trained.samples,
+            trained.steps,
+            trained.mean_loss,
+            local_accuracy,
+            weights,
+            seconds,
+            control,
         )
 
 

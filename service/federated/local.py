@@ -169,11 +169,18 @@ def train(
     rng: np.random.Generator,
     source: HistorySource = "round",
     stop: Callable[[], bool] | None = None,
+    variant: str = TRAIN_SIGNATURE,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> Trained:
     """Train the device over its assigned train data for ``training.epochs`` epochs, one ``train``
     call per batch, each batch gathered from the mapped split as it comes (no copy of all);
-    ``stop`` is asked after every step (a cancelled round)."""
+    ``stop`` is asked after every step (a cancelled round). A strategy's ``variant`` of ``train``
+    (``train_prox``) takes the same data and ``extra`` inputs, the same at every step."""
     signature = device.callable_signature(TRAIN_SIGNATURE)
+    if variant != TRAIN_SIGNATURE:
+        device.callable_signature(variant).check_names(
+            {**{s.name: 0 for s in signature.inputs}, **(extra or {})}
+        )
     split = data.dataset.split(data.assignment.train_split)
     split.check_inputs(signature, data.dataset.name, device.load().name)
     rows = data.assignment.train
@@ -184,7 +191,9 @@ def train(
         losses = []
         for start in range(0, count, training.batch_size):
             batch = split.batch(signature, rows[order[start : start + training.batch_size]])
-            outputs = device.run(TRAIN_SIGNATURE, batch, source=source)
+            if extra:
+                batch = {**batch, **extra}
+            outputs = device.run(variant, batch, source=source)
             loss = scalar_loss(outputs)
             if loss is not None:
                 losses.append(loss)

@@ -1,4 +1,5 @@
-"""A round's mean of its participants' weights, stale updates discounted (``RoundMean``)."""
+"""A round's mean of its participants' weights, stale updates discounted (``RoundMean``,
+``staleness_weight``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import numpy as np
 
 from service.federated.aggregation import WeightedMean, is_averaged
 from service.federated.checkpoints import Weights
-from service.federated.staleness import staleness_weight
+
+
+def staleness_weight(rounds_late: int) -> float:
+    """The factor on a stale update's samples: FedAsync's polynomial staleness function
+    ``(1 + k) ** -a`` with ``a = 0.5`` (Xie, Koyejo and Gupta, "Asynchronous Federated Optimization",
+    2019), ``k`` the rounds it is late."""
+    return (1.0 + rounds_late) ** -0.5
 
 
 class RoundMean:

@@ -6,12 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from service.federated.checkpoints import Weights
 from service.federated.local import LocalTraining
-from service.federated.spec import DeviceWeights, Evaluation
+from service.federated.task import ClientTask
 from service.profiles import DeviceProfile
+
+DeviceWeights = Literal["trained", "checkpoint", "saved"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset: str
+    split: str = "test"
+    limit: int | None = None
+    """Evaluate on the split's first ``limit`` samples (None: all)."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,8 @@ class Update:
     local_accuracy: float | None
     weights: Weights | None
     train_seconds: float = 0.0
+    control: Weights | None = None
+    """SCAFFOLD: the change of the participant's control variate (``ClientTask.control``)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class Participation:
     durable: bool = True
     """Whether a saved checkpoint is flushed to disk at once; False: ``Participants.flush`` flushes
     a round's checkpoints together when the round ends."""
+    task: ClientTask = field(default_factory=ClientTask)
+    """What the strategy has it train with and send beyond its weights."""
 
 
 class Participants(Protocol):
@@ -76,6 +90,16 @@ class Participants(Protocol):
 
     def sample_counts(self, device_id: str) -> tuple[int, int]:
         """The train and test samples assigned to the device ((0, 0) without an assignment)."""
+        ...
+
+    def hyperparameters(self, model: str) -> dict[str, float]:
+        """The model's local optimizer settings, from its ``hyperparameters`` signature (InvalidRequest
+        when it has none)."""
+        ...
+
+    def publish(self, run_id: str, name: str, weights: Weights) -> str:
+        """Store tensors a run's participants read (SCAFFOLD's control variate); the name they ask for
+        them by (``ClientTask.control``)."""
         ...
 
     def version_size(self, model: str, version: int) -> int:

@@ -36,6 +36,7 @@ progress makes no version. Run records are kept on disk (``runs.RunRecords``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -52,6 +53,7 @@ from service.federated.runs import SHOWN_PARTICIPANTS, RoundMetrics, Run, RunRec
 from service.federated.selection import Plan, Profiles, pick, plan_participant
 from service.federated.spec import RoundSpec
 from service.federated.staleness import LateUpdates
+from service.federated.strategies.base import ClientTask, RoundContext
 from service.federated.tally import Tally
 from service.profiles.availability import device_key
 from service.storage import utc_now
@@ -203,7 +205,7 @@ class RoundRunner:
     def _execute(self, run: Run) -> None:
         spec = run.spec
         federated = spec.aggregation != "none"
-        optimizer = spec.optimizer()
+        strategy = spec.strategy()
         version: int | None = None
         global_weights: Weights | None = None
         state: Weights = {}
@@ -217,10 +219,17 @@ class RoundRunner:
         late = LateUpdates(spec)
         now = run.simulated_time = spec.start_time
         persisted = time.monotonic()
+        hyperparameters = functools.cache(lambda: self.participants.hyperparameters(spec.model))
         for number in range(1, spec.rounds + 1):
             if run.cancel_requested:
                 return
             started = time.perf_counter()
+            context = RoundContext(
+                number,
+                len(devices),
+                hyperparameters,
+                lambda name, weights: self.participants.publish(run.id, name, weights),
+            )
             now, picked, offline = pick(devices, profiles, spec.seed, number, per_round, now)
             metrics = RoundMetrics(
                 number,
@@ -230,7 +239,8 @@ class RoundRunner:
                 offline=offline,
                 simulated_start=now,
             )
-            tally = Tally(metrics, global_weights)
+            task = strategy.task(state, context) if federated else ClientTask()
+            tally = Tally(metrics, global_weights, strategy.collector(context) if federated else None)
             run.done_in_round = 0
             pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
             with pin:
@@ -244,7 +254,7 @@ class RoundRunner:
                     plan_participant(self.participants, spec, number, i, profiles.get(i), now, size)
                     for i in picked
                 ]
-                self._round(run, plans, number, version, tally, late, now)
+                self._round(run, plans, number, version, tally, late, now, task)
             if spec.device_weights == "saved":
                 self.participants.flush()
             if run.cancel_requested:
@@ -253,9 +263,9 @@ class RoundRunner:
             for update, rounds_late in late.arriving(number, now + duration):
                 tally.take_stale(update, rounds_late)
             metrics = tally.finish()
-            if federated and tally.mean.count:
+            if federated and tally.collected.count:
                 assert global_weights is not None and version is not None
-                global_weights, state = optimizer.step(global_weights, tally.mean.result(), state)
+                global_weights, state = strategy.combine(global_weights, tally.collected, state, context)
                 version = self._store(run, metrics, global_weights, version)
             metrics.simulated_seconds = duration
             metrics.seconds = round(time.perf_counter() - started, 3)
@@ -295,6 +305,7 @@ class RoundRunner:
         tally: Tally,
         late: LateUpdates,
         start: float,
+        task: ClientTask,
     ) -> None:
         """Train the participants that did not drop out (the round starting at simulated ``start``),
         adding their updates to ``tally`` in the order they were picked."""
@@ -316,6 +327,7 @@ class RoundRunner:
                             spec.local_accuracy,
                             spec.device_weights,
                             durable=False,
+                            task=task,
                         )
                         train = self.participants.participate
                         ready[submitted] = pool.submit(train, ahead.device, asked, stop)

@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from service.errors import InvalidRequest
-from service.federated.aggregation import ServerOptimizer
 from service.federated.local import LocalTraining
+from service.federated.participants import DeviceWeights, Evaluation
+from service.federated.strategies import NAMES, make, server_defaults
+from service.federated.strategies.base import ServerOptimizer, Strategy, StrategySettings
 
-Aggregation = Literal["fedavg", "fedavgm", "fedadam", "none"]
-AGGREGATIONS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "none")
-DeviceWeights = Literal["trained", "checkpoint", "saved"]
+AGGREGATIONS: tuple[str, ...] = (*NAMES, "none")
+"""The strategies, and "none": local training only, nothing aggregated."""
 Stragglers = Literal["drop", "stale"]
 STRAGGLERS: tuple[str, ...] = ("drop", "stale")
 MIN_DEADLINE, MAX_DEADLINE = 0.001, 1e9
@@ -20,14 +21,6 @@ MIN_DEADLINE, MAX_DEADLINE = 0.001, 1e9
 MAX_START_TIME = 1e12
 """The latest simulated time a run may start at (about 31,700 years)."""
 MAX_ROUNDS = 1000
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    dataset: str
-    split: str = "test"
-    limit: int | None = None
-    """Evaluate on the split's first ``limit`` samples (None: all)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +32,12 @@ class RoundSpec:
     participants: int | None = None
     """Devices per round (None: all of them)."""
     training: LocalTraining = field(default_factory=LocalTraining)
-    aggregation: Aggregation = "fedavg"
+    aggregation: str = "fedavg"
+    """The strategy (``service.federated.strategies``), or "none"."""
     server: ServerOptimizer | None = None
-    """The server's optimizer; None: the aggregation's defaults."""
+    """The server's optimizer; None: the strategy's defaults."""
+    options: StrategySettings = field(default_factory=StrategySettings)
+    """The strategy's own settings (FedProx's mu, ...)."""
     seed: int = 0
     start_version: int | None = None
     """The global version the first round starts from (None: the model's latest)."""
@@ -92,12 +88,17 @@ class RoundSpec:
                 f"(got {self.start_time})"
             )
         self.training.check()
-        self.optimizer().check()
+        self.strategy()
 
     def optimizer(self) -> ServerOptimizer:
         if self.server is not None:
             return self.server
-        return ServerOptimizer.defaults("fedavg" if self.aggregation == "none" else self.aggregation)
+        return server_defaults("fedavg" if self.aggregation == "none" else self.aggregation)
+
+    def strategy(self) -> Strategy:
+        """The run's strategy, checked (FedAvg's for "none": its local training, nothing combined)."""
+        name = "fedavg" if self.aggregation == "none" else self.aggregation
+        return make(name, self.optimizer(), self.options)
 
     def view(self) -> dict[str, object]:
         """What the API shows: the devices counted (``asdict`` would copy a million IDs one by one)."""

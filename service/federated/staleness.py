@@ -1,5 +1,5 @@
 """Stale updates: a straggler's update added, discounted, to the mean of the round it arrives in
-(``stragglers="stale"``): ``LateUpdates`` keeps them until then, ``staleness_weight`` discounts them."""
+(``stragglers="stale"``): ``LateUpdates`` keeps them until then (``mean.staleness_weight`` discounts them)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ MAX_PENDING_STALE = 32
 whose update finds the list full has it dropped (it is counted as straggled, like any straggler). Which
 round an update arrives in is known only once that round has ended, so waiting updates cannot be summed
 ahead of it."""
-
-
-def staleness_weight(rounds_late: int) -> float:
-    """The factor on a stale update's samples: FedAsync's polynomial staleness function
-    ``(1 + k) ** -a`` with ``a = 0.5`` (Xie, Koyejo and Gupta, "Asynchronous Federated Optimization",
-    2019), ``k`` the rounds it is late."""
-    return (1.0 + rounds_late) ** -0.5
 
 
 class LateUpdates:

@@ -7,25 +7,28 @@ import numpy as np
 
 from service.errors import FleetError, InvalidRequest
 from service.federated.checkpoints import Weights, same_layout
-from service.federated.mean import RoundMean
 from service.federated.participants import Update
 from service.federated.runs import SHOWN_FAILURES, SHOWN_STRAGGLERS, RoundMetrics
 from service.federated.selection import Plan
+from service.federated.strategies.base import Collector, MeanCollector
 
 MIN_ROUND_SECONDS = 0.001
 """The shortest simulated round when a profiled participant was picked: simulated time always moves."""
 
 
 class Tally:
-    """One round's results as participants finish: the running average of their weights, and metrics.
+    """One round's results as participants finish: their updates, collected as the strategy says, and metrics.
 
     Every picked participant ends up in one count: ``finished`` (its update is in the mean),
     ``straggled``, ``dropped`` or ``failed``."""
 
-    def __init__(self, metrics: RoundMetrics, global_weights: Weights | None) -> None:
+    def __init__(
+        self, metrics: RoundMetrics, global_weights: Weights | None, collected: Collector | None = None
+    ) -> None:
         self.metrics = metrics
         self.global_weights = global_weights
-        self.mean = RoundMean()
+        self.collected: Collector = collected or MeanCollector()
+        """Where the updates go: the strategy's collector (the sample-weighted mean by default)."""
         self.losses: list[tuple[float, int]] = []
         self.local: list[float] = []
         self.longest = 0.0
@@ -46,7 +49,7 @@ class Tally:
                 self.metrics.stragglers.append(plan.device)
             return
         if update.weights is not None:
-            self.mean.add(update.weights, update.samples)
+            self.collected.add(update)
         self.metrics.finished += 1
         self.metrics.samples += update.samples
         self._waited(plan.seconds)
@@ -58,7 +61,7 @@ class Tally:
     def take_stale(self, update: Update, rounds_late: int) -> None:
         """An earlier round's straggler's update (its layout was checked when it came)."""
         assert update.weights is not None
-        self.mean.add(update.weights, update.samples, rounds_late)
+        self.collected.add(update, rounds_late)
         self.metrics.stale_added += 1
 
     def skip(self, plan: Plan) -> None:

@@ -22,8 +22,21 @@ from service.fleet.record import HistorySource, scalar_loss
 from service.fleet.samples import SampleStats, SampleStore
 from service.fleet.stats import FleetStats
 from service.fleet.weights import CHECKPOINT_SIGNATURES
+from service.model.names import CORRECTION_PREFIX, GLOBAL_PREFIX
 from service.runtime import ModelInterpreter, SignatureSpec
 
+
+TRAINING_SIGNATURES = frozenset({"train", "train_prox", "train_scaffold"})
+"""Signatures that count as a training step: ``train`` and the strategies' variants of it."""
+PER_STEP_INPUTS = (GLOBAL_PREFIX, CORRECTION_PREFIX, "mu")
+"""Inputs of the variants that are the same at every step (not the batch's): the batch size is not theirs."""
+
+
+def batch_size(checked: Mapping[str, np.ndarray]) -> int:
+    """The batch a call ran: the first batched input's length, past a variant's per-step inputs."""
+    return next(
+        (len(v) for k, v in checked.items() if np.ndim(v) > 0 and not k.startswith(PER_STEP_INPUTS)), 1
+    )
 
 class CallsOwner(Protocol):
     """What the calls use of their device (``service.fleet.device.Device``)."""
@@ -115,7 +128,7 @@ class Calls:
                 )
             return self._checkpoints.save() if signature == "save" else self._checkpoints.restore()
         checked = self.callable_signature(signature).check(inputs)
-        training = signature == "train" or source == "job"
+        training = signature in TRAINING_SIGNATURES or source == "job"
         device, ledger = self._device, self._ledger
         with device.lock:
             interpreter = device.live_interpreter()
@@ -126,7 +139,7 @@ class Calls:
             outputs = interpreter.run(signature, checked)
             record = ledger.read_record()  # in memory: the activation read it
             if record.profile is not None:  # the phone's time for the batch
-                batch = next((len(v) for v in checked.values() if np.ndim(v) > 0), 1)
+                batch = batch_size(checked)
                 compute = record.profile.train_seconds if training else record.profile.infer_seconds
                 self._phone.advance(compute(batch))
             if training:

@@ -74,17 +74,11 @@ class TrainableCNN(OnDeviceModule):
         h = tf.nn.relu(tf.matmul(h, w["fc2_kernel"]) + w["fc2_bias"])
         return tf.matmul(h, w["fc3_kernel"]) + w["fc3_bias"]
 
-    def _train(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
-        names = list(self.weights)
-        variables = [self.weights[name] for name in names]
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(-tf.reduce_sum(y * tf.nn.log_softmax(self._logits(x)), axis=-1))
-        gradients = tape.gradient(loss, variables)
-        for name, variable, gradient in zip(names, variables, gradients, strict=True):
-            velocity = self.velocity[name]
+    def _apply(self, names: list[str], gradients: list[tf.Tensor]) -> None:
+        for name, gradient in zip(names, gradients, strict=True):
+            variable, velocity = self.weights[name], self.velocity[name]
             velocity.assign(self.momentum * velocity + gradient + self.weight_decay * variable)
             variable.assign_sub(self.learning_rate * velocity)
-        return {"loss": loss}
 
     def _restore(self, checkpoint_path: tf.Tensor) -> dict[str, tf.Tensor]:
         restored = super()._restore(checkpoint_path)

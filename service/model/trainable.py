@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from service.model.names import CORRECTION_PREFIX, GLOBAL_PREFIX
+
 
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
     """Keras' default kernel initialiser: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out))."""
@@ -19,13 +21,24 @@ def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.nd
 
 
 class OnDeviceModule(tf.Module):
-    """The tutorial's four signatures over ``self.weights``: a subclass gives ``_logits`` and ``_train``.
+    """The tutorial's four signatures over ``self.weights``, and the federated strategies' variants of
+    ``train``: a subclass gives ``_logits`` and its optimizer's step (``_apply``).
 
     ``save`` writes every weight to the path it is given and ``restore`` reads them back (what the
-    service's checkpoints are); ``infer`` gives ``output`` (softmax) and ``logits``.
+    service's checkpoints are); ``infer`` gives ``output`` (softmax) and ``logits``. The variants:
+
+    - ``train_prox(x, y, mu, global_<weight>...)``: FedProx's step (Li et al. 2020), on the loss plus
+      ``mu / 2 * ||w - global||**2``; it answers the plain loss, as ``train`` does;
+    - ``train_scaffold(x, y, correction_<weight>...)``: SCAFFOLD's step (Karimireddy et al. 2020) as
+      NIID-Bench takes it: the optimizer's step, then ``w -= learning_rate * correction``;
+    - ``hyperparameters()``: the local optimizer's ``learning_rate``, ``momentum`` and ``weight_decay``
+      (SCAFFOLD's control variate and FedNova's normalization need them).
     """
 
     weights: dict[str, tf.Variable]
+    learning_rate: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
 
     def _trace(self, img_size: int, num_classes: int) -> None:
         """Make the signatures: they depend on constructor arguments, so they are traced here, not by
@@ -33,7 +46,18 @@ class OnDeviceModule(tf.Module):
         images = tf.TensorSpec([None, img_size, img_size], tf.float32)
         labels = tf.TensorSpec([None, num_classes], tf.float32)
         path = tf.TensorSpec([], tf.string)
+        per_weight = [(name, variable.shape) for name, variable in self.weights.items()]
+        globals_ = [tf.TensorSpec(shape, tf.float32, name=GLOBAL_PREFIX + n) for n, shape in per_weight]
+        corrections = [
+            tf.TensorSpec(shape, tf.float32, name=CORRECTION_PREFIX + n) for n, shape in per_weight
+        ]
         self.train = tf.function(self._train, input_signature=[images, labels])
+        mu = tf.TensorSpec([], tf.float32, name="mu")
+        self.train_prox = tf.function(self._train_prox, input_signature=[images, labels, mu, *globals_])
+        self.train_scaffold = tf.function(
+            self._train_scaffold, input_signature=[images, labels, *corrections]
+        )
+        self.hyperparameters = tf.function(self._hyperparameters, input_signature=[])
         self.infer = tf.function(self._infer, input_signature=[images])
         self.save = tf.function(self._save, input_signature=[path])
         self.restore = tf.function(self._restore, input_signature=[path])
@@ -41,8 +65,47 @@ class OnDeviceModule(tf.Module):
     def _logits(self, x: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
-    def _train(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _apply(self, names: list[str], gradients: list[tf.Tensor]) -> None:
+        """The optimizer's step on ``self.weights[name]`` for each name, from its gradient."""
         raise NotImplementedError
+
+    def _loss(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Categorical cross-entropy on the logits, the batch's mean."""
+        return tf.reduce_mean(-tf.reduce_sum(y * tf.nn.log_softmax(self._logits(x)), axis=-1))
+
+    def _train(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        names = list(self.weights)
+        with tf.GradientTape() as tape:
+            loss = self._loss(x, y)
+        self._apply(names, tape.gradient(loss, [self.weights[name] for name in names]))
+        return {"loss": loss}
+
+    def _train_prox(
+        self, x: tf.Tensor, y: tf.Tensor, mu: tf.Tensor, *global_weights: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        names = list(self.weights)
+        variables = [self.weights[name] for name in names]
+        with tf.GradientTape() as tape:
+            loss = self._loss(x, y)
+            distance = tf.add_n(
+                [tf.reduce_sum(tf.square(v - g)) for v, g in zip(variables, global_weights, strict=True)]
+            )
+            total = loss + mu / 2.0 * distance
+        self._apply(names, tape.gradient(total, variables))
+        return {"loss": loss}
+
+    def _train_scaffold(self, x: tf.Tensor, y: tf.Tensor, *corrections: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = self._train(x, y)
+        for variable, correction in zip(self.weights.values(), corrections, strict=True):
+            variable.assign_sub(self.learning_rate * correction)
+        return outputs
+
+    def _hyperparameters(self) -> dict[str, tf.Tensor]:
+        return {
+            "learning_rate": tf.constant(self.learning_rate, tf.float32),
+            "momentum": tf.constant(self.momentum, tf.float32),
+            "weight_decay": tf.constant(self.weight_decay, tf.float32),
+        }
 
     def _infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = self._logits(x)
@@ -71,6 +134,9 @@ class OnDeviceModule(tf.Module):
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         return {
             "train": self.train.get_concrete_function(),
+            "train_prox": self.train_prox.get_concrete_function(),
+            "train_scaffold": self.train_scaffold.get_concrete_function(),
+            "hyperparameters": self.hyperparameters.get_concrete_function(),
             "infer": self.infer.get_concrete_function(),
             "save": self.save.get_concrete_function(),
             "restore": self.restore.get_concrete_function(),
@@ -108,15 +174,9 @@ class TrainableClassifier(OnDeviceModule):
         hidden = tf.nn.relu(tf.matmul(flat, w["dense_1_kernel"]) + w["dense_1_bias"])
         return tf.matmul(hidden, w["dense_2_kernel"]) + w["dense_2_bias"]
 
-    def _train(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
-        variables = list(self.weights.values())
-        with tf.GradientTape() as tape:
-            logits = self._logits(x)
-            loss = tf.reduce_mean(-tf.reduce_sum(y * tf.nn.log_softmax(logits), axis=-1))
-        gradients = tape.gradient(loss, variables)
-        for variable, gradient in zip(variables, gradients, strict=True):
-            variable.assign_sub(self.learning_rate * gradient)
-        return {"loss": loss}
+    def _apply(self, names: list[str], gradients: list[tf.Tensor]) -> None:
+        for name, gradient in zip(names, gradients, strict=True):
+            self.weights[name].assign_sub(self.learning_rate * gradient)
 
 
 def convert(

@@ -20,10 +20,11 @@ from service.data.spec import PartitionSpec
 from service.federated.checkpoints import Weights
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining, participation_seconds
+from service.federated.mean import staleness_weight
 from service.federated.participants import Participation
 from service.federated.selection import Profiles, pick
 from service.federated.spec import RoundSpec
-from service.federated.staleness import MAX_STALENESS, staleness_weight
+from service.federated.staleness import MAX_STALENESS
 from service.federated.tally import MIN_ROUND_SECONDS
 from service.profiles import DeviceProfile, parse_profile
 from service.profiles.availability import device_key

@@ -19,10 +19,10 @@ from service.api.deps import (
 from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest
-from service.federated.aggregation import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, ServerOptimizer
 from service.federated.federation import Selection
 from service.federated.local import LocalTraining
 from service.federated.spec import (
+    AGGREGATIONS,
     MAX_DEADLINE,
     MAX_ROUNDS,
     MAX_START_TIME,
@@ -30,6 +30,8 @@ from service.federated.spec import (
     Evaluation,
     RoundSpec,
 )
+from service.federated.strategies import server_defaults
+from service.federated.strategies.base import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, StrategySettings
 from service.fleet.models import DEFAULT_MODEL
 
 router = APIRouter(prefix="/v1/rounds", tags=["federated"])
@@ -41,6 +43,14 @@ class EvaluationBody(BaseModel):
     limit: int | None = Field(None, ge=1, le=10_000_000)
 
 
+class StrategyOptions(BaseModel):
+    """The strategies' own settings (``StrategySettings``); each strategy reads the ones it uses."""
+
+    proximal_mu: float = Field(
+        0.01, ge=0, le=1000, allow_inf_nan=False, description="fedprox: the proximal term's weight"
+    )
+
+
 class StartRounds(DeviceSelection):
     model: str | None = Field(None, description="default: the first selected device's model")
     rounds: int = Field(1, ge=1, le=MAX_ROUNDS)
@@ -49,7 +59,10 @@ class StartRounds(DeviceSelection):
     )
     epochs: int = Field(1, ge=1, le=10_000, description="local epochs per round")
     batch_size: int = Field(32, ge=1, le=100_000)
-    aggregation: Literal["fedavg", "fedavgm", "fedadam", "none"] = "fedavg"
+    aggregation: Literal[AGGREGATIONS] = Field(  # type: ignore[valid-type]
+        "fedavg",
+        description="the strategy (see docs/strategies.md), or none: local training only, nothing aggregated",
+    )
     server_learning_rate: float | None = Field(
         None,
         gt=0,
@@ -62,6 +75,9 @@ class StartRounds(DeviceSelection):
     beta2: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.99")
     tau: float | None = Field(
         None, ge=MIN_TAU, le=MAX_TAU, allow_inf_nan=False, description="fedadam's adaptivity; default 0.001"
+    )
+    options: StrategyOptions = Field(
+        default_factory=StrategyOptions, description="the strategy's own settings (fedprox's mu, ...)"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1)
     start_version: int | None = Field(
@@ -141,7 +157,7 @@ async def start_rounds(
                 evaluation = Evaluation(str(found["dataset"]))
         server = None
         if body.aggregation != "none":
-            server = ServerOptimizer.defaults(body.aggregation)
+            server = server_defaults(body.aggregation)
             given: dict[str, Any] = {
                 "learning_rate": body.server_learning_rate,
                 "momentum": body.server_momentum,
@@ -158,6 +174,7 @@ async def start_rounds(
             training=LocalTraining(body.epochs, body.batch_size),
             aggregation=body.aggregation,
             server=server,
+            options=StrategySettings(**body.options.model_dump()),
             seed=body.seed,
             start_version=body.start_version,
             evaluation=evaluation,
