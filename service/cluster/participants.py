@@ -141,6 +141,12 @@ class ShardParticipants:
     def sample_counts(self, device_id: str) -> tuple[int, int]:
         return self.federation.sample_counts_in(self.federation.fleet.devices_dir / device_id)
 
+    def hyperparameters(self, model: str) -> dict[str, float]:
+        return self.federation.hyperparameters(model)
+
+    def publish(self, run_id: str, name: str, weights: Weights) -> str:
+        return self.federation.publish(run_id, name, weights)
+
     def version_size(self, model: str, version: int) -> int:
         return self.federation.version_size(model, version)
 
@@ -155,6 +161,9 @@ def _body(asked: Participation) -> dict[str, object]:
         "seed": list(asked.seed),
         "local_accuracy": asked.local_accuracy,
         "device_weights": asked.device_weights,
+        "signature": asked.task.signature,
+        "proximal_mu": asked.task.proximal_mu,
+        "control": asked.task.control,
     }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from service.data.assignment import AssignmentCache, assign_many
 from service.data.dataset import Dataset
 from service.data.datasets import DatasetStore
+from service.data.disjoint_assign import DisjointSpec, assign_disjoint
 from service.data.pools import ClassPools
 from service.data.spec import PartitionSpec
 from service.errors import DeviceBusy, FleetError, InvalidRequest
@@ -133,8 +134,15 @@ class Federation:
             self._pools = {key: pools}  # one at a time: pools of a large dataset take memory
         return pools
 
-    def assign(self, name: str, device_ids: Sequence[str], spec: PartitionSpec) -> dict[str, object]:
-        """Give each device its own local train and test data from dataset ``name`` (seeded per device).
+    def assign(
+        self,
+        name: str,
+        device_ids: Sequence[str],
+        spec: PartitionSpec | DisjointSpec,
+        parties: Sequence[str] | None = None,
+    ) -> dict[str, object]:
+        """Give each device its own local train and test data from dataset ``name`` (seeded per device;
+        a ``DisjointSpec`` deals the dataset among the sorted ``parties``, by default the devices).
 
         Every device is checked before anything is written: registered here, and its model taking the
         dataset's inputs. When every model the fleet has takes them, no record is read (a million
@@ -157,6 +165,10 @@ class Federation:
                     dataset.check_inputs(model.signature(local.TRAIN_SIGNATURE), model.name)
                     checked.add(model.name)
         devices_dir = self.fleet.devices_dir
+        if isinstance(spec, DisjointSpec):
+            dealt = assign_disjoint(device_ids, devices_dir.joinpath, dataset, spec, self.data_dir, parties)
+            seconds = round(time.perf_counter() - started, 3)
+            return {"dataset": name, "devices": len(device_ids), **dealt.describe(), "seconds": seconds}
         places = ((device_id, devices_dir / device_id) for device_id in device_ids)
         try:
             count = assign_many(places, spec, pools, name, dataset.content_id, self.data_dir)
@@ -330,7 +342,7 @@ class Federation:
 
     def hyperparameters(self, model: str) -> dict[str, float]:
         compiled = self.fleet.models.get(model)
-        if HYPERPARAMETERS not in compiled.signatures():
+        if HYPERPARAMETERS not in compiled.signatures:
             raise InvalidRequest(
                 f"model '{model}' has no '{HYPERPARAMETERS}' signature: this strategy needs its local "
                 "learning rate and momentum (models built by `fleet build-model` have it)"
@@ -339,10 +351,15 @@ class Federation:
         return {name: float(np.asarray(value)) for name, value in outputs.items()}
 
     def publish(self, run_id: str, name: str, weights: Weights) -> str:
+        """Keeps one file a run and kind (``control-<round>`` replaces ``control-<round - 1>``)."""
         published = f"{run_id}-{name}"
         path = client_side.published_path(self.data_dir, published)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_weights(path, weights, durable=False, root=self.data_dir)
+        kind = published.rsplit("-", 1)[0]
+        for old in path.parent.glob(f"{kind}-*.ckpt"):
+            if old != path:
+                old.unlink(missing_ok=True)
         return published
 
     def version_size(self, model: str, version: int) -> int:
@@ -409,14 +426,13 @@ class Federation:
     ) -> Update:
         rng = np.random.default_rng(list(asked.seed))
         task = asked.task
-        global_weights = prepared = None
+        part = client_side.Prepared()
         if task != ClientTask():
             if asked.version is None:
                 raise InvalidRequest(f"signature '{task.signature}' trains from a global version: give one")
             global_weights = self.versions.weights(asked.model, asked.version)
-            prepared = client_side.prepare(task, global_weights, device.directory, self.data_dir)
-        extra = {} if prepared is None else prepared.inputs
-        trained = local.train(device, data, asked.training, rng, "round", stop, task.signature, extra)
+            part = client_side.prepare(task, global_weights, device.directory, self.data_dir)
+        trained = local.train(device, data, asked.training, rng, "round", stop, task.signature, part.inputs)
         weights = None
         if asked.device_weights == "saved" and not stop():
             device.save(durable=asked.durable)
@@ -434,24 +450,9 @@ class Federation:
             finally:
                 outgoing.unlink(missing_ok=True)
         control = None
-        if (
-            prepared is not None
-            and prepared.server_control is not None
-            and weights is not None
-            and not stop()
-        ):
-            assert global_weights is not None
+        if part.server_control is not None and weights is not None and not stop():
             rate = self.hyperparameters(asked.model)["learning_rate"]
-            control = client_side.finish_control(
-                prepared,
-                global_weights,
-                weights,
-                trained.steps,
-                rate,
-                device.directory,
-                self.data_dir,
-                asked.durable,
-            )
+            control = part.finish_control(weights, trained.steps, rate, asked.durable)
         seconds = time.perf_counter() - started
         local_accuracy = None
         if asked.local_accuracy and not stop():

@@ -191,9 +191,8 @@ def train(
         losses = []
         for start in range(0, count, training.batch_size):
             batch = split.batch(signature, rows[order[start : start + training.batch_size]])
-            if extra:
-                batch = {**batch, **extra}
-            outputs = device.run(variant, batch, source=source)
+            inputs = {**batch, **extra} if extra else batch
+            outputs = device.run(variant, inputs, source=source)
             loss = scalar_loss(outputs)
             if loss is not None:
                 losses.append(loss)

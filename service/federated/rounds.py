@@ -239,7 +239,7 @@ class RoundRunner:
                 offline=offline,
                 simulated_start=now,
             )
-            task = strategy.task(state, context) if federated else ClientTask()
+            task = ClientTask() if global_weights is None else strategy.task(global_weights, state, context)
             tally = Tally(metrics, global_weights, strategy.collector(context) if federated else None)
             run.done_in_round = 0
             pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()

@@ -1,5 +1,6 @@
 """A participant's update as bytes: what ``POST /v1/devices/{id}/participate`` answers, and how the
-server of a sharded fleet's round reads it back (npz: ``w/<tensor>`` arrays and a ``meta`` JSON)."""
+server of a sharded fleet's round reads it back (npz: ``w/<tensor>`` arrays, SCAFFOLD's ``c/<tensor>``
+and a ``meta`` JSON)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from service.errors import InvalidTensor
 from service.federated.participants import Update
 
 WEIGHT_PREFIX = "w/"
+CONTROL_PREFIX = "c/"
 META = "meta"
 
 
@@ -26,6 +28,7 @@ def encode_update(update: Update) -> bytes:
         "train_seconds": round(update.train_seconds, 6),
     }
     arrays = {f"{WEIGHT_PREFIX}{name}": value for name, value in (update.weights or {}).items()}
+    arrays.update({f"{CONTROL_PREFIX}{name}": value for name, value in (update.control or {}).items()})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{META: np.array(json.dumps(meta))})
     return buffer.getvalue()
@@ -36,11 +39,10 @@ def decode_update(body: bytes) -> Update:
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as archive:
             meta = json.loads(str(archive[META]))
-            weights = {
-                name[len(WEIGHT_PREFIX) :]: archive[name]
-                for name in archive.files
-                if name.startswith(WEIGHT_PREFIX)
-            }
+            weights, control = (
+                {name[len(prefix) :]: archive[name] for name in archive.files if name.startswith(prefix)}
+                for prefix in (WEIGHT_PREFIX, CONTROL_PREFIX)
+            )
         return Update(
             device=str(meta["device"]),
             samples=int(meta["samples"]),
@@ -49,6 +51,7 @@ def decode_update(body: bytes) -> Update:
             local_accuracy=meta["local_accuracy"],
             weights=weights or None,
             train_seconds=float(meta["train_seconds"]),
+            control=control or None,
         )
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise InvalidTensor(f"the participant's answer is not an update: {exc}") from exc

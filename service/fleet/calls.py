@@ -25,7 +25,6 @@ from service.fleet.weights import CHECKPOINT_SIGNATURES
 from service.model.names import CORRECTION_PREFIX, GLOBAL_PREFIX
 from service.runtime import ModelInterpreter, SignatureSpec
 
-
 TRAINING_SIGNATURES = frozenset({"train", "train_prox", "train_scaffold"})
 """Signatures that count as a training step: ``train`` and the strategies' variants of it."""
 PER_STEP_INPUTS = (GLOBAL_PREFIX, CORRECTION_PREFIX, "mu")

@@ -17,7 +17,14 @@ DATASET = "small"
 def federation(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: FashionMNIST) -> Iterator[Federation]:
     fleet = Fleet(tmp_path_factory.mktemp("federation") / "data")
     federated = Federation(fleet, round_workers=2)
-    federated.datasets.add(
+    add_small_dataset(federated, fashion_mnist)
+    yield federated
+    federated.close()
+    fleet.close()
+
+
+def add_small_dataset(federation: Federation, fashion_mnist: FashionMNIST) -> None:
+    federation.datasets.add(
         DATASET,
         {
             "train/x": fashion_mnist.train_images[:400],
@@ -27,6 +34,3 @@ def federation(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: FashionM
         },
         label="y",
     )
-    yield federated
-    federated.close()
-    fleet.close()

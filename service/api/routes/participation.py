@@ -22,6 +22,7 @@ from service.api.errors import documented, validated
 from service.errors import InvalidTensor
 from service.federated.local import INFER_SIGNATURE, LocalTraining
 from service.federated.participants import Participation
+from service.federated.task import ClientTask
 from service.federated.wire import encode_update
 
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["federated"])
@@ -161,6 +162,19 @@ class Participate(BaseModel):
     )
     local_accuracy: bool = Field(True, description="evaluate the trained weights on the local test data")
     device_weights: Literal["trained", "checkpoint", "saved"] = "trained"
+    signature: Literal["train", "train_prox", "train_scaffold"] = Field(
+        "train",
+        description="what each local step runs: train; train_prox (FedProx: fed the version's weights and "
+        "proximal_mu); train_scaffold (SCAFFOLD: corrected by control and the device's own control "
+        "variate, whose change the answer carries as c/<tensor>)",
+    )
+    proximal_mu: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False, description="train_prox's mu")
+    control: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[0-9a-f]{12}-[a-z]{1,16}-[0-9]{1,6}$",
+        description="train_scaffold: the server control variate a round published",
+    )
 
 
 @router.post(
@@ -171,8 +185,8 @@ class Participate(BaseModel):
     responses={
         **documented(e404="unknown device or version", e409="no assigned data, or the device runs a job"),
         200: {
-            "description": "npz: the trained weights as w/<tensor>, and meta (JSON: samples, steps, "
-            "mean_loss, local_accuracy, train_seconds)",
+            "description": "npz: the trained weights as w/<tensor>, SCAFFOLD's control change as "
+            "c/<tensor>, and meta (JSON: samples, steps, mean_loss, local_accuracy, train_seconds)",
             "content": {NPZ: {"schema": {"type": "string", "format": "binary"}}},
         },
     },
@@ -191,6 +205,7 @@ async def participate(
         tuple(body.seed),
         body.local_accuracy,
         body.device_weights,
+        task=ClientTask(body.signature, body.proximal_mu, body.control),
     )
     update = await in_thread(request, federation.participate, device.id, asked)
     return Response(encode_update(update), media_type=NPZ)

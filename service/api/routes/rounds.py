@@ -187,6 +187,13 @@ async def start_rounds(
         )
         if spec.aggregation != "none":
             federation.resolve_version(model, spec.start_version, tenant(principal))
+            has = fleet.models.get(model).signatures
+            missing = [name for name in spec.strategy().signatures if name not in has]
+            if missing:
+                raise InvalidRequest(
+                    f"strategy '{spec.aggregation}' needs the model's {', '.join(missing)} signature(s); "
+                    f"model '{model}' has {', '.join(sorted(has))} (`fleet build-model` builds them)"
+                )
         return federation.rounds.start(spec)
 
     return await in_thread(request, start)

@@ -15,8 +15,19 @@ from service.federated.strategies.base import ServerOptimizer, Strategy, Strateg
 from service.federated.strategies.fedadam import FedAdam
 from service.federated.strategies.fedavg import FedAvg
 from service.federated.strategies.fedavgm import FedAvgM
+from service.federated.strategies.fedprox import FedProx
+from service.federated.strategies.scaffold import Scaffold
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg, FedAvgM, FedAdam)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls
+    for cls in (
+        FedAvg,
+        FedAvgM,
+        FedAdam,
+        FedProx,
+        Scaffold,
+    )
+}
 NAMES: tuple[str, ...] = tuple(STRATEGIES)
 
 
@@ -29,7 +40,7 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def server_defaults(name: str) -> ServerOptimizer:
     """The server optimizer's settings strategy ``name`` starts from."""
-    return replace(ServerOptimizer(kind=name), **strategy_class(name).server_defaults)
+    return replace(ServerOptimizer(kind=name), **dict(strategy_class(name).server_defaults))  # type: ignore[arg-type]
 
 
 def make(

@@ -130,6 +130,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     """How tables and the dashboard name it (``FedAvg``)."""
+    signatures: ClassVar[tuple[str, ...]] = ("train",)
+    """The model signatures the strategy needs (a run is refused at its start when one is missing)."""
     slots: ClassVar[tuple[str, ...]] = ()
     """The server optimizer's state per floating tensor, kept as ``<slot>/<tensor name>`` (float64)."""
     server_defaults: ClassVar[Mapping[str, float]] = MappingProxyType({"learning_rate": 1.0})
@@ -143,7 +145,7 @@ class Strategy(ABC):
         """InvalidRequest naming the first setting the strategy cannot run with."""
         self.server.check()
 
-    def task(self, state: Weights, context: RoundContext) -> ClientTask:
+    def task(self, global_weights: Weights, state: Weights, context: RoundContext) -> ClientTask:
         """What every participant of round ``context.number`` trains with."""
         return ClientTask()
 
