@@ -35,6 +35,7 @@ one table (``service.api.errors``), and the client turns error responses back in
     │   │   └── NotFinite       (a round's next global weights hold NaN or infinity)
     │   ├── InvalidModel
     │   ├── InvalidProfile      (a device profile or a profile mix, naming the field)
+    │   ├── InvalidPartition    (a partition that cannot be made as asked, naming the setting)
     │   ├── BodyTooLarge
     │   ├── UnsupportedMediaType
     │   ├── LimitExceeded       (a setting's bound: devices, stored model bytes, job steps)
@@ -183,6 +184,10 @@ class NotFinite(InvalidTensor):
 
 class InvalidProfile(InvalidRequest):
     code = "invalid_profile"
+
+
+class InvalidPartition(InvalidRequest):
+    code = "invalid_partition"
 
 
 class InvalidModel(InvalidRequest):

@@ -118,6 +118,23 @@ def check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], label: str | No
     return num_classes
 
 
+def check_group(splits: Mapping[str, Mapping[str, np.ndarray]], group: str, label: str | None) -> None:
+    """Refuse a group array (each sample's writer or user) that is not one integer per sample."""
+    if group == label:
+        raise InvalidTensor(f"array '{group}' cannot be both the label and the group")
+    for split, arrays in splits.items():
+        if group not in arrays:
+            raise InvalidTensor(f"group array '{group}' is not in split '{split}' (it has {sorted(arrays)})")
+        value = arrays[group]
+        if value.ndim != 1 or value.dtype.kind not in "iu":
+            raise InvalidTensor(
+                f"group array '{split}/{group}' must hold one integer per sample (a writer's or user's "
+                f"number); it is {value.dtype} of shape {list(value.shape)}"
+            )
+        if len(arrays) < 2:
+            raise InvalidTensor(f"split '{split}' holds only its group array '{group}': no samples")
+
+
 def _finite(value: np.ndarray) -> bool:
     return all(
         bool(np.isfinite(value[start : start + FINITE_CHUNK]).all())

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import (
+    InvalidPartition,
     InvalidRequest,
     InvalidTensor,
 )
@@ -24,6 +25,8 @@ class Split:
     name: str
     arrays: Mapping[str, np.ndarray]
     labels: np.ndarray | None
+    groups: np.ndarray | None = None
+    """Each sample's group (its writer, its user) when the dataset names one: not a model input."""
 
     @property
     def count(self) -> int:
@@ -75,6 +78,8 @@ class Dataset:
     builtin: bool = False
     bytes: int = 0
     source: str = field(default="upload")
+    group: str | None = None
+    """The array naming each sample's group (writer or user), kept apart from the samples; None: none."""
 
     def split(self, name: str) -> Split:
         found = self.splits.get(name)
@@ -93,6 +98,19 @@ class Dataset:
             )
         return labels
 
+    def groups(self, split: str, asked: str | None = None) -> np.ndarray:
+        """Each sample's group in ``split``; InvalidPartition naming the array (``asked``, else the
+        dataset's own) when the dataset has no such group array."""
+        groups = self.split(split).groups
+        if groups is None or (asked is not None and asked != self.group):
+            name = asked or "writer"
+            raise InvalidPartition(
+                f"dataset '{self.name}' has no group array '{name}' naming each example's writer or user "
+                f"(it has {repr(self.group) if self.group else 'none'}): a natural split needs one; add the "
+                f"dataset with ?group={name}"
+            )
+        return groups
+
     def check_inputs(self, signature: SignatureSpec, model: str, *, subset: bool = False) -> None:
         """``Split.check_inputs`` (every split has the same arrays)."""
         next(iter(self.splits.values())).check_inputs(signature, self.name, model, subset=subset)
@@ -104,6 +122,7 @@ class Dataset:
             "source": self.source,
             "content_id": self.content_id,
             "label": self.label,
+            "group": self.group,
             "num_classes": self.num_classes,
             "bytes": self.bytes,
             "created_at": self.created_at,

@@ -5,6 +5,8 @@ A dataset is a directory ``data_dir/datasets/<name>/``::
     dataset.json            its description (splits, arrays, label, classes, content id)
     <split>/<array>.npy     one array per input of a training signature, first dimension = samples
     <split>.labels.npy      the class of each sample (from the label array), when it has one
+    <split>.groups.npy      each sample's group (its writer or user), when the upload names one (not
+                            a model input: the group array is kept here, not among the split's arrays)
 
 Arrays are read memory-mapped: the pages of a dataset are shared by every device that uses it, and by
 every process of a sharded fleet on one machine. A device's data is an index view into a split
@@ -35,7 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from service.data.arrays import check_splits, content_id, fashion_mnist_splits, labels_of, split_arrays
+from service.data.arrays import (
+    check_group,
+    check_splits,
+    content_id,
+    fashion_mnist_splits,
+    labels_of,
+    split_arrays,
+)
 from service.data.dataset import Dataset, Split
 from service.errors import (
     CorruptState,
@@ -139,7 +148,9 @@ class DatasetStore:
                 mapped = {key: _mapped(path / split / f"{key}.npy") for key in arrays}
                 labels_path = path / f"{split}.labels.npy"
                 labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
-                splits[split] = Split(split, mapped, labels)
+                groups_path = path / f"{split}.groups.npy"
+                groups = np.load(groups_path, allow_pickle=False) if groups_path.exists() else None
+                splits[split] = Split(split, mapped, labels, groups)
             return Dataset(
                 name=name,
                 content_id=str(value["content_id"]),
@@ -150,6 +161,7 @@ class DatasetStore:
                 builtin=bool(value.get("builtin", False)),
                 bytes=int(value.get("bytes", 0)),
                 source=str(value.get("source", "upload")),
+                group=value.get("group"),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
             raise CorruptState(f"dataset '{name}' cannot be read ({where}): {exc}; delete it") from exc
@@ -164,8 +176,11 @@ class DatasetStore:
             total += int(value.get("bytes", 0)) if isinstance(value, dict) else 0
         return total
 
-    def add(self, name: str, arrays: Mapping[str, np.ndarray], label: str | None = None) -> Dataset:
-        """Store an upload (arrays named ``<split>/<input>``); DatasetExists if the name is taken."""
+    def add(
+        self, name: str, arrays: Mapping[str, np.ndarray], label: str | None = None, group: str | None = None
+    ) -> Dataset:
+        """Store an upload (arrays named ``<split>/<input>``); DatasetExists if the name is taken.
+        ``group`` names an array of each sample's writer or user, kept apart from the samples."""
         path = self._path(name)
         if name in self.builtins:
             raise DatasetExists(f"'{name}' is a built-in dataset's name")
@@ -180,7 +195,7 @@ class DatasetStore:
                     f"dataset '{name}' takes {size:,} bytes; with the {stored:,} stored, that passes "
                     f"{self.max_bytes:,} (FLEET_MAX_DATASET_BYTES)"
                 )
-            return self._write(name, splits, label, builtin=False, source="upload")
+            return self._write(name, splits, label, builtin=False, source="upload", group=group)
 
     def _write_builtin(self, name: str) -> Dataset:
         with self._lock:
@@ -198,8 +213,11 @@ class DatasetStore:
         *,
         builtin: bool,
         source: str,
+        group: str | None = None,
     ) -> Dataset:
         num_classes = check_splits(splits, label)
+        if group is not None:
+            check_group(splits, group, label)
         self.directory.mkdir(parents=True, exist_ok=True)
         staging = self.directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -208,17 +226,19 @@ class DatasetStore:
                 "name": name,
                 "content_id": content_id(splits),
                 "label": label,
+                "group": group,
                 "num_classes": num_classes,
                 "builtin": builtin,
                 "source": source,
                 "created_at": utc_now(),
                 "bytes": sum(int(v.nbytes) for s in splits.values() for v in s.values()),
-                "splits": {split: sorted(arrays) for split, arrays in splits.items()},
+                "splits": {split: sorted(set(arrays) - {group}) for split, arrays in splits.items()},
             }
             for split, arrays in splits.items():
                 (staging / split).mkdir()
                 for key, value in arrays.items():
-                    np.save(staging / split / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
+                    target = staging / (f"{split}.groups.npy" if key == group else f"{split}/{key}.npy")
+                    np.save(target, np.ascontiguousarray(value), allow_pickle=False)
                 if label is not None:
                     labels, _ = labels_of(arrays[label], f"array '{split}/{label}'")
                     np.save(staging / f"{split}.labels.npy", labels, allow_pickle=False)

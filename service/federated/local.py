@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.data import noise
 from service.data.arrays import labels_of
 from service.data.assignment import Assignment, read_assignment
 from service.data.dataset import Dataset
@@ -39,10 +40,10 @@ class DeviceData:
     dataset: Dataset
 
     def train(self) -> dict[str, np.ndarray]:
-        return self.dataset.split(self.assignment.train_split).gather(self.assignment.train)
+        return noise.gather(self, "train")  # with its feature noise, if its assignment has some
 
     def test(self) -> dict[str, np.ndarray]:
-        return self.dataset.split(self.assignment.test_split).gather(self.assignment.test)
+        return noise.gather(self, "test")
 
 
 def device_data(
@@ -190,7 +191,7 @@ def train(
         order = rng.permutation(count) if training.shuffle else np.arange(count)
         losses = []
         for start in range(0, count, training.batch_size):
-            batch = split.batch(signature, rows[order[start : start + training.batch_size]])
+            batch = noise.batch(split, signature, rows[order[start : start + training.batch_size]], data, rng)
             inputs = {**batch, **extra} if extra else batch
             outputs = device.run(variant, inputs, source=source)
             loss = scalar_loss(outputs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 from service.api.codecs import NPZ, decode_npz, media_type
 from service.api.deps import AdminDep, FederationDep, PrincipalDep, in_thread
 from service.api.errors import documented
-from service.data.spec import PartitionSpec
+from service.data.disjoint_assign import DISJOINT_SCHEMES, DisjointScheme, DisjointSpec, split_dataset
+from service.data.heatmap import heatmap_png
+from service.data.spec import PartitionKind, PartitionSpec
 from service.errors import InvalidRequest, UnsupportedMediaType
 from service.federated.federation import Selection
 
@@ -29,11 +31,36 @@ class DeviceSelection(BaseModel):
         return Selection(tuple(self.ids) if self.ids is not None else None, self.prefix, self.all)
 
 
-class Assign(DeviceSelection):
-    scheme: Literal["iid", "dirichlet", "interest", "shards"] = Field(
+DISJOINT = (
+    "Disjoint partitions (NIID-Bench): the train split is dealt among the selected devices, every example "
+    "to one device (device i = the i-th selected ID, sorted), and the test split by the same plan; "
+    "train_per_device and test_per_device do not apply. homogeneous (IID, equal parts); label_quantity "
+    "(#C=k: device i holds label i mod K and labels_per_device - 1 others); label_dirichlet (each label "
+    "shared out by Dir(beta)); quantity_skew (IID labels, sizes by Dir(beta)); feature_noise (homogeneous, "
+    "and device i adds Gaussian noise of sigma noise * i / (N - 1) to its inputs, drawn afresh per batch); "
+    "natural (each writer's or user's examples on one device: the dataset's group array)."
+)
+
+
+class DisjointParameters(BaseModel):
+    labels_per_device: int = Field(2, ge=1, le=10_000, description="label_quantity: k of #C=k")
+    beta: float = Field(0.5, gt=0, le=1e6, description="label_dirichlet, quantity_skew: Dir(beta)")
+    noise: float = Field(0.1, ge=0, le=100, description="feature_noise: the last device's sigma")
+    group: str | None = Field(
+        None, max_length=128, description="natural: the group array (default: the dataset's own)"
+    )
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+    def disjoint(self, scheme: DisjointScheme) -> DisjointSpec:
+        return DisjointSpec(scheme, self.labels_per_device, self.beta, self.noise, self.group, self.seed)
+
+
+class Assign(DeviceSelection, DisjointParameters):
+    scheme: Literal["iid", "dirichlet", "interest", "shards", DisjointScheme] = Field(
         "iid",
         description="iid; dirichlet (labels ~ Dirichlet(alpha)); interest (classes_per_device classes "
-        "take interest_share of the data); shards (classes_per_device shards of the label-sorted data)",
+        "take interest_share of the data); shards (classes_per_device shards of the label-sorted data). "
+        + DISJOINT,
     )
     train_per_device: int = Field(600, ge=1, le=100_000)
     test_per_device: int = Field(100, ge=1, le=100_000)
@@ -41,7 +68,33 @@ class Assign(DeviceSelection):
     classes_per_device: int = Field(2, ge=1, le=10_000)
     interest_share: float = Field(0.9, ge=0, le=1)
     replace: bool = Field(False, description="sample with replacement within a device")
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    parties: list[str] | None = Field(
+        None,
+        max_length=100_000,
+        description="disjoint schemes: every device of the partition, when this call assigns some of "
+        "them (a sharded fleet's front sends it to each shard); default: the selected devices",
+    )
+
+    def ignored(self) -> list[str]:
+        """Fields given that the scheme does not use (a disjoint scheme uses every example)."""
+        unused = (
+            {
+                "train_per_device",
+                "test_per_device",
+                "alpha",
+                "classes_per_device",
+                "interest_share",
+                "replace",
+            }
+            if self.scheme in DISJOINT_SCHEMES
+            else {"labels_per_device", "beta", "noise", "group", "parties"}
+        )
+        return sorted(unused & self.model_fields_set)
+
+
+class PartitionQuery(DisjointParameters):
+    scheme: DisjointScheme = Field(description=DISJOINT)
+    devices: int = Field(ge=1, le=100_000, description="how many devices the partition is over")
 
 
 @router.get("", summary="The datasets: the built-in ones and those added")
@@ -85,6 +138,14 @@ async def put_dataset(
     label: Annotated[
         str | None, Query(description="the array holding each sample's class (integer or one-hot)")
     ] = "y",
+    group: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description="an array holding each sample's writer or user (integers), kept apart from the "
+            "samples (not a model input): what the natural partition splits by",
+        ),
+    ] = None,
 ) -> dict[str, object]:
     if media_type(request.headers.get("content-type")) != NPZ:
         raise UnsupportedMediaType(f"a dataset is sent as {NPZ} (numpy.savez)")
@@ -93,7 +154,7 @@ async def put_dataset(
     arrays = await in_thread(request, decode_npz, body, settings.max_body_bytes, settings.max_npz_members)
     if label == "":
         label = None
-    return (await in_thread(request, federation.datasets.add, name, arrays, label)).describe()
+    return (await in_thread(request, federation.datasets.add, name, arrays, label, group)).describe()
 
 
 @router.delete(
@@ -113,7 +174,8 @@ async def delete_dataset(name: str, federation: FederationDep, admin: AdminDep, 
     responses=documented(
         e400="a bad scheme parameter, no devices selected, or more samples than a class has",
         e404="unknown dataset or device",
-        e422="the dataset's arrays do not match the devices' training signature",
+        e422="the dataset's arrays do not match the devices' training signature, or a disjoint partition "
+        "that cannot be made as asked (naming the setting)",
     ),
 )
 async def assign(
@@ -124,9 +186,13 @@ async def assign(
 
     def run() -> dict[str, object]:
         ids = federation.select(body.selection(), principal.touches)
+        if body.scheme in DISJOINT_SCHEMES:
+            disjoint = body.disjoint(cast(DisjointScheme, body.scheme))
+            result = federation.assign(name, ids, disjoint, body.parties)
+            return {**result, "ignored": body.ignored()} if body.ignored() else result
         try:
             spec = PartitionSpec(
-                kind=body.scheme,
+                kind=cast(PartitionKind, body.scheme),
                 devices=max(1, len(ids)),
                 train_per_device=body.train_per_device,
                 test_per_device=body.test_per_device,
@@ -141,3 +207,58 @@ async def assign(
         return federation.assign(name, ids, spec)
 
     return await in_thread(request, run)
+
+
+PARTITION_ERRORS = documented(
+    e400="a dataset without a test split or a label array",
+    e404="unknown dataset",
+    e422="a partition that cannot be made as asked (naming the setting)",
+)
+
+
+@router.get(
+    "/{name}/partition",
+    summary="A disjoint partition's statistics, assigning nothing: examples and labels per device, "
+    "distinct examples, labels on no device (train and test splits)",
+    responses=PARTITION_ERRORS,
+)
+async def get_partition(
+    name: str,
+    query: Annotated[PartitionQuery, Query()],
+    federation: FederationDep,
+    principal: PrincipalDep,
+    request: Request,
+) -> dict[str, object]:
+    def run() -> dict[str, object]:
+        return split_dataset(
+            federation.datasets.get(name), query.disjoint(query.scheme), query.devices
+        ).describe()
+
+    return await in_thread(request, run)
+
+
+@router.get(
+    "/{name}/partition.png",
+    summary="A disjoint partition's heatmap: examples of each label on each device (past 100 devices or "
+    "labels, consecutive ones are summed into a row or column)",
+    responses={**PARTITION_ERRORS, 200: {"content": {"image/png": {}}, "description": "a PNG"}},
+    response_class=Response,
+)
+async def get_partition_png(
+    name: str,
+    query: Annotated[PartitionQuery, Query()],
+    federation: FederationDep,
+    principal: PrincipalDep,
+    request: Request,
+    split: Annotated[
+        Literal["train", "test"], Query(description="the split whose counts it shows")
+    ] = "train",
+) -> Response:
+    def run() -> bytes:
+        dealt = split_dataset(federation.datasets.get(name), query.disjoint(query.scheme), query.devices)
+        counts = (dealt.train_stats if split == "train" else dealt.test_stats).counts
+        parameters = ", ".join(f"{k}={v}" for k, v in dealt.spec.parameters().items())
+        title = f"{name} {split}: {query.scheme} {parameters} seed={query.seed}, {query.devices} devices"
+        return heatmap_png(counts, title)
+
+    return Response(await in_thread(request, run), media_type="image/png")
