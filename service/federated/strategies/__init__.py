@@ -12,10 +12,12 @@ from dataclasses import replace
 
 from service.errors import InvalidRequest
 from service.federated.strategies.base import ServerOptimizer, Strategy, StrategySettings
+from service.federated.strategies.fedadagrad import FedAdagrad
 from service.federated.strategies.fedadam import FedAdam
 from service.federated.strategies.fedavg import FedAvg
 from service.federated.strategies.fedavgm import FedAvgM
 from service.federated.strategies.fedprox import FedProx
+from service.federated.strategies.fedyogi import FedYogi
 from service.federated.strategies.scaffold import Scaffold
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -24,6 +26,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
         FedAvg,
         FedAvgM,
         FedAdam,
+        FedAdagrad,
+        FedYogi,
         FedProx,
         Scaffold,
     )
