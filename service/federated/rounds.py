@@ -3,9 +3,10 @@
 A run of ``rounds`` rounds over a set of devices, in the background (``RoundRunner``, one run at a
 time, its participants on ``workers`` threads). Each round:
 
-1. picks ``participants`` devices at random (``selection``): the first online ones in a random order of
-   the run's devices seeded by the run's seed and the round's number, drawn as far as needed (a round
-   drawn from a million costs what one drawn from a thousand does);
+1. picks ``participants`` devices with the run's selector (``selectors``; after the round it hears how
+   each did): by default the first online ones in a random order of the run's devices seeded by the
+   run's seed and the round's number, drawn as far as needed (a round drawn from a million costs what
+   one drawn from a thousand does);
 2. each participant adopts the current global version, trains ``epochs`` over its assigned data
    (shuffled by a seed of its own), and writes its weights for the server; it is then evaluated on
    its local test data, and its weights are kept, dropped or saved as the run says (one without an
@@ -50,7 +51,8 @@ from service.errors import FleetError, RoundEnded, RoundNotFound
 from service.federated.checkpoints import Weights
 from service.federated.participants import Participants, Participation, Update
 from service.federated.runs import SHOWN_PARTICIPANTS, RoundMetrics, Run, RunRecords, RunState
-from service.federated.selection import Plan, Profiles, pick, plan_participant
+from service.federated.selection import Plan, Profiles, plan_participant
+from service.federated.selectors.base import Outcome
 from service.federated.spec import RoundSpec
 from service.federated.staleness import LateUpdates
 from service.federated.strategies.base import ClientTask, RoundContext
@@ -206,6 +208,7 @@ class RoundRunner:
         spec = run.spec
         federated = spec.aggregation != "none"
         strategy = spec.strategy()
+        selector = spec.selector()
         version: int | None = None
         global_weights: Weights | None = None
         state: Weights = {}
@@ -230,7 +233,7 @@ class RoundRunner:
                 hyperparameters,
                 lambda name, weights: self.participants.publish(run.id, name, weights),
             )
-            now, picked, offline = pick(devices, profiles, spec.seed, number, per_round, now)
+            now, picked, offline = selector.pick(devices, profiles, number, per_round, now)
             metrics = RoundMetrics(
                 number,
                 None,
@@ -254,7 +257,9 @@ class RoundRunner:
                     plan_participant(self.participants, spec, number, i, profiles.get(i), now, size)
                     for i in picked
                 ]
-                self._round(run, plans, number, version, tally, late, now, task)
+                outcomes: list[Outcome] = []
+                self._round(run, plans, number, version, tally, late, now, task, outcomes)
+                selector.feedback(number, outcomes)
             if spec.device_weights == "saved":
                 self.participants.flush()
             if run.cancel_requested:
@@ -306,9 +311,11 @@ class RoundRunner:
         late: LateUpdates,
         start: float,
         task: ClientTask,
+        outcomes: list[Outcome],
     ) -> None:
         """Train the participants that did not drop out (the round starting at simulated ``start``),
-        adding their updates to ``tally`` in the order they were picked."""
+        adding their updates to ``tally`` in the order they were picked, and what became of each to
+        ``outcomes`` (for the run's selector)."""
         spec = run.spec
         window = WINDOW_PER_WORKER * self.workers
         ready: dict[int, Future[Update]] = {}
@@ -334,6 +341,7 @@ class RoundRunner:
                     submitted += 1
                 if not plan.trains:
                     tally.skip(plan)
+                    outcomes.append(Outcome(plan.device, plan.fate, plan.seconds))
                 elif index not in ready:
                     return  # cancelled: nothing more was submitted
                 else:
@@ -343,10 +351,17 @@ class RoundRunner:
                         if not run.cancel_requested:
                             tally.take(update, plan)
                             late.offer(number, plan, update, start)
+                            outcomes.append(
+                                Outcome(
+                                    plan.device, plan.fate, plan.seconds, update.samples, update.mean_loss
+                                )
+                            )
                     except FleetError as exc:
                         tally.fail(plan.device, exc.message, plan.seconds)
+                        outcomes.append(Outcome(plan.device, "failed", plan.seconds))
                     except Exception as exc:
                         log.exception("participant %s of round run %s", plan.device, run.id)
                         tally.fail(plan.device, f"{type(exc).__name__}: {exc}", plan.seconds)
+                        outcomes.append(Outcome(plan.device, "failed", plan.seconds))
                 with self._lock:
                     run.done_in_round += 1

@@ -1,10 +1,8 @@
-"""Picking a round's participants, and what becomes of each (``Plan``), decided before it trains.
+"""What becomes of each picked participant (``Plan``), decided before it trains.
 
-A round starting at simulated time T picks ``participants`` devices: the first online at T in a
-random order of the run's devices seeded by the run's seed and the round's number (a device's record is
-read when the walk meets it: an unprofiled run reads only its participants'). The order is drawn as the
-walk goes (``SeededOrder``): picking k devices of n costs O(k), however many the run holds. When none is
-online, the round starts when the first comes online. A picked profiled participant takes ``d``
+Who is picked is the run's selector's to say (``service.federated.selectors``; ``Profiles``,
+``SeededOrder`` and the default selector's ``pick`` are re-exported here). A round starting at simulated
+time T plans each participant at T: a picked profiled participant takes ``d``
 simulated seconds (``local.participation_seconds``: download, train, upload, local evaluation); it drops
 out, untrained, with its profile's ``dropout`` probability or when its online spell ends before T + d;
 with a ``deadline``, one with d over it is a straggler. Unprofiled devices are always online, take no
@@ -13,8 +11,6 @@ simulated time and never drop out nor straggle.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,96 +19,17 @@ import numpy as np
 from service.errors import FleetError
 from service.federated.local import participation_seconds
 from service.federated.participants import Participants
+from service.federated.selectors.available import pick
+from service.federated.selectors.order import Profiles, SeededOrder
 from service.federated.spec import RoundSpec
 from service.profiles import DeviceProfile
-from service.profiles.availability import device_key, next_online, online_until
+from service.profiles.availability import device_key, online_until
+
+__all__ = ["DROPOUT_STREAM", "Fate", "Plan", "Profiles", "SeededOrder", "pick", "plan_participant"]
 
 DROPOUT_STREAM = 0x64726F70
 """Tags the generator of a participant's dropout draw: seeded by the run's seed, the round and the
 device's key like its shuffling, but not the same stream."""
-
-
-class Profiles:
-    """The profiles of a run's devices, each read once a run, when the run first needs it: picking walks
-    the devices in a seeded order and stops at the ``participants``-th online one, so an unprofiled run
-    reads only its participants' records."""
-
-    def __init__(self, participants: Participants) -> None:
-        self._participants = participants
-        self._known: dict[str, DeviceProfile | None] = {}
-
-    def get(self, device_id: str) -> DeviceProfile | None:
-        if device_id not in self._known:
-            self._known[device_id] = self._participants.profile(device_id)
-        return self._known[device_id]
-
-
-class SeededOrder:
-    """The indices ``0..n-1`` in a uniformly random order seeded by ``seed``, drawn as they are asked for.
-
-    A Fisher-Yates shuffle whose swaps are kept in a dict: the first k indices cost O(k) time and
-    memory, not O(n) like ``permutation(n)``. Positions are drawn in batches (``first``, then doubling)
-    of a fixed schedule, so the same seed gives the same order however far it is walked.
-    """
-
-    def __init__(self, n: int, seed: list[int], first: int) -> None:
-        self.n = n
-        self._seed = seed
-        self._first = max(1, first)
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng(self._seed)
-        moved: dict[int, int] = {}
-        """What a position holds when it is not its own index (positions already drawn are dropped)."""
-        at, batch = 0, self._first
-        while at < self.n:
-            size = min(batch, self.n - at)
-            targets = rng.integers(np.arange(at, at + size), self.n).tolist()  # j uniform in [i, n)
-            for i, j in enumerate(targets, start=at):
-                here = moved.pop(i, i)
-                drawn = moved.get(j, j) if j != i else here
-                if j != i:
-                    moved[j] = here
-                yield drawn
-            at += size
-            batch = min(2 * batch, 1 << 16)
-
-
-def pick(
-    devices: Sequence[str], profiles: Profiles, seed: int, number: int, per_round: int, at: float
-) -> tuple[float, list[str], int]:
-    """When round ``number`` starts, its participants (in ID order), and how many offline devices were
-    skipped picking them: the first ``per_round`` devices online at ``at`` in a random order seeded by
-    the run's seed and the round (unprofiled devices are always online). When no device is online at
-    ``at``, the round starts when the first comes online (FleetError if none ever does)."""
-    order = SeededOrder(len(devices), [seed, number], per_round)
-    picked, offline = _walk(devices, order, profiles, per_round, at)
-    if not picked:  # every profile was read: the walk met every device
-        start = min(next_online(profiles.get(i), i, at) for i in devices)
-        if start == math.inf:
-            raise FleetError(
-                f"round {number}: no device of the run is online at simulated time {at:g} s, and none "
-                "comes online later (their profiles' availability)"
-            )
-        at = start
-        picked, offline = _walk(devices, order, profiles, per_round, at)
-    return at, sorted(picked), offline
-
-
-def _walk(
-    devices: Sequence[str], order: SeededOrder, profiles: Profiles, per_round: int, at: float
-) -> tuple[list[str], int]:
-    picked: list[str] = []
-    offline = 0
-    for index in order:
-        device_id = devices[index]
-        if next_online(profiles.get(device_id), device_id, at) == at:
-            picked.append(device_id)
-            if len(picked) == per_round:
-                break
-        else:
-            offline += 1
-    return picked, offline
 
 
 Fate = Literal["on_time", "straggler", "dropped", "failed"]

@@ -9,6 +9,9 @@ from typing import Literal
 from service.errors import InvalidRequest
 from service.federated.local import LocalTraining
 from service.federated.participants import DeviceWeights, Evaluation
+from service.federated.selectors import DEFAULT as DEFAULT_SELECTION
+from service.federated.selectors import make as make_selector
+from service.federated.selectors.base import Selector, SelectorSettings
 from service.federated.strategies import NAMES, make, server_defaults
 from service.federated.strategies.base import ServerOptimizer, Strategy, StrategySettings
 
@@ -56,6 +59,10 @@ class RoundSpec:
     """What becomes of the update of a participant past the deadline: dropped, or added late (stale)."""
     start_time: float = 0.0
     """The simulated time the run's first round starts at (availability is read at it)."""
+    selection: str = DEFAULT_SELECTION
+    """Who takes part in each round (``service.federated.selectors``): available, uniform or oort."""
+    selection_options: SelectorSettings = field(default_factory=SelectorSettings)
+    """The selector's own settings (Oort's epsilon, alpha, preferred duration, ...)."""
 
     def check(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -89,6 +96,7 @@ class RoundSpec:
             )
         self.training.check()
         self.strategy()
+        self.selector()
 
     def optimizer(self) -> ServerOptimizer:
         if self.server is not None:
@@ -99,6 +107,10 @@ class RoundSpec:
         """The run's strategy, checked (FedAvg's for "none": its local training, nothing combined)."""
         name = "fedavg" if self.aggregation == "none" else self.aggregation
         return make(name, self.optimizer(), self.options)
+
+    def selector(self) -> Selector:
+        """A new selector for the run (it keeps what it learns of the run's rounds), checked."""
+        return make_selector(self.selection, self.selection_options, self.seed)
 
     def view(self) -> dict[str, object]:
         """What the API shows: the devices counted (``asdict`` would copy a million IDs one by one)."""
