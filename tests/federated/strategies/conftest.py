@@ -1,5 +1,6 @@
-"""A federation whose model carries the strategies' signatures: a small MLP built by our pipeline (the
-embedded default predates them), over 400 train and 100 test samples of Fashion-MNIST."""
+"""A federation whose model carries the strategies' signatures: the suite's small MLP built by our
+pipeline (``tiny_build``; the embedded default predates them), over 400 train and 100 test samples of
+Fashion-MNIST."""
 
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ import pytest
 
 from service.federated.federation import Federation
 from service.fleet import Fleet
-from service.model.build import BuildResult, BuildSettings, build
+from service.model.build import BuildResult
 from service.model.dataset import FashionMNIST
 from tests.federated.conftest import DATASET, add_small_dataset
 
 MODEL = "mlp"
-SETTINGS = BuildSettings(epochs=1, hidden=32, train_limit=1000, learning_rate=0.05)
 
 
 @pytest.fixture(scope="session")
-def strategy_model(fashion_mnist: FashionMNIST) -> BuildResult:
-    return build(fashion_mnist, SETTINGS)
+def strategy_model(tiny_build: BuildResult) -> BuildResult:
+    return tiny_build
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from service.federated.strategies.base import RoundContext
 from service.federated.task import ClientTask
 from service.model.build import BuildResult
 from service.model.dataset import FashionMNIST, one_hot
-from tests.federated.strategies.conftest import DATASET, MODEL, SETTINGS
+from tests.federated.strategies.conftest import DATASET, MODEL
 from tests.federated.strategies.helpers import interpreter, run, weights_of
 
 
@@ -39,11 +39,13 @@ def test_train_scaffold_steps_then_subtracts_the_correction(
     corrected.get_signature_runner("train_scaffold")(x=x, y=y, **inputs)
     after_plain, after = weights_of(plain, tmp_path / "a"), weights_of(corrected, tmp_path / "b")
     for name in start:
-        expected = -SETTINGS.learning_rate * correction[name]
+        expected = -strategy_model.settings.learning_rate * correction[name]
         np.testing.assert_allclose(after[name] - after_plain[name], expected, atol=2e-6)
 
 
-def test_each_participant_keeps_its_control_variate_by_the_rule(strategy_federation: Federation) -> None:
+def test_each_participant_keeps_its_control_variate_by_the_rule(
+    strategy_federation: Federation, strategy_model: BuildResult
+) -> None:
     """Round 1 of a run: c = c_i = 0, so c_i+ = (x - y_i) / (K * lr), kept under the run's ID."""
     federation = strategy_federation
     ids = [f"scaffold-{i}" for i in range(3)]
@@ -60,7 +62,8 @@ def test_each_participant_keeps_its_control_variate_by_the_rule(strategy_federat
     view = run(federation, spec)
     x = federation.version_weights(MODEL, 0)
     steps = 4  # 40 samples, batches of 10
-    assert federation.hyperparameters(MODEL)["learning_rate"] == pytest.approx(SETTINGS.learning_rate)
+    rate = strategy_model.settings.learning_rate
+    assert federation.hyperparameters(MODEL)["learning_rate"] == pytest.approx(rate)
     for device_id in ids:
         device = federation.fleet.get(device_id)
         outgoing = device.write_weights()
@@ -69,7 +72,7 @@ def test_each_participant_keeps_its_control_variate_by_the_rule(strategy_federat
         kept = read_weights(device.directory / CONTROL_FILE)
         assert {key.split("/", 1)[0] for key in kept} == {view["id"]}
         for name in x:
-            expected = (x[name].astype(np.float64) - y[name]) / (steps * SETTINGS.learning_rate)
+            expected = (x[name].astype(np.float64) - y[name]) / (steps * rate)
             np.testing.assert_allclose(kept[f"{view['id']}/{name}"], expected, rtol=1e-4, atol=1e-5)
         assert any(np.abs(v).max() > 0 for v in kept.values())
     published = list(published_path(federation.data_dir, f"{view['id']}-control-1").parent.glob("*.ckpt"))
