@@ -21,7 +21,7 @@ CAPTIONS = {
     "cluster": "shards on Ray, the front, ownership, resizes, remote participants",
     "api": "HTTP: routes, codecs, keys, guards, quotas, the one error table",
     "ui": "the dashboard and API docs pages",
-    "federated": "rounds, participants, aggregation, global versions",
+    "federated": "rounds, participants, strategies, global versions",
     "fleet": "devices: lock, files, interpreter lifetime; residency, jobs, samples",
     "data": "datasets, partitions, each device's assignment",
     "runtime": "interpreters, verification, isolation",

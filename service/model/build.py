@@ -24,6 +24,8 @@ Architecture = Literal["mlp", "cnn"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 """``mlp``: the tutorial's (``service.model.trainable``); ``cnn``: NIID-Bench's (``service.model.cnn``)."""
 
+SIGNATURES = ("train", "infer", "save", "restore", "train_prox", "train_scaffold", "hyperparameters")
+"""The tutorial's four, then the federated strategies' (``trainable.OnDeviceModule``)."""
 PARITY_TOLERANCE = 1e-4
 """The build fails when the converted model's logits differ from TensorFlow's by more than this."""
 
@@ -82,7 +84,7 @@ class BuildResult:
     def card(self, name: str) -> dict[str, object]:
         return {
             "name": name,
-            "signatures": ["train", "infer", "save", "restore"],
+            "signatures": list(SIGNATURES),
             "settings": self.settings.describe(),
             "optimizer": self.settings.optimizer,
             "loss": "categorical cross-entropy on logits; per epoch: the last batch's loss, as the tutorial",

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from service.client import FleetClient
+from service.federated.strategies import NAMES
+from service.model.build import BuildResult
 from service.server_process import ServerProcess
 from service.wire.view import owner_slot
 from tests.cluster.conftest import RayCluster, sharded_server
@@ -116,3 +118,50 @@ def test_a_sharded_study_on_profiled_phones_gives_what_one_process_gives(
     assert sharded == single
     late_or_away = sum(int(r[6]) + int(r[7]) + int(r[8]) for r in sharded)  # offline, dropped, straggled
     assert late_or_away > 0, sharded  # the profiles shaped the rounds
+
+
+STRATEGIES = [name for name in ("fedprox", "scaffold", "fednova", "krum") if name in NAMES]
+"""Strategies whose participants do more than FedAvg's (extra inputs, control variates kept per device)
+or whose server needs every update (Krum), sharded against one process."""
+
+
+def strategy_study(url: str, model: bytes) -> dict[str, list[list[Any]]]:
+    """Per-round metrics of a seeded run of each of ``STRATEGIES`` on a model with their signatures."""
+    keys = ["participants", "finished", "samples", "mean_loss", "global_accuracy"]
+    studies = {}
+    with FleetClient(url, timeout=300) as fleet:
+        fleet.add_model("strategic", model)
+        fleet.create_devices(ids=[f"strat-{i}" for i in range(6)], model="strategic")
+        fleet.assign(
+            "fashion-mnist",
+            prefix="strat-",
+            scheme="dirichlet",
+            alpha=0.3,
+            train_per_device=80,
+            test_per_device=20,
+            seed=4,
+        )
+        for strategy in STRATEGIES:
+            run = fleet.start_rounds(
+                prefix="strat-",
+                rounds=2,
+                participants=5,
+                batch_size=20,
+                seed=9,
+                aggregation=strategy,
+                start_version=0,
+                evaluate_on={"dataset": "fashion-mnist", "limit": 500},
+            )
+            done = fleet.wait_rounds(run["id"], timeout=300)
+            assert done["state"] == "succeeded", done
+            studies[strategy] = [[r[k] for k in keys] for r in done["rounds"]]
+    return studies
+
+
+def test_sharded_strategies_give_what_one_process_gives(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory, tiny_build: BuildResult
+) -> None:
+    sharded = strategy_study(server.url, tiny_build.model)
+    with ServerProcess(tmp_path_factory.mktemp("one-strategies") / "data", env=UPLOADS_ON) as alone:
+        single = strategy_study(alone.url, tiny_build.model)
+    assert sharded == single and set(sharded) == set(STRATEGIES)

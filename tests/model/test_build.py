@@ -62,7 +62,15 @@ def test_card_describes_the_build(tiny_build: BuildResult, tiny_model_path: Path
 
     assert set(card) == CARD_FIELDS
     assert card["name"] == "tiny"
-    assert card["signatures"] == ["train", "infer", "save", "restore"]
+    assert card["signatures"] == [
+        "train",
+        "infer",
+        "save",
+        "restore",
+        "train_prox",
+        "train_scaffold",
+        "hyperparameters",
+    ]
     assert card["settings"] == tiny_build.settings.describe()
     assert len(card["losses"]) == tiny_build.settings.epochs
     assert all(math.isfinite(loss) and loss > 0 for loss in card["losses"])
@@ -82,8 +90,13 @@ def test_converted_model_matches_tensorflow(tiny_build: BuildResult) -> None:
 
 
 def test_four_signatures(tiny_model_path: Path) -> None:
+    """The tutorial's four, and the strategies' variants of ``train`` and the optimizer's settings."""
+    weights = ["dense_1_bias", "dense_1_kernel", "dense_2_bias", "dense_2_kernel"]
     assert new_interpreter(tiny_model_path).get_signature_list() == {
         "train": {"inputs": ["x", "y"], "outputs": ["loss"]},
+        "train_prox": {"inputs": [*(f"global_{w}" for w in weights), "mu", "x", "y"], "outputs": ["loss"]},
+        "train_scaffold": {"inputs": [*(f"correction_{w}" for w in weights), "x", "y"], "outputs": ["loss"]},
+        "hyperparameters": {"inputs": [], "outputs": ["learning_rate", "momentum", "weight_decay"]},
         "infer": {"inputs": ["x"], "outputs": ["logits", "output"]},
         "save": {"inputs": ["checkpoint_path"], "outputs": ["checkpoint_path"]},
         "restore": {

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from service.cli import main
-from service.model.build import PARITY_TOLERANCE, BuildResult, BuildSettings, build
+from service.model.build import PARITY_TOLERANCE, SIGNATURES, BuildResult, BuildSettings, build
 from service.model.cnn import LAYERS
 from service.model.dataset import FashionMNIST, one_hot
 from service.runtime.inspection import check_operators
@@ -74,7 +74,11 @@ def test_the_build_converts_within_parity_and_its_card_names_the_optimizer(cnn: 
 
 def test_the_model_has_the_four_signatures_and_the_studys_layers(cnn: BuildResult, tmp_path: Path) -> None:
     made = interpreter(cnn.model)
-    assert set(made.get_signature_list()) == {"train", "infer", "save", "restore"}
+    assert set(made.get_signature_list()) == {"train", "infer", "save", "restore", *SIGNATURES}
+    settings = made.get_signature_runner("hyperparameters")()
+    assert {k: float(v) for k, v in settings.items()} == pytest.approx(
+        {"learning_rate": 0.01, "momentum": 0.9, "weight_decay": 0.01}
+    )
     restored = weights_of(made, tmp_path / "w.ckpt")
     assert {name: value.shape for name, value in restored.items()} == {n: s for n, (s, _) in LAYERS.items()}
 
