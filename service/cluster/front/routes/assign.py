@@ -15,6 +15,7 @@ from service.cluster.front.calls import front_of, json_response
 from service.cluster.front.routes.selection import selected
 from service.cluster.front.shards import fixed, relay
 from service.cluster.merge import merge_profile_assigns
+from service.data.disjoint_assign import DISJOINT_SCHEMES
 from service.errors import InvalidRequest
 
 
@@ -26,9 +27,12 @@ async def each_assigns(request: Request) -> list[dict[str, Any]] | Response:
     parts = await selected(request, wanted)
     if not parts:
         raise InvalidRequest("the assignment selects no devices")
+    # A disjoint partition is over the whole selection: each shard is told every party, writes its own.
+    disjoint = request.url.path.startswith("/v1/datasets/") and wanted.get("scheme") in DISJOINT_SCHEMES
+    parties = {"parties": sorted(i for part in parts.values() for i in part)} if disjoint else {}
     results = []
     for slot, part in parts.items():
-        body = orjson.dumps({**wanted, "ids": part, "prefix": None, "all": False})
+        body = orjson.dumps({**wanted, "ids": part, "prefix": None, "all": False, **parties})
         answer = await shards.call(fixed(slot), request, body)
         if answer.status >= 300:
             return relay(answer)
