@@ -16,9 +16,13 @@ from service.federated.strategies.fedadagrad import FedAdagrad
 from service.federated.strategies.fedadam import FedAdam
 from service.federated.strategies.fedavg import FedAvg
 from service.federated.strategies.fedavgm import FedAvgM
+from service.federated.strategies.fednova import FedNova
 from service.federated.strategies.fedprox import FedProx
 from service.federated.strategies.fedyogi import FedYogi
+from service.federated.strategies.krum import Krum
+from service.federated.strategies.median import FedMedian
 from service.federated.strategies.scaffold import Scaffold
+from service.federated.strategies.trimmed_mean import FedTrimmedAvg
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
@@ -30,6 +34,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
         FedYogi,
         FedProx,
         Scaffold,
+        FedNova,
+        FedMedian,
+        FedTrimmedAvg,
+        Krum,
     )
 }
 NAMES: tuple[str, ...] = tuple(STRATEGIES)

@@ -40,6 +40,8 @@ MAX_SERVER_LEARNING_RATE = 100.0
 model's weights up for every caller (the API refuses more; ``check`` refuses it from anywhere)."""
 MIN_TAU, MAX_TAU = 1e-9, 1.0
 """An adaptive step's ``tau``: below, ``m / (sqrt(v) + tau)`` divides by almost nothing."""
+MAX_BUFFERED_BYTES = 1 << 30
+"""The default bound on the bytes of updates a robust strategy keeps in a round (FLEET_MAX_BUFFERED_BYTES)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ class StrategySettings:
 
     proximal_mu: float = 0.01
     """FedProx: the proximal term's weight (Flower's default; NIID-Bench sweeps 0.001 to 1)."""
+    trim_fraction: float = 0.2
+    """trimmed_mean: the fraction of updates cut from each end, per coordinate (Flower's ``beta``)."""
+    byzantine: int = 0
+    """krum: the faulty participants ``f`` it tolerates; scores sum the ``n - f - 2`` nearest (Flower: 0)."""
+    krum_keep: int = 0
+    """krum: 0 picks the one best-scored update (Krum); ``m`` > 0 averages the ``m`` best (multi-Krum)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class RoundContext:
     ``hyperparameters`` signature; InvalidRequest when it has none (only strategies that need them ask)."""
     publish: Callable[[str, Weights], str]
     """Store tensors participants read (``publish(name, weights)``), giving the path they find them at."""
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
+    """The most bytes of updates a strategy that keeps them all (median, trimmed mean, Krum) may hold."""
 
 
 class Collector(Protocol):
