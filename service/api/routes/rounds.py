@@ -21,6 +21,9 @@ from service.api.routes.datasets import DeviceSelection
 from service.errors import InvalidRequest
 from service.federated.federation import Selection
 from service.federated.local import LocalTraining
+from service.federated.selectors import DEFAULT as DEFAULT_SELECTION
+from service.federated.selectors import NAMES as SELECTIONS
+from service.federated.selectors.base import MAX_ALPHA, MAX_PREFERRED_SECONDS, SelectorSettings
 from service.federated.spec import (
     AGGREGATIONS,
     MAX_DEADLINE,
@@ -48,6 +51,53 @@ class StrategyOptions(BaseModel):
 
     proximal_mu: float = Field(
         0.01, ge=0, le=1000, allow_inf_nan=False, description="fedprox: the proximal term's weight"
+    )
+
+
+SELECTOR_DEFAULTS = SelectorSettings()
+
+
+class SelectionOptions(BaseModel):
+    """The selectors' settings (``SelectorSettings``): Oort's; ``available`` and ``uniform`` take none."""
+
+    epsilon: float = Field(
+        SELECTOR_DEFAULTS.epsilon,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="oort: the share of round 1's participants drawn from devices never heard from",
+    )
+    epsilon_decay: float = Field(
+        SELECTOR_DEFAULTS.epsilon_decay,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="oort: epsilon is multiplied by this every round after the first",
+    )
+    epsilon_min: float = Field(
+        SELECTOR_DEFAULTS.epsilon_min, ge=0, le=1, allow_inf_nan=False, description="oort: epsilon's floor"
+    )
+    alpha: float = Field(
+        SELECTOR_DEFAULTS.alpha,
+        ge=0,
+        le=MAX_ALPHA,
+        allow_inf_nan=False,
+        description="oort: a device slower than the preferred duration T has its utility times (T/t)^alpha",
+    )
+    preferred_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_PREFERRED_SECONDS,
+        allow_inf_nan=False,
+        description="oort: the preferred duration T (simulated seconds); default: the 10th percentile of "
+        "the durations heard",
+    )
+    cut_off: float = Field(
+        SELECTOR_DEFAULTS.cut_off,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="oort: draw among devices scoring at least this times the last exploited one's score",
     )
 
 
@@ -112,6 +162,16 @@ class StartRounds(DeviceSelection):
         le=MAX_START_TIME,
         allow_inf_nan=False,
         description="the simulated time the first round starts at",
+    )
+    # ``selection`` in the body; ``DeviceSelection.selection()`` (which devices) keeps its name.
+    selector: Literal[SELECTIONS] = Field(  # type: ignore[valid-type]
+        DEFAULT_SELECTION,
+        alias="selection",
+        description="who takes part in each round: available (the first online in a seeded order), uniform "
+        "(a seeded sample, online or not) or oort (utility: loss and speed); see docs/rounds.md",
+    )
+    selection_options: SelectionOptions = Field(
+        default_factory=SelectionOptions, description="the selector's settings (oort's)"
     )
 
 
@@ -184,6 +244,8 @@ async def start_rounds(
             deadline=body.deadline,
             stragglers=body.stragglers,
             start_time=body.start_time,
+            selection=body.selector,
+            selection_options=SelectorSettings(**body.selection_options.model_dump()),
         )
         if spec.aggregation != "none":
             federation.resolve_version(model, spec.start_version, tenant(principal))
