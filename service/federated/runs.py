@@ -52,7 +52,8 @@ class RoundMetrics:
     """Participants that dropped out (their dropout draw, or their online spell ended): untrained."""
     offline: int = 0
     """Devices skipped, offline when the round started, while picking (the run's devices are walked in a
-    seeded order until ``participants`` online ones are found: not every offline device is met)."""
+    seeded order until ``participants`` online ones are found: not every offline device is met). The
+    ``uniform`` selector skips none: it counts the offline devices it picked (each also ``dropped``)."""
     stale_added: int = 0
     """Stale updates of earlier rounds' stragglers added to this round's mean."""
     simulated_start: float = 0.0
