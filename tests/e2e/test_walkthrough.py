@@ -103,7 +103,15 @@ def test_concurrent_train_calls_on_one_device_all_count(server: ServerProcess, t
 def test_models_describe_signatures_from_the_interpreter(client: FleetClient) -> None:
     (model,) = [m for m in client.models() if m["name"] == "fashion_mnist"]
     signatures = {s["name"]: s for s in model["signatures"]}
-    assert set(signatures) == {"train", "infer", "save", "restore"}
+    assert set(signatures) == {
+        "train",
+        "infer",
+        "save",
+        "restore",
+        "train_prox",
+        "train_scaffold",
+        "hyperparameters",
+    }
     assert signatures["train"]["inputs"] == [
         {"name": "x", "dtype": "float32", "shape": [-1, 28, 28]},
         {"name": "y", "dtype": "float32", "shape": [-1, 10]},
