@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="participants of a federated round training at once (they spend part of "
         "their turn on files: one more than the cores keeps them busy)",
     )
+    max_buffered_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="bytes of updates a round of a robust strategy (median, trimmed_mean, krum) may keep in "
+        "memory: a run whose participants' updates would take more is refused at its start",
+    )
     quota_devices: int = Field(10_000, ge=0, description="devices one `devices` key may hold (429 past it)")
     quota_runs: int = Field(
         4, ge=0, description="round runs one `devices` key may have queued or running at once (429 past it)"

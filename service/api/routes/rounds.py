@@ -35,6 +35,8 @@ from service.federated.spec import (
 )
 from service.federated.strategies import server_defaults
 from service.federated.strategies.base import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, StrategySettings
+from service.federated.strategies.buffered import check_buffer
+from service.federated.strategies.krum import MAX_COUNT as MAX_KRUM_COUNT
 from service.fleet.models import DEFAULT_MODEL
 
 router = APIRouter(prefix="/v1/rounds", tags=["federated"])
@@ -51,6 +53,28 @@ class StrategyOptions(BaseModel):
 
     proximal_mu: float = Field(
         0.01, ge=0, le=1000, allow_inf_nan=False, description="fedprox: the proximal term's weight"
+    )
+    trim_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=0.5,
+        allow_inf_nan=False,
+        description="trimmed_mean: the fraction of updates cut from each end of every coordinate "
+        "(Flower's beta)",
+    )
+    byzantine: int = Field(
+        0,
+        ge=0,
+        le=MAX_KRUM_COUNT,
+        description="krum: the faulty participants f it tolerates; each update is scored by the squared "
+        "distances to its n - f - 2 nearest others",
+    )
+    krum_keep: int = Field(
+        0,
+        ge=0,
+        le=MAX_KRUM_COUNT,
+        description="krum: 0 takes the best-scored update (Krum); m > 0 the sample-weighted mean of the m "
+        "best (multi-Krum)",
     )
 
 
@@ -118,13 +142,17 @@ class StartRounds(DeviceSelection):
         gt=0,
         le=MAX_SERVER_LEARNING_RATE,
         allow_inf_nan=False,
-        description="default: 1.0 (fedavg, fedavgm), 0.01 (fedadam)",
+        description="default: 0.1 (fedadagrad), 0.01 (fedadam, fedyogi), 1.0 (the others)",
     )
     server_momentum: float | None = Field(None, ge=0, lt=1, description="fedavgm; default 0.9")
-    beta1: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.9")
-    beta2: float | None = Field(None, ge=0, lt=1, description="fedadam; default 0.99")
+    beta1: float | None = Field(None, ge=0, lt=1, description="fedadam, fedyogi; default 0.9 (fedadagrad: 0)")
+    beta2: float | None = Field(None, ge=0, lt=1, description="fedadam, fedyogi; default 0.99")
     tau: float | None = Field(
-        None, ge=MIN_TAU, le=MAX_TAU, allow_inf_nan=False, description="fedadam's adaptivity; default 0.001"
+        None,
+        ge=MIN_TAU,
+        le=MAX_TAU,
+        allow_inf_nan=False,
+        description="fedadam, fedadagrad, fedyogi: the adaptivity; default 0.001",
     )
     options: StrategyOptions = Field(
         default_factory=StrategyOptions, description="the strategy's own settings (fedprox's mu, ...)"
@@ -248,7 +276,13 @@ async def start_rounds(
             selection_options=SelectorSettings(**body.selection_options.model_dump()),
         )
         if spec.aggregation != "none":
-            federation.resolve_version(model, spec.start_version, tenant(principal))
+            version = federation.resolve_version(model, spec.start_version, tenant(principal))
+            check_buffer(
+                spec.strategy(),
+                spec.participants or len(ids),
+                federation.version_size(model, version),
+                request.app.state.settings.max_buffered_bytes,
+            )
             has = fleet.models.get(model).signatures
             missing = [name for name in spec.strategy().signatures if name not in has]
             if missing:
