@@ -178,6 +178,20 @@ def loss_of_a_round(client: TestClient, device: str, seed: int = 3) -> float:
     return loss
 
 
+def loss_of_a_job(client: TestClient, device: str) -> float:
+    response = client.post(f"/v1/devices/{device}/jobs", json={"epochs": 1, "batch_size": 100, "seed": 2})
+    assert response.status_code == 202, response.text
+    job, deadline = response.json(), time.monotonic() + 60
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+        job = client.get(f"/v1/devices/{device}/jobs/{job['id']}").json()
+    assert job["state"] == "succeeded", job
+    assert client.post(f"/v1/devices/{device}/restart").status_code == 200, "back to its checkpoint"
+    loss: float = job["epoch_losses"][0]
+    return loss
+
+
 def test_feature_noise_reaches_training_and_evaluation_reproducibly(client: TestClient) -> None:
     ids = sorted(devices(client, "noisy"))
     result = assign(client, "noisy", scheme="feature_noise", noise=50.0, seed=1)
@@ -193,6 +207,8 @@ def test_feature_noise_reaches_training_and_evaluation_reproducibly(client: Test
     assert losses[loud] > 10 * losses[clean], losses
     assert loss_of_a_round(client, loud) == losses[loud]  # the same seeds, the same noise
     assert loss_of_a_round(client, loud, seed=4) != losses[loud]
+    jobs = {d: loss_of_a_job(client, d) for d in (clean, loud)}  # jobs over assigned data: noisy too
+    assert jobs[loud] > 10 * jobs[clean], jobs
 
 
 @pytest.mark.parametrize(
