@@ -1,15 +1,21 @@
 """FedNova's normalized averaging worked out by hand: two updates of different local steps, with the
-model's momentum 0 and 0.9; with equal steps it is FedAvg's mean."""
+model's momentum 0 and 0.9; with equal steps it is FedAvg's mean, in a run over a built model too."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from service.data.spec import PartitionSpec
 from service.errors import InvalidRequest
 from service.federated.checkpoints import Weights
+from service.federated.federation import Federation
+from service.federated.local import LocalTraining
+from service.federated.spec import RoundSpec
 from service.federated.strategies import make
 from service.federated.strategies.fednova import NovaCollector, normalizer
+from tests.federated.strategies.conftest import DATASET, MODEL
+from tests.federated.strategies.helpers import run
 from tests.federated.strategies.poisoned import context, update
 
 
@@ -85,3 +91,32 @@ def test_updates_and_momenta_it_cannot_normalize_by_are_refused() -> None:
         with pytest.raises(InvalidRequest, match="fednova needs the model's local momentum in"):
             make("fednova").collector(context(momentum))
     assert make("fednova").signatures == ("train", "hyperparameters")
+
+
+def test_a_run_with_equal_local_steps_makes_fedavgs_version(strategy_federation: Federation) -> None:
+    """Over the MLP (momentum 0): devices of 40 samples take 4 steps each, and FedNova's version is
+    FedAvg's; with devices of 40 and 80 samples (4 and 8 steps) it is not."""
+    federation = strategy_federation
+    even, uneven = [f"nova-{i}" for i in range(3)], [f"nova-big-{i}" for i in range(2)]
+    federation.fleet.create_many(even + uneven, model=MODEL)
+    federation.assign(DATASET, even, PartitionSpec("iid", 3, 40, 10, seed=2))
+    federation.assign(DATASET, uneven, PartitionSpec("iid", 2, 80, 10, seed=3))
+
+    def version(aggregation: str, ids: list[str]) -> Weights:
+        spec = RoundSpec(
+            MODEL,
+            tuple(ids),
+            training=LocalTraining(1, 10),
+            aggregation=aggregation,
+            start_version=0,
+            local_accuracy=False,
+        )
+        view = run(federation, spec)
+        return federation.version_weights(MODEL, int(view["version"]))  # type: ignore[call-overload]
+
+    fedavg, fednova = version("fedavg", even), version("fednova", even)
+    for name in fedavg:
+        np.testing.assert_allclose(fednova[name], fedavg[name], rtol=1e-5, atol=1e-6)
+    mixed = [*even[:1], *uneven]
+    fedavg, fednova = version("fedavg", mixed), version("fednova", mixed)
+    assert max(float(np.max(np.abs(fednova[k] - fedavg[k]))) for k in fedavg) > 1e-4
