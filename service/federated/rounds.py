@@ -48,6 +48,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from service.errors import FleetError, RoundEnded, RoundNotFound
+from service.federated.asynchronous import BufferedLoop
 from service.federated.checkpoints import Weights
 from service.federated.participants import Participants, Participation, Update
 from service.federated.runs import SHOWN_PARTICIPANTS, RoundMetrics, Run, RunRecords, RunState
@@ -205,6 +206,15 @@ class RoundRunner:
             self.records.prune(self._runs)
 
     def _execute(self, run: Run) -> None:
+        strategy = run.spec.strategy()
+        if run.spec.aggregation != "none" and strategy.asynchronous:  # FedBuff: on the virtual clock
+            loop = BufferedLoop(self.participants, self.workers, self._lock, self._store, self.records)
+            loop.run(run, strategy)
+        else:
+            self._rounds(run)
+
+    def _rounds(self, run: Run) -> None:
+        """A synchronous run: ``rounds`` rounds of picked participants."""
         spec = run.spec
         federated = spec.aggregation != "none"
         strategy = spec.strategy()

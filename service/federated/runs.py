@@ -55,7 +55,10 @@ class RoundMetrics:
     seeded order until ``participants`` online ones are found: not every offline device is met). The
     ``uniform`` selector skips none: it counts the offline devices it picked (each also ``dropped``)."""
     stale_added: int = 0
-    """Stale updates of earlier rounds' stragglers added to this round's mean."""
+    """Stale updates of earlier rounds' stragglers added to this round's mean (fedbuff: updates added
+    from a version older than the current one)."""
+    mean_staleness: float | None = None
+    """fedbuff: the mean staleness (server steps since the device downloaded) of the step's updates."""
     simulated_start: float = 0.0
     simulated_seconds: float = 0.0
     stragglers: list[str] = field(default_factory=list)

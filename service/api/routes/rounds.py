@@ -36,6 +36,7 @@ from service.federated.spec import (
 from service.federated.strategies import server_defaults
 from service.federated.strategies.base import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, StrategySettings
 from service.federated.strategies.buffered import check_buffer
+from service.federated.strategies.fedbuff import MAX_BUFFER_SIZE, MAX_CONCURRENCY, MAX_STALENESS_LIMIT
 from service.federated.strategies.krum import MAX_COUNT as MAX_KRUM_COUNT
 from service.fleet.models import DEFAULT_MODEL
 
@@ -75,6 +76,24 @@ class StrategyOptions(BaseModel):
         le=MAX_KRUM_COUNT,
         description="krum: 0 takes the best-scored update (Krum); m > 0 the sample-weighted mean of the m "
         "best (multi-Krum)",
+    )
+    buffer_size: int = Field(
+        10,
+        ge=1,
+        le=MAX_BUFFER_SIZE,
+        description="fedbuff: the server steps every K updates (the buffer's size)",
+    )
+    concurrency: int = Field(
+        10,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="fedbuff: devices training at once (at most the run's devices)",
+    )
+    max_staleness: int = Field(
+        100,
+        ge=0,
+        le=MAX_STALENESS_LIMIT,
+        description="fedbuff: an update downloaded more than this many server steps ago is dropped",
     )
 
 

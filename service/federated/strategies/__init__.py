@@ -16,6 +16,7 @@ from service.federated.strategies.fedadagrad import FedAdagrad
 from service.federated.strategies.fedadam import FedAdam
 from service.federated.strategies.fedavg import FedAvg
 from service.federated.strategies.fedavgm import FedAvgM
+from service.federated.strategies.fedbuff import FedBuff
 from service.federated.strategies.fednova import FedNova
 from service.federated.strategies.fedprox import FedProx
 from service.federated.strategies.fedyogi import FedYogi
@@ -38,6 +39,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         FedMedian,
         FedTrimmedAvg,
         Krum,
+        FedBuff,
     )
 }
 NAMES: tuple[str, ...] = tuple(STRATEGIES)

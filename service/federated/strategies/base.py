@@ -87,6 +87,12 @@ class StrategySettings:
     """krum: the faulty participants ``f`` it tolerates; scores sum the ``n - f - 2`` nearest (Flower: 0)."""
     krum_keep: int = 0
     """krum: 0 picks the one best-scored update (Krum); ``m`` > 0 averages the ``m`` best (multi-Krum)."""
+    buffer_size: int = 10
+    """fedbuff: the server steps every ``buffer_size`` updates (K; the paper's default 10)."""
+    concurrency: int = 10
+    """fedbuff: devices training at once (at most the run's devices)."""
+    max_staleness: int = 100
+    """fedbuff: an update more server steps old than this is dropped."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,9 @@ class Strategy(ABC):
     """The server optimizer's state per floating tensor, kept as ``<slot>/<tensor name>`` (float64)."""
     server_defaults: ClassVar[Mapping[str, float]] = MappingProxyType({"learning_rate": 1.0})
     """The ``ServerOptimizer`` settings the strategy starts from; given ones replace them."""
+    asynchronous: ClassVar[bool] = False
+    """Whether the strategy runs its own asynchronous loop (``service.federated.asynchronous``) instead
+    of synchronous rounds."""
 
     def __init__(self, server: ServerOptimizer, settings: StrategySettings) -> None:
         self.server = server
