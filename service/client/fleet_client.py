@@ -223,11 +223,14 @@ class FleetClient(ServiceConnection):
     def dataset(self, name: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/datasets/{name}"))
 
-    def add_dataset(self, name: str, label: str | None = "y", **arrays: np.ndarray) -> dict[str, Any]:
-        """Upload a dataset (admin): arrays named ``<split>/<input>`` (pass them as a dict with ``**``)."""
+    def add_dataset(
+        self, name: str, label: str | None = "y", group: str | None = None, **arrays: np.ndarray
+    ) -> dict[str, Any]:
+        """Upload a dataset (admin): arrays named ``<split>/<input>`` (pass them as a dict with ``**``);
+        ``group`` names the array of each sample's writer or user (the natural partition's)."""
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        params = {"label": label or ""}
+        params = {"label": label or "", **({"group": group} if group else {})}
         headers = {"content-type": NPZ}
         return dict(
             self._json(
@@ -248,9 +251,21 @@ class FleetClient(ServiceConnection):
         **scheme: Any,
     ) -> dict[str, Any]:
         """Give devices local data from ``dataset``: ``scheme="iid"`` (or dirichlet, interest, shards)
-        and its parameters (``train_per_device``, ``test_per_device``, ``alpha``, ``seed``...)."""
+        and its parameters (``train_per_device``, ``test_per_device``, ``alpha``, ``seed``...), or a
+        disjoint scheme (homogeneous, label_quantity, label_dirichlet, quantity_skew, feature_noise,
+        natural) with ``labels_per_device``, ``beta``, ``noise`` or ``group``."""
         body = {"ids": ids, "prefix": prefix, "all": all, **scheme}
         return dict(self._json("POST", f"/v1/datasets/{dataset}/assign", json=body))
+
+    def partition(self, dataset: str, scheme: str, devices: int, **parameters: Any) -> dict[str, Any]:
+        """A disjoint partition's statistics, assigning nothing (``scheme="label_dirichlet"``, ``beta``)."""
+        params = {"scheme": scheme, "devices": devices, **parameters}
+        return dict(self._json("GET", f"/v1/datasets/{dataset}/partition", params=params))
+
+    def partition_png(self, dataset: str, scheme: str, devices: int, **parameters: Any) -> bytes:
+        """Its heatmap: examples of each label on each device (``split="test"`` for the test split's)."""
+        params = {"scheme": scheme, "devices": devices, **parameters}
+        return self._request("GET", f"/v1/datasets/{dataset}/partition.png", params=params).content
 
     # -- profiles ----------------------------------------------------------------------------
 

@@ -20,7 +20,11 @@ from service.server_process import ServerProcess
 from service.wire.view import owner_slot
 from tests.cluster.conftest import RayCluster, sharded_server
 from tests.e2e.conftest import UPLOADS_ON
-from tests.e2e.test_federated import test_a_long_run_is_cancelled_mid_round, test_federated_study
+from tests.e2e.test_federated import (
+    test_a_disjoint_partition_deals_the_dataset_among_the_sorted_devices,
+    test_a_long_run_is_cancelled_mid_round,
+    test_federated_study,
+)
 from tests.e2e.test_second_model import test_second_model_through_the_generic_route
 from tests.e2e.test_walkthrough import (
     test_concurrent_train_calls_on_one_device_all_count,
@@ -32,6 +36,7 @@ from tests.e2e.test_walkthrough import (
 )
 
 __all__ = [
+    "test_a_disjoint_partition_deals_the_dataset_among_the_sorted_devices",
     "test_a_long_run_is_cancelled_mid_round",
     "test_concurrent_train_calls_on_one_device_all_count",
     "test_devices_trained_differently_stay_independent",

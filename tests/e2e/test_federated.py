@@ -105,3 +105,24 @@ def test_a_long_run_is_cancelled_mid_round(server: ServerProcess) -> None:
         assert ended["state"] == "cancelled" and ended["rounds"] == []
         with pytest.raises(RoundEnded):
             client.cancel_rounds(run["id"])
+
+
+def test_a_disjoint_partition_deals_the_dataset_among_the_sorted_devices(server: ServerProcess) -> None:
+    """Every train example on one device (sizes add up, each device its own index of the sorted IDs),
+    however the devices are spread over processes; the statistics and the heatmap without assigning."""
+    with FleetClient(server.url, timeout=120) as client:
+        ids = make_devices(client, "niid", 12)
+        dealt = client.assign(DATASET, prefix="niid-", scheme="label_quantity", labels_per_device=2, seed=3)
+        assert dealt["devices"] == 12 and dealt["train"]["distinct_examples"] == 60_000
+        assert dealt["train"]["labels_on_no_device"] == []
+        views = {i: client.assignment(i) for i in ids}
+        order = sorted(ids)
+        for device_id, view in views.items():
+            assert view is not None and view["parameters"]["parties"] == 12
+            assert view["parameters"]["device"] == order.index(device_id)
+        assert sum(v["train_size"] for v in views.values() if v) == 60_000
+        preview = client.partition(DATASET, "label_quantity", 12, labels_per_device=2, seed=3)
+        assert preview["train"] == dealt["train"]
+        assert client.partition_png(DATASET, "label_quantity", 12, labels_per_device=2)[:4] == b"\x89PNG"
+        with pytest.raises(InvalidRequest, match="labels_per_device must be between 1 and the 10"):
+            client.assign(DATASET, prefix="niid-", scheme="label_quantity", labels_per_device=11)
