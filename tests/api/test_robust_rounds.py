@@ -1,5 +1,6 @@
-"""Rounds with the robust strategies (median, trimmed mean, Krum) and FedNova over HTTP: their settings
-bounded in the body, runs too big for FLEET_MAX_BUFFERED_BYTES refused at their start."""
+"""Rounds with the robust strategies (median, trimmed mean, Krum) and FedNova over HTTP: they make
+versions, their settings are bounded in the body, runs too big for FLEET_MAX_BUFFERED_BYTES are refused
+at their start."""
 
 from __future__ import annotations
 
@@ -69,11 +70,14 @@ def test_bad_strategy_options_are_refused_naming_the_field(
     assert field in error(client.post("/v1/rounds", json=body), 422)
 
 
-def test_fednova_needs_the_models_hyperparameters(client: TestClient) -> None:
-    """The embedded default model predates the ``hyperparameters`` signature FedNova reads rho from."""
-    devices(client, "nova", 2)
-    message = error(client.post("/v1/rounds", json={"prefix": "nova", "aggregation": "fednova"}), 400)
-    assert "hyperparameters" in message
+def test_fednova_rounds_make_versions(client: TestClient) -> None:
+    """The default model carries the ``hyperparameters`` signature FedNova reads its momentum from."""
+    devices(client, "nova", 4)
+    assign(client, "nova", scheme="dirichlet", alpha=0.5, seed=2)
+    view = wait_run(client, start_run(client, prefix="nova", rounds=2, aggregation="fednova")["id"])
+    assert view["state"] == "succeeded", view
+    assert view["spec"]["aggregation"] == "fednova"
+    assert all(r["version"] is not None and 0 < r["global_accuracy"] <= 1 for r in view["rounds"])
 
 
 def test_a_robust_run_past_the_buffer_bound_is_refused_at_its_start(tmp_path: Path) -> None:
