@@ -95,8 +95,19 @@ class RoundSpec:
                 f"(got {self.start_time})"
             )
         self.training.check()
-        self.strategy()
+        if self.strategy().asynchronous and self.aggregation != "none":
+            self._check_asynchronous()
         self.selector()
+
+    def _check_asynchronous(self) -> None:
+        """An asynchronous strategy (FedBuff) has no rounds to wait for nor to pick participants for."""
+        if self.deadline is not None:
+            raise InvalidRequest(f"{self.aggregation} has no rounds to wait for: give no deadline")
+        if self.selection != DEFAULT_SELECTION:
+            raise InvalidRequest(
+                f"{self.aggregation} picks devices uniformly among those online as slots free: "
+                f"selection {self.selection!r} does not apply"
+            )
 
     def optimizer(self) -> ServerOptimizer:
         if self.server is not None:
