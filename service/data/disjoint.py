@@ -29,6 +29,7 @@ own scale to their inputs: a property of training, not of which examples a devic
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -122,7 +123,7 @@ def plan(
     held: tuple[tuple[int, ...], ...] = ()
     shares = values = owners = None
     if kind == "labels":
-        held = _held_labels(parties, labels_per_device, classes, rng)
+        held = _held_labels(parties, labels_per_device, classes, seed)
     elif kind == "dirichlet":
         shares = _label_shares(np.bincount(labels, minlength=classes), parties, beta, floor, rng)
     elif kind == "quantity":
@@ -169,14 +170,21 @@ def _classes(labels: np.ndarray) -> int:
     return int(labels.max()) + 1 if len(labels) else 0
 
 
-def _held_labels(parties: int, k: int, classes: int, rng: np.random.Generator) -> tuple[tuple[int, ...], ...]:
+def _held_labels(parties: int, k: int, classes: int, seed: int) -> tuple[tuple[int, ...], ...]:
+    """Device i's labels: i mod K, then labels drawn uniformly until it has k distinct ones, by
+    Python's ``random`` seeded with ``seed`` as NIID-Bench draws them (its only use of that generator),
+    so a seed gives NIID-Bench's label sets for that seed."""
     if not 1 <= k <= classes:
         raise ValueError(f"labels_per_device must be between 1 and the {classes} labels")
+    picker = random.Random(seed)
     held = []
     for i in range(parties):
-        own = i % classes
-        others = rng.permutation([c for c in range(classes) if c != own])
-        held.append((own, *(int(c) for c in others[: k - 1])))
+        labels = [i % classes]
+        while len(labels) < k:
+            label = picker.randint(0, classes - 1)
+            if label not in labels:
+                labels.append(label)
+        held.append(tuple(labels))
     return tuple(held)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.data.disjoint import DisjointKind, partition, stats
+from service.data.disjoint import DisjointKind, deal, partition, plan, stats
 from service.model.dataset import FashionMNIST
 
 KINDS: list[DisjointKind] = ["iid", "labels", "dirichlet", "quantity"]
@@ -95,3 +95,28 @@ def test_label_dirichlet_stops_giving_to_a_device_that_holds_its_even_share(labe
     bound = len(labels) / 10 + np.bincount(labels).max()
     for seed in range(6):
         assert max(len(p) for p in partition(labels, 10, "dirichlet", beta=0.1, seed=seed)) < bound
+
+
+def test_label_quantity_draws_niid_benchs_label_sets_for_its_seed(labels: np.ndarray) -> None:
+    """NIID-Bench (utils.py, seed 0, 10 parties) gives these #C=2 and #C=3 label sets."""
+    c2 = [[0, 6], [1, 6], [2, 0], [3, 4], [4, 8], [5, 7], [6, 4], [7, 5], [8, 9], [9, 3]]
+    c3 = [
+        [0, 6, 4],
+        [1, 8, 7],
+        [2, 6, 4],
+        [3, 7, 5],
+        [4, 9, 3],
+        [5, 8, 2],
+        [6, 4, 2],
+        [7, 1, 9],
+        [8, 4, 9],
+        [9, 2, 4],
+    ]
+    for k, expected in ((2, c2), (3, c3)):
+        made = plan(labels, 10, "labels", labels_per_device=k, seed=0)
+        assert [list(h) for h in made.held] == expected
+        summary = stats(labels, deal(made, labels))
+        for i, held in enumerate(expected):  # each label split evenly among its holders
+            for label in held:
+                holders = sum(label in h for h in expected)
+                assert abs(summary.counts[i, label] - 6000 / holders) <= 1
