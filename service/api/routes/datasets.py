@@ -239,8 +239,8 @@ async def get_partition(
 
 @router.get(
     "/{name}/partition.png",
-    summary="A disjoint partition's heatmap: examples of each label on each device (past 100 devices or "
-    "labels, consecutive ones are summed into a row or column)",
+    summary="A disjoint partition's heatmap: examples of each label on each device (past 100 devices, a row "
+    "shows the mean of consecutive devices; past 100 labels, a column sums consecutive labels)",
     responses={**PARTITION_ERRORS, 200: {"content": {"image/png": {}}, "description": "a PNG"}},
     response_class=Response,
 )
