@@ -133,7 +133,7 @@ or whose server needs every update (Krum), sharded against one process."""
 def strategy_study(url: str, model: bytes) -> dict[str, list[list[Any]]]:
     """Per-round metrics of a seeded run of each of ``STRATEGIES`` on a model with their signatures."""
     keys = ["participants", "finished", "samples", "mean_loss", "global_accuracy"]
-    studies = {}
+    studies: dict[str, list[list[Any]]] = {}
     with FleetClient(url, timeout=300) as fleet:
         fleet.add_model("strategic", model)
         fleet.create_devices(ids=[f"strat-{i}" for i in range(6)], model="strategic")
