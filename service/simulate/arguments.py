@@ -1,7 +1,9 @@
 """``fleet simulate``'s options, and the command that checks them and starts the run.
 
-Light to import (``fleet --help`` loads it): the harness, the reports and their plotting libraries are
-imported when a run starts.
+Light to import (``fleet --help`` loads it): the registries of strategies, selectors and partition kinds
+are read when ``fleet simulate --help`` lists them or a run starts; the harness, the reports and their
+plotting libraries when a run starts. Every option's default is None here (``DEFAULTS`` holds the real
+ones), so the command knows which flags were given: ``--from-run`` refuses the others.
 """
 
 from __future__ import annotations
@@ -9,25 +11,56 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from service.simulate.comparison_config import ComparisonConfig
-    from service.simulate.harness import SimulationConfig
-
-FEDERATED_ONLY = (
-    "rounds",
-    "participants",
-    "aggregation",
-    "fine_tune_epochs",
-    "profiles",
-    "deadline",
-    "stragglers",
+from service.simulate.options import (
+    DEFAULTS,
+    FEDERATED_ONLY,
+    UPLOADING_ONLY,
+    config_from,
+    flag,
+    from_run,
+    with_defaults,
 )
-"""``fleet simulate`` options of the federated mode (``--dataset``); None when not given."""
-UPLOADING_ONLY = ("mode", "grid_device", "dataset_dir")
-"""Options of the mode that uploads each device's data; None when not given."""
+
+
+class LazyChoices(Sequence[str]):
+    """argparse ``choices`` read from a registry when first asked for (help, or a value to check)."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self.load = load
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.load()[index]
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.load())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.load()
+
+
+def _strategies() -> Sequence[str]:
+    from service.federated.strategies import NAMES
+
+    return NAMES
+
+
+def _selectors() -> Sequence[str]:
+    from service.federated.selectors import NAMES
+
+    return NAMES
+
+
+def _kinds() -> Sequence[str]:
+    from service.simulate.partition_choice import KINDS
+
+    return KINDS
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,9 +69,10 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "simulate",
         help="personalize a simulated fleet on Fashion-MNIST partitions and report local and global "
         "accuracy; with --dataset, compare local-only, federated and federated + fine-tuned models on "
-        "server-side data",
+        "server-side data (any strategy, selection and partition); --from-run runs a saved spec again",
     )
     _comparison_options(simulate)
+    _strategy_options(simulate)
     _partition_options(simulate)
     _run_options(simulate)
     simulate.set_defaults(run=run)
@@ -46,112 +80,130 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _comparison_options(simulate: argparse.ArgumentParser) -> None:
     """The federated mode's: ``--dataset`` and the rounds it compares."""
-    simulate.add_argument(
+    add = simulate.add_argument
+    add(
         "--dataset",
-        default=None,
         help="federated mode: partition this server-side dataset (e.g. fashion-mnist) and compare three "
         "arms; nothing is uploaded",
     )
-    simulate.add_argument("--rounds", type=int, default=None, help="federated: rounds (default 10)")
-    simulate.add_argument(
+    add(
+        "--from-run",
+        type=Path,
+        metavar="PATH",
+        help="run a saved comparison again from its spec alone (an earlier --output directory or its "
+        "spec.json); only --output, --url, --api-key, --data-dir and --concurrency may be given beside it",
+    )
+    add("--rounds", type=int, help="federated: rounds (default 10)")
+    add(
         "--profiles",
-        default=None,
         metavar="MIX",
         help="federated: profile the devices from this mix (a built-in one: phones, phones-always-on, "
         "phones-at-night; or a JSON/YAML mix file) and compare the rounds with ideal phones",
     )
-    simulate.add_argument(
+    add(
         "--deadline",
         type=float,
-        default=None,
         help="federated, with --profiles: simulated seconds a round waits; later participants straggle",
     )
-    simulate.add_argument(
+    add(
         "--stragglers",
         choices=("drop", "stale"),
-        default=None,
         help="federated, with --deadline: drop stragglers' updates (default) or add them late, discounted",
     )
-    simulate.add_argument(
-        "--participants", type=int, default=None, help="federated: devices per round (default: all)"
-    )
-    simulate.add_argument(
+    add("--participants", type=int, help="federated: devices per round (default: all)")
+    add("--fine-tune-epochs", type=int, help="federated: epochs of fine-tuning (default --epochs)")
+
+
+def _strategy_options(simulate: argparse.ArgumentParser) -> None:
+    """The rounds' strategy, its settings and the client selection (names from the registries)."""
+    add = simulate.add_argument
+    add(
         "--aggregation",
-        choices=("fedavg", "fedavgm", "fedadam"),
-        default=None,
-        help="federated: the server's optimizer (default fedavg)",
+        "--strategy",
+        dest="aggregation",
+        metavar="NAME",
+        choices=LazyChoices(_strategies),
+        help="federated: the strategy (default fedavg); one of %(choices)s (docs/strategies.md)",
     )
-    simulate.add_argument(
-        "--fine-tune-epochs",
-        type=int,
-        default=None,
-        help="federated: epochs of fine-tuning (default --epochs)",
+    add("--proximal-mu", type=float, help="federated, fedprox: the proximal term's weight (default 0.01)")
+    add("--server-learning-rate", type=float, help="federated: the server optimizer's learning rate")
+    add("--server-momentum", type=float, help="federated, fedavgm: the server's momentum (default 0.9)")
+    add(
+        "--strategy-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="federated: any strategy setting (trim_fraction, byzantine, krum_keep, buffer_size, "
+        "max_staleness, ...) or server setting (beta1, beta2, tau); repeat for more",
+    )
+    add(
+        "--selection",
+        metavar="NAME",
+        choices=LazyChoices(_selectors),
+        help="federated: who takes part in each round (default available); one of %(choices)s",
+    )
+    add(
+        "--selection-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="federated: a selector setting (oort's epsilon, alpha, preferred_seconds, ...); repeat for more",
     )
 
 
 def _partition_options(simulate: argparse.ArgumentParser) -> None:
     """How the devices' data are partitioned."""
-    simulate.add_argument("--devices", type=int, default=10)
-    simulate.add_argument(
-        "--partition", choices=("iid", "dirichlet", "interest", "shards"), default="interest"
+    add = simulate.add_argument
+    add("--devices", type=int, help=f"devices (default {DEFAULTS['devices']})")
+    add(
+        "--partition",
+        metavar="KIND",
+        choices=LazyChoices(_kinds),
+        help="default interest; one of %(choices)s (the disjoint kinds, from homogeneous on, need --dataset)",
     )
-    simulate.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (small: skewed)")
-    simulate.add_argument("--classes-per-device", type=int, default=1, help="interest: preferred classes")
-    simulate.add_argument(
-        "--interest-share", type=float, default=0.9, help="interest: share of data from the preferred classes"
-    )
-    simulate.add_argument("--train-per-device", type=int, default=500)
-    simulate.add_argument("--test-per-device", type=int, default=100)
-    simulate.add_argument("--replace", action="store_true", help="sample with replacement within a device")
+    add("--alpha", type=float, help="dirichlet: concentration (small: skewed; default 0.5)")
+    add("--classes-per-device", type=int, help="interest: preferred classes; shards: shards (default 1)")
+    add("--interest-share", type=float, help="interest: share of data from the preferred classes (0.9)")
+    add("--train-per-device", type=int, help="sampled kinds: training examples each (default 500)")
+    add("--test-per-device", type=int, help="sampled kinds: test examples each (default 100)")
+    add("--replace", action="store_true", default=None, help="sample with replacement within a device")
+    add("--labels-per-device", type=int, help="label_quantity: k of #C=k (default 2)")
+    add("--beta", type=float, help="label_dirichlet, quantity_skew: Dir(beta) (default 0.5)")
+    add("--noise", type=float, help="feature_noise: the last device's Gaussian sigma (default 0.1)")
+    add("--group", help="natural: the dataset's group array (default: its own)")
 
 
 def _run_options(simulate: argparse.ArgumentParser) -> None:
     """Training, evaluation, the service used and where the reports go."""
-    simulate.add_argument(
+    add = simulate.add_argument
+    add(
         "--epochs",
         type=int,
-        default=3,
-        help="epochs of training (federated: local epochs per round, and of the local-only arm)",
+        help="epochs of training (federated: local epochs per round, and of the local-only arm; default 3)",
     )
-    simulate.add_argument("--batch-size", type=int, default=32)
-    simulate.add_argument(
+    add("--batch-size", type=int, help="default 32")
+    add(
         "--mode",
         choices=("stream", "jobs"),
-        default=None,
         help="train calls, or samples and a job (default stream; not with --dataset)",
     )
-    simulate.add_argument("--concurrency", type=int, default=4, help="devices trained (or evaluated) at once")
-    simulate.add_argument(
+    add("--concurrency", type=int, help="devices trained (or evaluated) at once (default 4)")
+    add(
         "--global-test-size",
         type=int,
-        default=2000,
-        help="class-balanced test subset (federated: the dataset's first N test samples)",
+        help="class-balanced test subset (federated: the dataset's first N test samples; default 2000)",
     )
-    simulate.add_argument(
-        "--grid-device", type=int, default=None, help="device (0-based) for the grid (default 0)"
-    )
-    simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--prefix", default="sim", help="device ID prefix (IDs are PREFIX-NN)")
-    simulate.add_argument("--output", type=Path, default=Path("simulation"), help="report and plots go here")
-    simulate.add_argument("--url", default=None, help="a running service; default: start one for the run")
-    simulate.add_argument(
-        "--api-key", default=None, help="the --url service's API key (default: $FLEET_API_KEY)"
-    )
-    simulate.add_argument("--data-dir", type=Path, default=None, help="the started service's data (temp)")
-    simulate.add_argument(
-        "--dataset-dir", type=Path, default=None, help="Fashion-MNIST IDX files (not with --dataset)"
-    )
+    add("--grid-device", type=int, help="device (0-based) for the grid (default 0)")
+    add("--seed", type=int, help="the partition's, the rounds', the profiles' and the jobs' seed (default 0)")
+    add("--prefix", help="device ID prefix (IDs are PREFIX-NN; default sim)")
+    add("--output", type=Path, help="report, plots and spec.json go here (default ./simulation)")
+    add("--url", help="a running service; default: start one for the run")
+    add("--api-key", help="the --url service's API key (default: $FLEET_API_KEY)")
+    add("--data-dir", type=Path, help="the started service's data (temp)")
+    add("--dataset-dir", type=Path, help="Fashion-MNIST IDX files (not with --dataset)")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _mix(spec: str) -> str | dict[str, object]:
-    """A built-in mix by name (the service has it), else a mix file read here and sent whole."""
-    from service.profiles.mixes import BUILTIN, resolve_mix
-
-    return spec if spec in BUILTIN else resolve_mix(spec).describe()
+def _error(message: str) -> int:
+    print(f"fleet simulate: error: {message}", file=sys.stderr)
+    return 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,80 +212,36 @@ def run(args: argparse.Namespace) -> int:
     from service.simulate import command
     from service.simulate.comparison_config import ComparisonConfig
 
-    federated = args.dataset is not None
-    misplaced = [
-        _flag(name)
-        for name in (UPLOADING_ONLY if federated else FEDERATED_ONLY)
-        if getattr(args, name) is not None
-    ]
-    if misplaced:
-        needs = "are not used with --dataset" if federated else "need --dataset (the federated mode)"
-        print(f"fleet simulate: error: {', '.join(misplaced)} {needs}", file=sys.stderr)
-        return 2
+    given = {name for name, value in vars(args).items() if value is not None and name in DEFAULTS}
     try:
-        config = _config(args)
+        if args.from_run is not None:
+            config: Any = from_run(args.from_run, given, args.output, args.concurrency)
+        else:
+            args = with_defaults(args)
+            misplaced = [
+                flag(name) for name in (UPLOADING_ONLY if args.dataset else FEDERATED_ONLY) if name in given
+            ]
+            if misplaced:
+                needs = (
+                    "are not used with --dataset" if args.dataset else "need --dataset (the federated mode)"
+                )
+                return _error(f"{', '.join(misplaced)} {needs}")
+            config = config_from(args, given)
     except ValueError as exc:
-        print(f"fleet simulate: error: {exc}", file=sys.stderr)
-        return 2
-    except FleetError as exc:  # a mix file that cannot be read
-        print(f"fleet simulate: error: {exc.message}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except FleetError as exc:  # a mix file that cannot be read, a setting the service refuses
+        return _error(exc.message)
+    output = args.output or DEFAULTS["output"]
     api_key = args.api_key or os.environ.get("FLEET_API_KEY")
     if isinstance(config, ComparisonConfig):
         return command.run_comparison(
-            config, output=args.output, url=args.url, data_dir=args.data_dir, api_key=api_key
+            config, output=output, url=args.url, data_dir=args.data_dir, api_key=api_key
         )
     return command.run(
         config,
-        output=args.output,
+        output=output,
         url=args.url,
         data_dir=args.data_dir,
         dataset_dir=args.dataset_dir,
         api_key=api_key,
-    )
-
-
-def _config(args: argparse.Namespace) -> ComparisonConfig | SimulationConfig:
-    """The run ``args`` describe (ValueError for values out of range; FleetError for a mix file)."""
-    from service.data.spec import PartitionSpec
-    from service.simulate.comparison_config import ComparisonConfig
-    from service.simulate.harness import SimulationConfig
-
-    partition = PartitionSpec(
-        kind=args.partition,
-        devices=args.devices,
-        train_per_device=args.train_per_device,
-        test_per_device=args.test_per_device,
-        alpha=args.alpha,
-        classes_per_device=args.classes_per_device,
-        interest_share=args.interest_share,
-        replace=args.replace,
-        seed=args.seed,
-    )
-    if args.dataset is not None:
-        return ComparisonConfig(
-            dataset=args.dataset,
-            partition=partition,
-            rounds=10 if args.rounds is None else args.rounds,
-            participants=args.participants,
-            aggregation=args.aggregation or "fedavg",
-            epochs=args.epochs,
-            fine_tune_epochs=args.fine_tune_epochs,
-            profiles=None if args.profiles is None else _mix(args.profiles),
-            deadline=args.deadline,
-            stragglers=args.stragglers or "drop",
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            global_test_size=args.global_test_size,
-            device_prefix=args.prefix,
-        )
-    return SimulationConfig(
-        partition=partition,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        mode=args.mode or "stream",
-        concurrency=args.concurrency,
-        global_test_size=args.global_test_size,
-        grid_device=args.grid_device or 0,
-        device_prefix=args.prefix,
     )

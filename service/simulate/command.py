@@ -16,7 +16,7 @@ from service.console import make_console
 from service.errors import DeviceExists, FleetError
 from service.model.dataset import load_fashion_mnist
 from service.server_process import ServerProcess
-from service.simulate import comparison_plots, comparison_report
+from service.simulate import comparison_plots, comparison_report, run_spec
 from service.simulate.comparison import Comparison
 from service.simulate.comparison_config import ComparisonConfig, mix_name
 from service.simulate.harness import Simulation, SimulationConfig, SimulationResult
@@ -49,23 +49,29 @@ class FederatedProgress:
     def __init__(self, progress: Progress, config: ComparisonConfig) -> None:
         devices = config.partition.devices
         runs = 1 if config.profiles is None else 2  # with profiles: on ideal phones, then profiled
+        local, tune = config.steps(config.epochs), config.steps(config.tune_epochs)
         self.progress = progress
         self.tasks: dict[str, TaskID] = {
             "assign": progress.add_task("assign", total=1),
-            "local_only": progress.add_task("local-only steps", total=devices * config.steps(config.epochs)),
+            "local_only": progress.add_task(
+                "local-only steps", total=None if local is None else devices * local
+            ),
             "rounds": progress.add_task(
                 f"rounds ({config.rounds} x {config.per_round}{', ideal then profiled' if runs > 1 else ''})",
                 total=runs * config.rounds * config.per_round,
             ),
             "evaluate": progress.add_task("evaluations", total=config.evaluations()),
             "fine_tune": progress.add_task(
-                "fine-tuning steps", total=devices * config.steps(config.tune_epochs)
+                "fine-tuning steps", total=None if tune is None else devices * tune
             ),
         }
 
     def advance(self, phase: str, amount: int = 1) -> None:
         if amount:
             self.progress.advance(self.tasks[phase], amount)
+
+    def total(self, phase: str, count: int) -> None:
+        self.progress.update(self.tasks[phase], total=count)
 
 
 def _progress(console: Console) -> Progress:
@@ -160,12 +166,15 @@ def run_comparison(
             service_url(url, data_dir, output, console) as base_url,
             FleetClient(base_url, api_key=api_key, timeout=120.0) as client,
         ):
-            spec = config.partition
+            sizes = config.partition.parameters
             console.print(
-                f"comparing local-only, federated and federated + fine-tuning on {spec.devices} devices "
-                f"against {base_url}: {spec.kind} partition of '{config.dataset}' (server-side), "
-                f"{spec.train_per_device} train / {spec.test_per_device} test each, {config.rounds} rounds "
-                f"of {config.per_round} ({config.aggregation})"
+                f"comparing local-only, federated and federated + fine-tuning against {base_url}: "
+                f"{config.describe()}"
+                + (
+                    f", {sizes['train_per_device']} train / {sizes['test_per_device']} test each"
+                    if "train_per_device" in sizes
+                    else ", the train split dealt among them"
+                )
                 + (
                     ""
                     if config.profiles is None
@@ -190,6 +199,9 @@ def run_comparison(
         f"{result.seconds:.1f} s"
     )
     written = [
+        run_spec.write_spec(
+            config, output, model=result.model, dataset_content_id=result.dataset.get("content_id")
+        ),
         comparison_report.write_json(result, output / "report.json", service_url=base_url),
         comparison_report.write_csv(result, output / "report.csv"),
         *comparison_plots.write_plots(result, output),

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from service.client import FleetClient
 from service.errors import FleetError, InvalidRequest
@@ -35,6 +35,15 @@ from service.simulate.comparison_result import ComparedDevice, ComparisonResult,
 from service.simulate.harness import NoProgress, ProgressSink, device_ids
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class SizedProgress(Protocol):
+    """A progress sink whose phases' totals can be set once known (a disjoint partition's steps)."""
+
+    def advance(self, phase: str, amount: int = 1) -> None: ...
+
+    def total(self, phase: str, count: int) -> None: ...
 
 
 R = TypeVar("R")
@@ -89,7 +98,7 @@ class _Run:
         started = time.monotonic()
         dataset, test_count = self._check_dataset()
         clock = time.monotonic()
-        created = self.client.create_devices(self.ids)
+        created = self.client.create_devices(self.ids, model=self.config.model)
         devices = [_Device(device_id, index) for index, device_id in enumerate(created)]
         try:
             self._assign(devices)
@@ -137,6 +146,7 @@ class _Run:
             seconds=time.monotonic() - started,
             phase_seconds=self.phase_seconds,
             classes=classes,
+            run_spec=dict(run.get("spec") or {}),
         )
 
     def _lap(self, phase: str, since: float) -> None:
@@ -157,9 +167,16 @@ class _Run:
             raise InvalidRequest(f"dataset '{name}' needs a train and a test split; it has {sorted(splits)}")
         if described.get("label") is None:
             raise InvalidRequest(f"dataset '{name}' has no label array: accuracy needs one")
+        expected = self.config.dataset_content_id
+        if expected is not None and described.get("content_id") != expected:
+            raise InvalidRequest(
+                f"dataset '{name}' is not the one the run was made on: content ID "
+                f"{described.get('content_id')}, the spec's {expected}"
+            )
         count = min(self.config.global_test_size, int(splits["test"]["count"]))
         dataset = {
             "name": name,
+            "content_id": described.get("content_id"),
             "source": described.get("source"),
             "num_classes": described.get("num_classes"),
             "train_count": splits["train"]["count"],
@@ -168,18 +185,8 @@ class _Run:
         return dataset, count
 
     def _assign(self, devices: list[_Device]) -> None:
-        spec = self.config.partition
         self.client.assign(
-            self.config.dataset,
-            ids=[d.device_id for d in devices],
-            scheme=spec.kind,
-            train_per_device=spec.train_per_device,
-            test_per_device=spec.test_per_device,
-            alpha=spec.alpha,
-            classes_per_device=spec.classes_per_device,
-            interest_share=spec.interest_share,
-            replace=spec.replace,
-            seed=spec.seed,
+            self.config.dataset, ids=[d.device_id for d in devices], **self.config.partition.assign_body()
         )
 
         def read(device: _Device) -> None:
@@ -189,6 +196,11 @@ class _Run:
             device.assignment = found
 
         self._each(read, devices)
+        if self.config.partition.disjoint and isinstance(self.progress, SizedProgress):
+            batch = self.config.batch_size
+            batches = sum(-(-int(d.assignment.get("train_size", 0)) // batch) for d in devices)
+            self.progress.total("local_only", batches * self.config.epochs)
+            self.progress.total("fine_tune", batches * self.config.tune_epochs)
         self.progress.advance("assign")
 
     # -- training and evaluation -------------------------------------------------------------
@@ -254,7 +266,7 @@ class _Run:
     def _profile(self, ids: list[str]) -> dict[str, str]:
         """Profile the devices from the mix (seeded by the partition's seed); each one's class."""
         assert self.config.profiles is not None
-        self.client.assign_profiles(self.config.profiles, ids=ids, seed=self.config.partition.seed)
+        self.client.assign_profiles(self.config.profiles, ids=ids, seed=self.config.seeds.profiles)
         views = in_parallel(self.config.concurrency, self.client.device, ids)
         return {str(v["id"]): str((v.get("profile") or {}).get("class", "-")) for v in views}
 
@@ -269,8 +281,9 @@ class _Run:
             participants=config.participants,
             epochs=config.epochs,
             batch_size=config.batch_size,
-            aggregation=config.aggregation,
-            seed=config.partition.seed,
+            **config.strategy.rounds_body(),
+            **config.selection.rounds_body(),
+            seed=config.seeds.rounds,
             start_version=START_VERSION,
             evaluate_on={"dataset": config.dataset, "split": "test", "limit": config.global_test_size},
             **extra,

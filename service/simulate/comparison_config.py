@@ -7,14 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from service.data.spec import PartitionSpec
 from service.federated.spec import MAX_ROUNDS
-
-Aggregation = Literal["fedavg", "fedavgm", "fedadam"]
-
-
-AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
-
+from service.simulate.partition_choice import Partition
+from service.simulate.strategy_choice import SelectionChoice, StrategyChoice
 
 Arm = Literal["local_only", "federated", "fine_tuned"]
 
@@ -43,13 +38,51 @@ def mix_name(mix: str | Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """Every seed of a run but the partition's: ``fleet simulate --seed`` sets them all."""
+
+    rounds: int = 0
+    """Who takes part in each round, and in what order."""
+    profiles: int = 0
+    """The devices' profiles drawn from the mix."""
+    jobs: int = 0
+    """The local-only and fine-tuning jobs' shuffling (each device's seed is derived from it)."""
+
+    @classmethod
+    def all(cls, seed: int) -> Seeds:
+        return cls(seed, seed, seed)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rounds": self.rounds, "profiles": self.profiles, "jobs": self.jobs}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> Seeds:
+        return cls(int(saved["rounds"]), int(saved["profiles"]), int(saved["jobs"]))
+
+
+def _fedavg() -> StrategyChoice:
+    return StrategyChoice.of("fedavg", {}, {})
+
+
+def _available() -> SelectionChoice:
+    return SelectionChoice.of(None, {})
+
+
+@dataclass(frozen=True)
 class ComparisonConfig:
     dataset: str = "fashion-mnist"
-    partition: PartitionSpec = field(default_factory=PartitionSpec)
+    partition: Partition = field(default_factory=Partition)
     rounds: int = 10
     participants: int | None = None
     """Devices per round; None: all of them."""
-    aggregation: Aggregation = "fedavg"
+    strategy: StrategyChoice = field(default_factory=_fedavg)
+    selection: SelectionChoice = field(default_factory=_available)
+    model: str | None = None
+    """The devices' model; None: the service's default (the run records the one used)."""
+    seeds: Seeds = field(default_factory=Seeds)
+    """The rounds', the profiles' and the jobs' seeds (the partition's is its own)."""
+    dataset_content_id: str | None = None
+    """The dataset's content ID the run must find (a spec's run again); None: any."""
     epochs: int = 3
     """Local epochs per round, and the local-only arm's epochs."""
     fine_tune_epochs: int | None = None
@@ -67,10 +100,6 @@ class ComparisonConfig:
     stragglers: Literal["drop", "stale"] = "drop"
 
     def __post_init__(self) -> None:
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
-            )
         if not 1 <= self.rounds <= MAX_ROUNDS:
             raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS:,} (got {self.rounds})")
         devices = self.partition.devices
@@ -87,6 +116,10 @@ class ComparisonConfig:
             )
 
     @property
+    def aggregation(self) -> str:
+        return self.strategy.name
+
+    @property
     def per_round(self) -> int:
         return self.participants or self.partition.devices
 
@@ -96,11 +129,25 @@ class ComparisonConfig:
 
     def device_seed(self, index: int) -> int:
         """The shuffling seed of a device's jobs (as ``SimulationConfig.device_seed``)."""
-        return self.partition.seed * 100_003 + index
+        return self.seeds.jobs * 100_003 + index
 
-    def steps(self, epochs: int) -> int:
-        """Train steps of one device's job of ``epochs`` epochs."""
-        return epochs * math.ceil(self.partition.train_per_device / self.batch_size)
+    def steps(self, epochs: int) -> int | None:
+        """Train steps of one device's job of ``epochs`` epochs (None: a disjoint partition's parts
+        differ in size, known once assigned)."""
+        train = self.partition.train_per_device
+        return None if train is None else epochs * math.ceil(train / self.batch_size)
+
+    def describe(self) -> str:
+        """The partition and the strategy, as tables and plots title the run."""
+        selection = (
+            ""
+            if self.selection.name == "available" and not self.selection.given
+            else (f", selection {self.selection.describe()}")
+        )
+        return (
+            f"{self.partition.describe()} partition of {self.dataset}, {self.partition.devices} devices, "
+            f"{self.rounds} rounds of {self.per_round} ({self.strategy.describe()}{selection})"
+        )
 
     def evaluations(self) -> int:
         """Every evaluation the run asks for: two per device in arms 1 and 3, one in arm 2, and the

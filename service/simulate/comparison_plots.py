@@ -70,9 +70,11 @@ def accuracy_per_round(result: ComparisonResult, path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy")
+    config = result.config
     ax.set_title(
-        f"{result.config.aggregation}, {result.config.per_round} of {result.config.partition.devices} "
-        f"devices per round, from version 0 (pre-trained)"
+        f"{config.strategy.describe()}, {config.per_round} of {config.partition.devices} devices per round, "
+        f"from version 0\n{config.partition.describe()} partition of {config.dataset}",
+        fontsize=10,
     )
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
     ax.grid(alpha=0.3)
@@ -102,7 +104,9 @@ def accuracy_per_arm(result: ComparisonResult, path: Path) -> Path:
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("accuracy (mean over devices; dots: devices)")
     ax.set_title(
-        f"Three arms on the same {result.config.partition.kind} partition of {result.config.dataset}"
+        f"Three arms on the same {result.config.partition.describe()} partition of {result.config.dataset}"
+        f"\n({result.config.strategy.describe()})",
+        fontsize=10,
     )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)

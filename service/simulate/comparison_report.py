@@ -13,6 +13,7 @@ from service.model.dataset import CLASS_NAMES
 from service.simulate.comparison_config import ARM_TITLES, ARMS
 from service.simulate.comparison_result import ComparedDevice, ComparisonResult
 from service.simulate.report import interest_classes, percent, points, signed_points, write_rows
+from service.simulate.run_spec import spec_document
 
 FASHION_MNIST = "fashion-mnist"
 """The built-in dataset, whose classes have names."""
@@ -94,6 +95,14 @@ def write_json(result: ComparisonResult, path: Path, *, service_url: str) -> Pat
         "mode": "federated",
         "config": dataclasses.asdict(result.config)
         | {"participants": result.config.per_round, "fine_tune_epochs": result.config.tune_epochs},
+        "title": result.config.describe(),
+        "strategy": result.config.strategy.as_dict(),
+        "selection": result.config.selection.as_dict(),
+        "partition": result.config.partition.as_dict() | {"title": result.config.partition.describe()},
+        "spec": spec_document(
+            result.config, model=result.model, dataset_content_id=result.dataset.get("content_id")
+        ),
+        "run_spec": dict(result.run_spec),
         "dataset": dict(result.dataset),
         "model": result.model,
         "global_test_count": result.global_test_count,
@@ -129,12 +138,8 @@ def devices_table(result: ComparisonResult) -> Table:
     """A row per device and a fleet-mean footer: local and global accuracy in each arm, and what
     fine-tuning adds locally over local-only training."""
     config, means = result.config, arm_means(result)
-    spec = config.partition
     t = Table(
-        title=(
-            f"{spec.kind} partition of {config.dataset}, {spec.devices} devices, {config.rounds} rounds of "
-            f"{config.per_round} ({config.aggregation}), {plural(config.epochs, 'local epoch')} each"
-        ),
+        title=f"{config.describe()}, {plural(config.epochs, 'local epoch')} each",
         show_footer=True,
     )
     t.add_column("device", footer="fleet mean", no_wrap=True)
@@ -176,7 +181,9 @@ def rounds_table(result: ComparisonResult) -> Table:
             "phones" + ("" if deadline is None else f" (deadline {deadline:g} s)")
         )
     t = Table(
-        title=f"round run {result.run_id}: from version 0 to version {result.final_version}", caption=caption
+        title=f"round run {result.run_id} ({result.config.strategy.describe()}, selection "
+        f"{result.config.selection.describe()}): from version 0 to version {result.final_version}",
+        caption=caption,
     )
     headers = ["round", "version", "participants", "failed", "mean\nloss", "global\naccuracy"]
     if profiled:

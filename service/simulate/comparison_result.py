@@ -97,6 +97,8 @@ class ComparisonResult:
     phase_seconds: Mapping[str, float]
     classes: Mapping[str, str] = field(default_factory=dict)
     """Each device's profile class (with profiles)."""
+    run_spec: Mapping[str, Any] = field(default_factory=dict)
+    """The round run's spec as the service shows it (its strategy, server optimizer, selection...)."""
 
     @property
     def profiled(self) -> bool:

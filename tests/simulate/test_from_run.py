@@ -1,0 +1,117 @@
+"""``fleet simulate --dataset`` saves its spec; ``--from-run`` runs it again from that alone, with the
+same metrics. Against a real ``fleet serve``: a small Fashion-MNIST upload, a disjoint partition, FedProx
+with a given mu, uniform selection and seed 7 (not a default, so a seed the spec fails to carry shows).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli import main
+from service.client import FleetClient
+from service.model.dataset import FashionMNIST, one_hot
+from service.server_process import ServerProcess
+from service.version import __version__
+from tests.simulate.test_comparison import Simulated, simulate
+
+DATASET, TRAIN, TEST, DEVICES, PREFIX = "tiny-fmnist", 480, 160, 4, "rep"
+FIRST = (
+    *("--dataset", DATASET, "--devices", str(DEVICES), "--partition", "label_dirichlet", "--beta", "0.5"),
+    *("--rounds", "2", "--participants", "3", "--strategy", "fedprox", "--proximal-mu", "0.1"),
+    *("--selection", "uniform", "--epochs", "1", "--batch-size", "16", "--global-test-size", "100"),
+    *("--seed", "7", "--prefix", PREFIX),
+)
+"""The first run's flags (beside --url and --output)."""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: FashionMNIST) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("from-run") / "data") as running:
+        with FleetClient(running.url) as client:
+            arrays: dict[str, Any] = {
+                "train/x": fashion_mnist.train_images[:TRAIN],
+                "train/y": one_hot(fashion_mnist.train_labels[:TRAIN]),
+                "test/x": fashion_mnist.test_images[:TEST],
+                "test/y": one_hot(fashion_mnist.test_labels[:TEST]),
+            }
+            client.add_dataset(DATASET, **arrays)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def runs(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> tuple[Simulated, Simulated]:
+    """The run, then (its devices deleted: the spec names them) the run again from its output alone."""
+    first, again = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("again")
+    code, printed = simulate("--url", server.url, *FIRST, "--output", str(first))
+    assert code == 0, printed
+    with FleetClient(server.url) as client:
+        client.delete_devices([f"{PREFIX}-{i}" for i in range(DEVICES)])
+    code2, printed2 = simulate("--from-run", str(first), "--url", server.url, "--output", str(again))
+    return Simulated(code, printed, first), Simulated(code2, printed2, again)
+
+
+def metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """What a run measured, without its timings, its run ID or the version numbers (a model's versions
+    go on counting across runs)."""
+    timing = {"seconds", "simulated_start", "version"}
+    return {
+        "arms": report["arms"],
+        "start": report["run"]["start_global_accuracy"],
+        "devices": report["devices"],
+        "rounds": [{k: v for k, v in r.items() if k not in timing} for r in report["rounds"]],
+    }
+
+
+def test_the_spec_holds_everything_the_run_depends_on(runs: tuple[Simulated, Simulated]) -> None:
+    first, _ = runs
+    spec = json.loads((first.output / "spec.json").read_text())
+    assert spec["service_version"] == __version__ and spec["mode"] == "federated"
+    assert spec["model"] == first.report()["model"]
+    assert spec["dataset"]["name"] == DATASET and spec["dataset"]["content_id"]
+    assert spec["partition"] == {"kind": "label_dirichlet", "devices": DEVICES, "seed": 7, "beta": 0.5}
+    assert spec["strategy"]["name"] == "fedprox" and spec["strategy"]["options"]["proximal_mu"] == 0.1
+    assert spec["strategy"]["server"]["learning_rate"] == 1.0
+    assert spec["selection"]["name"] == "uniform" and "epsilon" in spec["selection"]["options"]
+    assert spec["seeds"] == {"rounds": 7, "profiles": 7, "jobs": 7}
+    assert (spec["rounds"], spec["participants"], spec["devices"]) == (2, 3, {"prefix": PREFIX, "count": 4})
+    assert spec["training"] == {"epochs": 1, "fine_tune_epochs": 1, "batch_size": 16}
+    assert first.report()["spec"] == spec
+
+
+def test_the_tables_and_the_report_name_the_strategy_and_the_partition(
+    runs: tuple[Simulated, Simulated],
+) -> None:
+    first, _ = runs
+    assert "fedprox (proximal_mu=0.1)" in first.printed, first.printed
+    assert "label_dirichlet (beta=0.5, seed 7) partition of tiny-fmnist" in first.printed
+    assert "selection uniform" in first.printed
+    report = first.report()
+    assert report["run_spec"]["aggregation"] == "fedprox" and report["run_spec"]["selection"] == "uniform"
+    assert report["run_spec"]["options"]["proximal_mu"] == 0.1
+    assert report["partition"]["title"] == "label_dirichlet (beta=0.5, seed 7)"
+
+
+def test_a_run_from_its_spec_measures_what_it_measured(runs: tuple[Simulated, Simulated]) -> None:
+    first, again = runs
+    assert again.code == 0, again.printed
+    assert metrics(again.report()) == metrics(first.report())
+    assert json.loads((again.output / "spec.json").read_text()) == json.loads(
+        (first.output / "spec.json").read_text()
+    )
+
+
+def test_flags_that_would_change_the_run_are_refused_beside_from_run(
+    runs: tuple[Simulated, Simulated], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = runs
+    assert main(["simulate", "--from-run", str(first.output), "--rounds", "3", "--seed", "1"]) == 2
+    assert "--rounds, --seed cannot be given with --from-run" in capsys.readouterr().err
+    assert main(["simulate", "--from-run", str(first.output), "--output", str(first.output)]) == 2
+    assert "holds the saved run" in capsys.readouterr().err
+    assert main(["simulate", "--from-run", str(tmp_path)]) == 2
+    assert "no run spec at" in capsys.readouterr().err
