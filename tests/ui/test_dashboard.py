@@ -244,6 +244,34 @@ def test_the_round_page_shows_every_rounds_metrics(
     screenshot(page, "round", full_page=True)
 
 
+def test_the_round_page_shows_the_runs_strategy_and_selection(
+    open_page: OpenPage, server: ServerProcess, admin: FleetClient, study: dict[str, Any]
+) -> None:
+    """The strategy, the options it was given, the server optimizer and the selection, as the run's
+    record holds them (FedProx with mu 0.25 and a server learning rate of 0.5, uniform selection)."""
+    started = admin.start_rounds(
+        ids=["lab-1", "lab-2"],
+        aggregation="fedprox",
+        options={"proximal_mu": 0.25},
+        server_learning_rate=0.5,
+        selection="uniform",
+        evaluate_on={"dataset": "fashion-mnist", "limit": 100},
+        seed=5,
+    )
+    run = admin.wait_rounds(started["id"], timeout=120)
+    assert run["state"] == "succeeded", run
+    page = open_dashboard(open_page(NARROW), server, f"/rounds/{run['id']}")
+    facts = page.locator("#strategy dl")
+    expect(facts).to_contain_text("Strategyfedprox")
+    expect(facts).to_contain_text("proximal_mu 0.25")
+    expect(facts).to_contain_text("Server optimizerfedprox: learning_rate 0.5")
+    expect(facts).to_contain_text("Selectionuniform (epsilon 0.9")
+    expect(facts).to_contain_text("Evaluated onfashion-mnist test, first 100")
+    expect(facts).to_contain_text("Partitionnot in the run's record")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the run's page is {overflow} px wider than a 390 px screen"
+
+
 def test_a_devices_key_sees_only_its_devices(
     page: Page, server: ServerProcess, browser_log: BrowserLog, study: dict[str, Any]
 ) -> None:

@@ -443,6 +443,7 @@
             `${run.spec.training.epochs} epoch(s) of batch ${run.spec.training.batch_size}, seed ${run.spec.seed}` +
             (run.spec.deadline ? `, deadline ${run.spec.deadline} s (${run.spec.stragglers})` : "")),
           run.error ? h("span", { class: "state-failed" }, run.error) : null),
+        h("section", { id: "strategy" }, h("h2", {}, "Strategy"), facts(window.FleetRunSpec.facts(run.spec, num))),
         h("div", { class: "grid2" },
           lineChart({ title: "Accuracy per round", xLabel: "round", yMin: 0, yMax: 1, series: [
             { name: "global (test split)", points: point((r) => r.global_accuracy) },
