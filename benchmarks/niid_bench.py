@@ -9,10 +9,11 @@ images. Everything runs in this process through the service's layers (``Fleet``,
 ``RoundRunner``; real TFLite interpreters, no HTTP).
 
 Cells are (algorithm, partition); each is written to ``--results`` as it ends (one JSON file a cell),
-and a cell whose file exists is not run again: a table too long for one sitting (NIID-Bench's full run
-is about 26 minutes a cell on two cores) is run across several, and ``--resume`` is the default.
-The centralized baseline trains one interpreter on all 60,000 images for ``rounds x local epochs``
-passes (the federated run's compute).
+and a cell whose file exists is not run again (delete it to): a table too long for one sitting
+(NIID-Bench's full run is about half an hour a cell on two cores) is run across several. The
+feature-noise cell is scored as NIID-Bench scores it, on the test images once per device, each copy
+with that device's noise. The centralized baseline trains one interpreter on all 60,000 images for
+``rounds x local epochs`` passes (the federated run's compute).
 
     .venv/bin/python -m benchmarks.niid_bench --quick                   # 20 x 2, every cell (~2 h)
     .venv/bin/python -m benchmarks.niid_bench --quick --algorithms fedavg --partitions iid dir0.5 c2
@@ -126,6 +127,31 @@ def partition_spec(partition: str, args: argparse.Namespace) -> DisjointSpec:
     return DisjointSpec(scheme, seed=args.seed, **parameters)  # type: ignore[arg-type]
 
 
+NOISY_TEST = "fashion-mnist-noisy-test"
+"""The feature-noise cell's test set, as NIID-Bench scores that partition: the test images once per
+device, copy i with the noise device i trains with (``sigma_i = noise * i / (N - 1)``)."""
+
+
+def noisy_test(federation: Federation, args: argparse.Namespace) -> str:
+    """Add ``NOISY_TEST`` (seeded, unclipped like the devices' noise) once; its name."""
+    if NOISY_TEST in federation.datasets.names():
+        return NOISY_TEST
+    samples, label = federation.split_samples(BUILTIN, "test", None)
+    noise = PARTITIONS["noise"][1]["noise"]
+    rng = np.random.default_rng([args.seed, 0x7E57])
+    copies = [
+        samples["x"]
+        + rng.normal(0.0, noise * i / max(1, args.devices - 1), samples["x"].shape).astype(np.float32)
+        for i in range(args.devices)
+    ]
+    federation.datasets.add(
+        NOISY_TEST,
+        {"test/x": np.concatenate(copies), "test/y": np.concatenate([samples[label]] * args.devices)},
+        label="y",
+    )
+    return NOISY_TEST
+
+
 def run_cell(federation: Federation, algorithm: str, partition: str, args: argparse.Namespace) -> Cell:
     fleet = federation.fleet
     ids = [f"{algorithm}-{partition}-{i:02d}".replace(".", "_") for i in range(args.devices)]
@@ -140,7 +166,7 @@ def run_cell(federation: Federation, algorithm: str, partition: str, args: argpa
         options=StrategySettings(proximal_mu=args.mu),
         seed=args.seed,
         start_version=0,
-        evaluation=Evaluation(BUILTIN, "test"),
+        evaluation=Evaluation(noisy_test(federation, args) if partition == "noise" else BUILTIN, "test"),
         local_accuracy=False,
     )
     started = time.perf_counter()
