@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class Curve:
     wall: float
     added: int
     lost: int
+    staleness: float | None = None
+    """FedBuff: the mean staleness of the updates it added."""
     """Updates trained and not added: stragglers (FedAvg), too stale (FedBuff); and dropouts."""
 
     def reached(self, target: float) -> float | None:
@@ -109,7 +111,14 @@ def run_curve(federation: Federation, name: str, spec: RoundSpec, start: float) 
         round(time.perf_counter() - started, 1),
         sum(s["finished"] for s in steps),
         sum(s["straggled"] + s["dropped"] for s in steps),
+        mean_staleness(steps),
     )
+
+
+def mean_staleness(steps: list[dict[str, Any]]) -> float | None:
+    weighted = [(s["mean_staleness"], s["finished"]) for s in steps if s.get("mean_staleness") is not None]
+    total = sum(n for _, n in weighted)
+    return sum(m * n for m, n in weighted) / total if total else None
 
 
 def plot(curves: list[Curve], targets: list[float], path: Path, title: str) -> Path:
@@ -119,9 +128,12 @@ def plot(curves: list[Curve], targets: list[float], path: Path, title: str) -> P
 
     fig = Figure(figsize=(8, 4.5), dpi=80)
     ax = fig.add_subplot()
-    for curve, color in zip(curves, ("tab:blue", "tab:orange"), strict=False):
+    right = 1.05 * max(c.times[-1] for c in curves[:2])
+    ax.set_xlim(-0.5, right)
+    for curve, color in zip(curves, ("tab:blue", "tab:orange", "tab:gray"), strict=False):
+        label = curve.name + (f" (on to {curve.times[-1]:,.0f} s)" if curve.times[-1] > right else "")
         ax.step(curve.times, curve.accuracy, where="post", color=color)
-        ax.plot(curve.times, curve.accuracy, ".", color=color, label=curve.name)
+        ax.plot(curve.times, curve.accuracy, ".", color=color, label=label)
     for target in targets:
         ax.axhline(target, color="0.6", ls=":", lw=1)
     ax.set_xlabel("simulated seconds")
@@ -132,6 +144,10 @@ def plot(curves: list[Curve], targets: list[float], path: Path, title: str) -> P
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     return save(fig, path)
+
+
+def shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -153,14 +169,15 @@ def report(curves: list[Curve], targets: list[float]) -> None:
                 f"{c.wall:.1f}",
             ]
         )
-    if len(curves) == 2:
-        ratios = [ratio(curves[0].reached(t), curves[1].reached(t)) for t in targets]
-        rows.append([f"{curves[0].name.split(',')[0]} / {curves[1].name.split(',')[0]}", *ratios])
+    buffered = curves[1]
+    for other in (curves[0], *curves[2:]):
+        ratios = [ratio(other.reached(t), buffered.reached(t)) for t in targets]
+        rows.append([f"{other.name} / FedBuff", *ratios])
     table("Time to accuracy on the virtual clock", columns, rows)
     table(
         "Updates",
-        ["run", "versions", "added", "lost (late, stale or dropped)"],
-        [[c.name, len(c.accuracy) - 1, c.added, c.lost] for c in curves],
+        ["run", "versions", "added", "lost (late, too stale, dropped out)", "mean staleness"],
+        [[c.name, len(c.accuracy) - 1, c.added, c.lost, shown(c.staleness)] for c in curves],
     )
 
 
@@ -176,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--deadline", type=float, default=None, help="simulated seconds (default: percentile)")
     p.add_argument("--deadline-percentile", type=float, default=70.0)
+    p.add_argument(
+        "--wait-for-all",
+        action="store_true",
+        help="also run FedAvg with no deadline (each round waits for its slowest participant)",
+    )
     p.add_argument("--eval-limit", type=int, default=10_000, help="test images each version is evaluated on")
     p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.6, 0.65, 0.7, 0.75])
     p.add_argument("--seed", type=int, default=0)
@@ -221,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 run_curve(federation, f"FedAvg, deadline {deadline} s", fedavg, start),
                 run_curve(federation, f"FedBuff, K = {args.buffer_size}", fedbuff, start),
             ]
+            if args.wait_for_all:
+                waiting = replace(fedavg, deadline=None)
+                curves.append(run_curve(federation, "FedAvg, no deadline", waiting, start))
         finally:
             federation.close()
             fleet.close()
