@@ -87,6 +87,7 @@ def _lifespan(
             keep_versions=settings.keep_versions,
             round_workers=settings.round_workers,
             fashion_mnist_dir=settings.fashion_mnist_dir,
+            max_buffered_bytes=settings.max_buffered_bytes,
         )
         remote = participants(federation) if participants is not None else None
         if remote is not None:

@@ -31,6 +31,7 @@ from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, devic
 from service.federated.participants import Participants, Participation, Update
 from service.federated.rounds import RoundRunner
 from service.federated.spec import Evaluation as EvaluationSpec
+from service.federated.strategies.base import MAX_BUFFERED_BYTES
 from service.federated.task import ClientTask
 from service.federated.versions import KEEP_VERSIONS, VersionStore
 from service.fleet.device import Device
@@ -77,12 +78,13 @@ class Federation:
         keep_versions: int = KEEP_VERSIONS,
         round_workers: int = 3,
         fashion_mnist_dir: Path | None = None,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
     ) -> None:
         self.fleet = fleet
         self.data_dir = fleet.data_dir
         self.datasets = DatasetStore(fleet.data_dir, max_dataset_bytes, fashion_mnist_dir=fashion_mnist_dir)
         self.versions = VersionStore(fleet.data_dir, self._write_base, keep_versions)
-        self.rounds = RoundRunner(fleet.data_dir, self, round_workers)
+        self.rounds = RoundRunner(fleet.data_dir, self, round_workers, max_buffered_bytes)
         self.lending = Lending(keep=round_workers)
         """Interpreters a round lends participants that have none (``device_weights="saved"``)."""
         self._pools: dict[tuple[str, str], ClassPools] = {}

@@ -56,7 +56,7 @@ from service.federated.selection import Plan, Profiles, plan_participant
 from service.federated.selectors.base import Outcome
 from service.federated.spec import RoundSpec
 from service.federated.staleness import LateUpdates
-from service.federated.strategies.base import ClientTask, RoundContext
+from service.federated.strategies.base import MAX_BUFFERED_BYTES, ClientTask, RoundContext
 from service.federated.tally import Tally
 from service.profiles.availability import device_key
 from service.storage import utc_now
@@ -73,10 +73,18 @@ PERSIST_EVERY = 1.0
 class RoundRunner:
     """Runs one run at a time on its own thread; participants on ``workers`` threads."""
 
-    def __init__(self, data_dir: Path, participants: Participants, workers: int = 2) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        participants: Participants,
+        workers: int = 2,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
         self.records = RunRecords(data_dir)
         self.participants = participants
         self.workers = max(1, workers)
+        self.max_buffered_bytes = max_buffered_bytes
+        """What a strategy that keeps every update of a round may hold (``FLEET_MAX_BUFFERED_BYTES``)."""
         self._runs: dict[str, Run] = {}
         """Runs queued or running (the others are read from their files)."""
         self._queue: deque[Run] = deque()
@@ -242,6 +250,7 @@ class RoundRunner:
                 len(devices),
                 hyperparameters,
                 lambda name, weights: self.participants.publish(run.id, name, weights),
+                self.max_buffered_bytes,
             )
             now, picked, offline = selector.pick(devices, profiles, number, per_round, now)
             metrics = RoundMetrics(

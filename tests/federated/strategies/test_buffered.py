@@ -4,14 +4,24 @@ refuses, naming the setting, what would go past it; a run too big for it is refu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service.data.spec import PartitionSpec
 from service.errors import InvalidRequest, InvalidTensor
+from service.federated.federation import Federation
+from service.federated.local import LocalTraining
 from service.federated.participants import Update
+from service.federated.spec import RoundSpec
 from service.federated.strategies import make
 from service.federated.strategies.buffered import BufferedCollector, check_buffer, coordinatewise
+from service.fleet import Fleet
+from service.model.build import BuildResult
+from service.model.dataset import FashionMNIST
+from tests.federated.conftest import DATASET, add_small_dataset
+from tests.federated.strategies.conftest import MODEL
 from tests.federated.strategies.poisoned import context, update
 
 
@@ -63,3 +73,28 @@ def test_a_run_that_would_not_fit_is_refused_at_its_start() -> None:
         with pytest.raises(InvalidRequest, match=f"^{name} keeps every update .* FLEET_MAX_BUFFERED_BYTES"):
             check_buffer(make(name), 1001, limit // 1000, limit)
     check_buffer(make("fedavg"), 10**6, 10**6, limit)  # the mean keeps one model, whatever the count
+
+
+def test_the_setting_reaches_a_federations_rounds(
+    tmp_path: Path, fashion_mnist: FashionMNIST, tiny_build: BuildResult
+) -> None:
+    """``max_buffered_bytes`` given to a Federation bounds its rounds' collectors: with room for one
+    model, the second participant's update is refused and counted as failed."""
+    fleet = Fleet(tmp_path / "data")
+    federation = Federation(fleet, max_buffered_bytes=len(tiny_build.model))
+    try:
+        fleet.models.add(MODEL, tiny_build.model)
+        add_small_dataset(federation, fashion_mnist)
+        ids = ["bound-0", "bound-1"]
+        fleet.create_many(ids, model=MODEL)
+        federation.assign(DATASET, ids, PartitionSpec("iid", 2, 20, 10, seed=1))
+        spec = RoundSpec(
+            MODEL, tuple(ids), training=LocalTraining(1, 20), aggregation="median", start_version=0
+        )
+        view = federation.rounds.wait(str(federation.rounds.start(spec)["id"]), 180)
+        (metrics,) = view["rounds"]  # type: ignore[misc]
+        assert (metrics["finished"], metrics["failed"]) == (1, 1), metrics
+        assert "FLEET_MAX_BUFFERED_BYTES" in metrics["failures"][0]["error"]
+    finally:
+        federation.close()
+        fleet.close()
