@@ -185,7 +185,11 @@ def run_comparison(
             with _progress(console) as progress:
                 result = plan.run(client, FederatedProgress(progress, config))
     except DeviceExists as exc:
-        console.print(f"[red]error:[/red] {exc.message}; choose another --prefix")
+        console.print(
+            f"[red]error:[/red] {exc.message}; choose another --prefix, or delete the devices "
+            f"'{config.device_prefix}-*' (a run from a saved spec keeps its device IDs: the sampled "
+            "partitions are keyed by them)"
+        )
         return 1
     except (FleetError, RuntimeError, TimeoutError, ValueError, httpx.TransportError) as exc:
         console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")

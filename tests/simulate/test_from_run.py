@@ -115,3 +115,40 @@ def test_flags_that_would_change_the_run_are_refused_beside_from_run(
     assert "holds the saved run" in capsys.readouterr().err
     assert main(["simulate", "--from-run", str(tmp_path)]) == 2
     assert "no run spec at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ("--partition", "label_dirichlet", "--alpha", "0.3"),
+            "--alpha not read by partition label_dirichlet",
+        ),
+        (("--partition", "interest", "--beta", "0.3"), "--beta not read by partition interest"),
+        (("--strategy", "fedprox", "--strategy-option", "mu=1"), "unknown strategy option 'mu'"),
+        (("--strategy", "krum", "--strategy-option", "byzantine=1.5"), "byzantine must be a whole number"),
+        (("--strategy-option", "proximal_mu"), "--strategy-option takes KEY=VALUE"),
+        (("--selection", "oort", "--selection-option", "epsilon=2"), "epsilon"),
+        (("--strategy", "fedadam", "--strategy-option", "tau=5"), "tau must be in"),
+    ],
+)
+def test_settings_the_run_cannot_use_are_refused_before_it_starts(
+    flags: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No service is needed: the registries' own checks run first (exit 2, naming the setting)."""
+    argv = [
+        "simulate",
+        "--dataset",
+        "fashion-mnist",
+        "--url",
+        "http://127.0.0.1:9",
+        "--output",
+        str(tmp_path),
+    ]
+    assert main([*argv, *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_disjoint_partition_needs_the_federated_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--partition", "homogeneous", "--url", "http://127.0.0.1:9"]) == 2
+    assert "partition homogeneous is the server's: it needs --dataset" in capsys.readouterr().err
