@@ -91,7 +91,8 @@ def _comparison_options(simulate: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="run a saved comparison again from its spec alone (an earlier --output directory or its "
-        "spec.json); only --output, --url, --api-key, --data-dir and --concurrency may be given beside it",
+        "spec.json); only --output, --url, --api-key, --data-dir, --dataset-dir and --concurrency may be "
+        "given beside it",
     )
     add("--rounds", type=int, help="federated: rounds (default 10)")
     add(

@@ -139,6 +139,7 @@ def run(
         f"(global test subset: {config.global_test_size} images)"
     )
     written = [
+        run_spec.write_spec(run_spec.upload_document(config, dataset_source=result.dataset_source), output),
         write_json(result, output / "report.json", service_url=base_url),
         write_csv(result, output / "report.csv"),
         *write_plots(result, output),
@@ -204,7 +205,10 @@ def run_comparison(
     )
     written = [
         run_spec.write_spec(
-            config, output, model=result.model, dataset_content_id=result.dataset.get("content_id")
+            run_spec.spec_document(
+                config, model=result.model, dataset_content_id=result.dataset.get("content_id")
+            ),
+            output,
         ),
         comparison_report.write_json(result, output / "report.json", service_url=base_url),
         comparison_report.write_csv(result, output / "report.csv"),

@@ -83,9 +83,10 @@ FEDERATED_ONLY = (
 """Options of the federated mode (``--dataset``)."""
 UPLOADING_ONLY = ("mode", "grid_device", "dataset_dir")
 """Options of the mode that uploads each device's data."""
-BESIDE_FROM_RUN = ("output", "url", "api_key", "data_dir", "concurrency")
-"""What may be given with ``--from-run``: where the run goes and how many devices are driven at once,
-none of which changes its metrics; any other flag is refused (the spec says it)."""
+BESIDE_FROM_RUN = ("output", "url", "api_key", "data_dir", "dataset_dir", "concurrency")
+"""What may be given with ``--from-run``: where the run goes, where the uploading mode finds Fashion-MNIST
+and how many devices are driven at once, none of which changes its metrics; any other flag is refused
+(the spec says it)."""
 
 
 def flag(name: str) -> str:
@@ -186,7 +187,9 @@ def _uploading(args: argparse.Namespace, partition: Any) -> SimulationConfig:
     )
 
 
-def from_run(path: Path, given: set[str], output: Path | None, concurrency: int | None) -> ComparisonConfig:
+def from_run(
+    path: Path, given: set[str], output: Path | None, concurrency: int | None
+) -> ComparisonConfig | SimulationConfig:
     """The saved run's comparison; ValueError for a flag beside ``--from-run`` that would change the run,
     or an ``output`` that would overwrite the saved run's own results."""
     from service.simulate.run_spec import read_spec, spec_path

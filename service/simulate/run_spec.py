@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from service.data.spec import PartitionKind, PartitionSpec
 from service.simulate.comparison_config import ComparisonConfig, Seeds
-from service.simulate.partition_choice import Partition
+from service.simulate.harness import SimulationConfig
+from service.simulate.partition_choice import PARAMETERS, Partition
 from service.simulate.strategy_choice import SelectionChoice, StrategyChoice
 from service.storage import write_atomic
 from service.version import __version__
@@ -54,9 +56,31 @@ def spec_document(config: ComparisonConfig, *, model: str, dataset_content_id: s
     }
 
 
-def write_spec(config: ComparisonConfig, output: Path, *, model: str, dataset_content_id: str | None) -> Path:
+def upload_document(config: SimulationConfig, *, dataset_source: str) -> dict[str, Any]:
+    """The spec of an uploading run (each device's Fashion-MNIST share sent to it; the service's
+    default model): its partition, training, evaluation and seed."""
+    partition = config.partition
+    parameters = {name: getattr(partition, name) for name in PARAMETERS[partition.kind]}
+    return {
+        "format": FORMAT,
+        "service_version": __version__,
+        "mode": "upload",
+        "model": None,
+        "dataset": {"name": "fashion-mnist", "source": dataset_source},
+        "partition": {"kind": partition.kind, "devices": partition.devices, "seed": partition.seed}
+        | parameters,
+        "training": {"epochs": config.epochs, "batch_size": config.batch_size, "mode": config.mode},
+        "global_test_size": config.global_test_size,
+        "grid_device": config.grid_device,
+        "seeds": {"jobs": partition.seed},
+        "devices": {"prefix": config.device_prefix, "count": partition.devices},
+        "concurrency": config.concurrency,
+        "timeout": config.job_timeout,
+    }
+
+
+def write_spec(document: Mapping[str, Any], output: Path) -> Path:
     path = output / SPEC_FILE
-    document = spec_document(config, model=model, dataset_content_id=dataset_content_id)
     write_atomic(path, (json.dumps(document, indent=2) + "\n").encode())
     return path
 
@@ -66,7 +90,7 @@ def spec_path(path: Path) -> Path:
     return path / SPEC_FILE if path.is_dir() else path
 
 
-def read_spec(path: Path) -> ComparisonConfig:
+def read_spec(path: Path) -> ComparisonConfig | SimulationConfig:
     """The comparison a saved spec describes; ValueError naming what is missing or wrong."""
     file = spec_path(path)
     try:
@@ -81,7 +105,7 @@ def read_spec(path: Path) -> ComparisonConfig:
         found = document.get("format") if isinstance(document, dict) else None
         raise ValueError(f"{file} is not a fleet simulate spec of format {FORMAT} (format: {found!r})")
     try:
-        return _config(document)
+        return _upload_config(document) if document.get("mode") == "upload" else _config(document)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"the run spec {file} lacks or misstates {exc}") from None
 
@@ -109,4 +133,22 @@ def _config(document: Mapping[str, Any]) -> ComparisonConfig:
         profiles=None if profiles is None else profiles["mix"],
         deadline=None if profiles is None else profiles["deadline"],
         stragglers="drop" if profiles is None else profiles["stragglers"],
+    )
+
+
+def _upload_config(document: Mapping[str, Any]) -> SimulationConfig:
+    saved = Partition.from_dict(document["partition"])
+    training = document["training"]
+    return SimulationConfig(
+        partition=PartitionSpec(
+            kind=cast(PartitionKind, saved.kind), devices=saved.devices, seed=saved.seed, **saved.parameters
+        ),
+        epochs=int(training["epochs"]),
+        batch_size=int(training["batch_size"]),
+        mode=training["mode"],
+        concurrency=int(document["concurrency"]),
+        global_test_size=int(document["global_test_size"]),
+        grid_device=int(document["grid_device"]),
+        device_prefix=str(document["devices"]["prefix"]),
+        job_timeout=float(document["timeout"]),
     )

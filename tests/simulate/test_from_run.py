@@ -152,3 +152,34 @@ def test_settings_the_run_cannot_use_are_refused_before_it_starts(
 def test_a_disjoint_partition_needs_the_federated_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--partition", "homogeneous", "--url", "http://127.0.0.1:9"]) == 2
     assert "partition homogeneous is the server's: it needs --dataset" in capsys.readouterr().err
+
+
+def test_an_uploading_run_is_run_again_from_its_spec(server: ServerProcess, tmp_path: Path) -> None:
+    """The mode without --dataset (each device's share uploaded) saves its spec and runs again from it."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    flags = ("--devices", "2", "--partition", "dirichlet", "--alpha", "0.3", "--train-per-device", "40")
+    more = ("--test-per-device", "20", "--epochs", "1", "--global-test-size", "50", "--seed", "3")
+    code, printed = simulate("--url", server.url, *flags, *more, "--prefix", "up", "--output", str(first))
+    assert code == 0, printed
+    spec = json.loads((first / "spec.json").read_text())
+    assert spec["mode"] == "upload" and spec["seeds"] == {"jobs": 3}
+    assert spec["partition"] == {
+        "kind": "dirichlet",
+        "devices": 2,
+        "seed": 3,
+        "train_per_device": 40,
+        "test_per_device": 20,
+        "alpha": 0.3,
+        "replace": False,
+    }
+    with FleetClient(server.url) as client:
+        client.delete_devices(["up-0", "up-1"])
+    code, printed = simulate("--from-run", str(first), "--url", server.url, "--output", str(again))
+    assert code == 0, printed
+    before, after = (json.loads((d / "report.json").read_text()) for d in (first, again))
+
+    def measured(report: dict[str, Any]) -> list[Any]:
+        losses = {k: [step["loss"] for step in v] for k, v in report["histories"].items()}
+        return [[{k: v for k, v in d.items() if k != "train_seconds"} for d in report["devices"]], losses]
+
+    assert measured(after) == measured(before)
