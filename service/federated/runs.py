@@ -12,6 +12,7 @@ from typing import Literal
 
 from service.errors import FleetError, RoundNotFound
 from service.federated.spec import RoundSpec
+from service.federated.strategies import NAMES, strategy_class
 from service.storage import read_json, utc_now, write_json
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class Run:
 
     def view(self) -> dict[str, object]:
         per_round = self.spec.participants or len(self.spec.devices)
+        if self.spec.aggregation in NAMES and strategy_class(self.spec.aggregation).asynchronous:
+            per_round = self.spec.options.buffer_size  # FedBuff: updates per server step
         return {
             "id": self.id,
             "owner": self.spec.owner,

@@ -38,6 +38,7 @@ def test_a_fedbuff_run_makes_a_version_every_k_updates(client: TestClient) -> No
     view = wait_run(client, start_run(client, **body)["id"])
     assert view["state"] == "succeeded", view
     assert view["spec"]["options"]["buffer_size"] == 2
+    assert view["progress"]["participants_per_round"] == 2  # updates per server step
     assert [r["finished"] for r in view["rounds"]] == [2, 2, 2]
     assert all(r["version"] is not None and 0 < r["global_accuracy"] <= 1 for r in view["rounds"])
     assert [r["mean_staleness"] is not None for r in view["rounds"]] == [True] * 3
