@@ -9,6 +9,7 @@ needs known durations (as in ``tests/federated/test_round_profiles.py``).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -214,3 +215,33 @@ def test_two_runs_with_one_seed_give_identical_metrics(strategy_federation: Fede
     assert first[-1]["simulated_start"] > 0 and first[-1]["global_accuracy"] is not None
     for name, value in first_weights.items():
         np.testing.assert_array_equal(value, second_weights[name])
+
+
+def test_a_device_that_fails_is_counted_and_another_starts(strategy_federation: Federation) -> None:
+    ids = devices(strategy_federation, "fail", 3, seed=6)
+    strategy_federation.fleet.create_many(["fail-empty"], model=MODEL)  # no data: its part fails
+    view = run(strategy_federation, fedbuff([*ids, "fail-empty"], 4, buffer_size=2, concurrency=2))
+    made = steps(view)
+    assert [s["finished"] for s in made] == [2, 2, 2, 2]
+    failures = [f for s in made for f in s["failures"]]
+    assert sum(s["failed"] for s in made) == len(failures) > 0
+    assert {f["device"] for f in failures} == {"fail-empty"}
+
+
+def test_a_run_whose_devices_all_fail_ends_failed(strategy_federation: Federation) -> None:
+    ids = ["none-0", "none-1"]
+    strategy_federation.fleet.create_many(ids, model=MODEL)
+    started = strategy_federation.rounds.start(fedbuff(ids, 1, buffer_size=1, concurrency=2))
+    view = strategy_federation.rounds.wait(str(started["id"]), 120)
+    assert view["state"] == "failed" and "in a row sent no update" in str(view["error"])
+
+
+def test_cancelling_stops_the_run(strategy_federation: Federation) -> None:
+    ids = devices(strategy_federation, "stop", 3, seed=7)
+    started = strategy_federation.rounds.start(fedbuff(ids, 1000, buffer_size=1, concurrency=2))
+    until = time.monotonic() + 60
+    while not steps(strategy_federation.rounds.get(str(started["id"]))) and time.monotonic() < until:
+        time.sleep(0.01)  # cancelled while it runs, not while queued
+    strategy_federation.rounds.cancel(str(started["id"]))
+    view = strategy_federation.rounds.wait(str(started["id"]), 120)
+    assert view["state"] == "cancelled" and len(steps(view)) < 1000
