@@ -71,7 +71,7 @@ def _available() -> SelectionChoice:
 @dataclass(frozen=True)
 class ComparisonConfig:
     dataset: str = "fashion-mnist"
-    partition: Partition = field(default_factory=Partition)
+    partition: Partition = field(default_factory=lambda: Partition.of("interest", 10, 0))
     rounds: int = 10
     participants: int | None = None
     """Devices per round; None: all of them."""
