@@ -218,9 +218,8 @@ class _LoopState:
         if device is None:  # every free device was met offline: wait for the first to come online
             free = [d for d in self.devices if d not in self.training]
             later = min((next_online(self.profiles.get(d), d, at) for d in free), default=math.inf)
-            if later < math.inf:
-                heapq.heappush(self.heap, Event(later, START, self.queued))
-                self.queued += 1
+            if later < math.inf:  # else the slot stays empty (the run fails if every slot does)
+                self._queue_start(later)
             return
         number, spec = self.starts, self.spec
         self.starts += 1
