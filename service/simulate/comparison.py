@@ -293,7 +293,11 @@ class _Run:
         def report(polled: Mapping[str, Any]) -> None:
             nonlocal reported
             progress = polled["progress"]
-            done = progress["rounds_done"] * config.per_round + progress["participants_done"]
+            per_round = int(progress.get("participants_per_round") or config.per_round)  # fedbuff: K
+            if per_round != config.per_round and isinstance(self.progress, SizedProgress):
+                runs = 1 if config.profiles is None else 2
+                self.progress.total("rounds", runs * config.rounds * per_round)
+            done = progress["rounds_done"] * per_round + progress["participants_done"]
             self.progress.advance("rounds", done - reported)
             reported = done
 
