@@ -19,8 +19,9 @@ table gives the simulated seconds each run took to first reach each ``--targets`
 over FedBuff's), its final and best accuracy, its simulated and wall seconds, and the updates it added
 and lost; the PNG plots accuracy against simulated time for both.
 
-    .venv/bin/python -m benchmarks.time_to_accuracy --quick     # 40 phones, 10 rounds of 10: ~1 min
-    .venv/bin/python -m benchmarks.time_to_accuracy             # 100 phones, 50 rounds of 20: ~1 min
+    .venv/bin/python -m benchmarks.time_to_accuracy --quick     # 40 phones, 10 rounds of 10: ~10 s
+    .venv/bin/python -m benchmarks.time_to_accuracy             # 100 phones, 50 rounds of 20: ~40 s
+    .venv/bin/python -m benchmarks.time_to_accuracy --wait-for-all   # and FedAvg with no deadline: ~50 s
 """
 
 from __future__ import annotations
