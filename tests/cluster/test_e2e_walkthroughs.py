@@ -125,9 +125,10 @@ def test_a_sharded_study_on_profiled_phones_gives_what_one_process_gives(
     assert late_or_away > 0, sharded  # the profiles shaped the rounds
 
 
-STRATEGIES = [name for name in ("fedprox", "scaffold", "fednova", "krum") if name in NAMES]
-"""Strategies whose participants do more than FedAvg's (extra inputs, control variates kept per device)
-or whose server needs every update (Krum), sharded against one process."""
+STRATEGIES = [name for name in ("fedprox", "scaffold", "fednova", "krum", "fedbuff") if name in NAMES]
+OPTIONS = {"fedbuff": {"buffer_size": 3, "concurrency": 3}}
+"""Strategies whose participants do more than FedAvg's (extra inputs, control variates kept per device),
+whose server needs every update (Krum) or runs asynchronously (FedBuff), sharded against one process."""
 
 
 def strategy_study(url: str, model: bytes) -> dict[str, list[list[Any]]]:
@@ -154,6 +155,7 @@ def strategy_study(url: str, model: bytes) -> dict[str, list[list[Any]]]:
                 batch_size=20,
                 seed=9,
                 aggregation=strategy,
+                options=OPTIONS.get(strategy, {}),
                 start_version=0,
                 evaluate_on={"dataset": "fashion-mnist", "limit": 500},
             )
