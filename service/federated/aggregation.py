@@ -19,6 +19,28 @@ def is_averaged(value: np.ndarray) -> bool:
     return bool(np.issubdtype(value.dtype, np.floating))
 
 
+def checked_update(
+    weights: Weights, samples: object, layout: Weights | None, against: str = "the others"
+) -> dict[str, np.ndarray]:
+    """``weights`` as arrays, once the update is found usable: a positive integer of ``samples``, at
+    least one tensor, ``layout``'s names, shapes and dtypes (None: the first update, any layout) and
+    finite floating-point values; else InvalidRequest or InvalidTensor naming the problem (``against``
+    names what the layout is, in the message)."""
+    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
+        raise InvalidRequest(f"samples must be a positive integer, got {samples!r}")
+    values = {name: np.asarray(value) for name, value in weights.items()}
+    if not values:
+        raise InvalidTensor("the update has no tensors")
+    if layout is not None:
+        problem = same_layout(layout, values)
+        if problem is not None:
+            raise InvalidTensor(f"the update does not fit {against}: {problem}")
+    for name, value in values.items():
+        if is_averaged(value) and not np.isfinite(value).all():
+            raise InvalidTensor(f"the update's tensor '{name}' has non-finite values")
+    return values
+
+
 class WeightedMean:
     """The sample-weighted mean of participants' weights, added one at a time.
 
@@ -47,18 +69,7 @@ class WeightedMean:
         return self._samples
 
     def add(self, weights: Weights, samples: int) -> None:
-        if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-            raise InvalidRequest(f"samples must be a positive integer, got {samples!r}")
-        values = {name: np.asarray(value) for name, value in weights.items()}
-        if self._count:
-            problem = same_layout(self._layout, values)
-            if problem is not None:
-                raise InvalidTensor(f"the update does not fit the others: {problem}")
-        elif not values:
-            raise InvalidTensor("the update has no tensors")
-        for name, value in values.items():
-            if is_averaged(value) and not np.isfinite(value).all():
-                raise InvalidTensor(f"the update's tensor '{name}' has non-finite values")
+        values = checked_update(weights, samples, self._layout if self._count else None)
         for name in sorted(values):
             value = values[name]
             if not is_averaged(value):

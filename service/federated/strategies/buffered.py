@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import InvalidRequest, InvalidTensor
-from service.federated.aggregation import is_averaged
-from service.federated.checkpoints import Weights, same_layout
+from service.federated.aggregation import checked_update, is_averaged
+from service.federated.checkpoints import Weights
 from service.federated.participants import Update
 from service.federated.strategies.base import Collector, RoundContext, Strategy
 
@@ -52,18 +52,7 @@ class BufferedCollector:
         if update.weights is None:
             raise InvalidTensor(f"participant '{update.device}' sent no weights")
         samples = update.samples
-        if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-            raise InvalidRequest(f"samples must be a positive integer, got {samples!r}")
-        values = {name: np.asarray(value) for name, value in update.weights.items()}
-        if not values:
-            raise InvalidTensor("the update has no tensors")
-        if self.updates:
-            problem = same_layout(self.updates[0].weights, values)
-            if problem is not None:
-                raise InvalidTensor(f"the update does not fit the others: {problem}")
-        for name, value in values.items():
-            if is_averaged(value) and not np.isfinite(value).all():
-                raise InvalidTensor(f"the update's tensor '{name}' has non-finite values")
+        values = checked_update(update.weights, samples, self.updates[0].weights if self.updates else None)
         size = sum(value.nbytes for value in values.values())
         if self.nbytes + size > self.limit:
             raise InvalidRequest(

@@ -21,9 +21,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from service.errors import InvalidRequest, InvalidTensor, NotFinite
-from service.federated.aggregation import is_averaged
-from service.federated.checkpoints import Weights, same_layout
+from service.errors import InvalidRequest, NotFinite
+from service.federated.aggregation import checked_update, is_averaged
+from service.federated.checkpoints import Weights
 from service.federated.mean import staleness_weight
 from service.federated.strategies.base import Collector, RoundContext, Strategy
 
@@ -55,14 +55,7 @@ class DeltaBuffer:
     def add(self, weights: Weights, base: Weights, samples: int, staleness: int) -> None:
         """Add ``n * s(tau) * (weights - base)``; InvalidTensor when the update does not fit its base or
         is not finite, InvalidRequest without samples (the buffer is then as it was)."""
-        if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-            raise InvalidRequest(f"samples must be a positive integer, got {samples!r}")
-        problem = same_layout(base, weights)
-        if problem is not None:
-            raise InvalidTensor(f"the update does not fit the version it trained from: {problem}")
-        for name, value in weights.items():
-            if is_averaged(np.asarray(value)) and not np.isfinite(value).all():
-                raise InvalidTensor(f"the update's tensor '{name}' has non-finite values")
+        checked_update(weights, samples, base, "the version it trained from")
         factor = samples * staleness_weight(staleness)
         for name in sorted(weights):
             value = np.asarray(weights[name])

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from service.errors import InvalidRequest, InvalidTensor
-from service.federated.aggregation import is_averaged
+from service.federated.aggregation import checked_update, is_averaged
 from service.federated.checkpoints import Weights, same_layout
 from service.federated.mean import staleness_weight
 from service.federated.participants import Update
@@ -55,22 +55,11 @@ class NovaCollector:
         if update.weights is None:
             raise InvalidTensor(f"participant '{update.device}' sent no weights")
         samples, steps = update.samples, update.steps
-        if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-            raise InvalidRequest(f"samples must be a positive integer, got {samples!r}")
         if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
             raise InvalidRequest(
                 f"fednova normalizes by local steps: participant '{update.device}' took {steps!r}"
             )
-        values = {name: np.asarray(value) for name, value in update.weights.items()}
-        if self._count:
-            problem = same_layout(self._kept, values)
-            if problem is not None:
-                raise InvalidTensor(f"the update does not fit the others: {problem}")
-        elif not values:
-            raise InvalidTensor("the update has no tensors")
-        for name, value in values.items():
-            if is_averaged(value) and not np.isfinite(value).all():
-                raise InvalidTensor(f"the update's tensor '{name}' has non-finite values")
+        values = checked_update(update.weights, samples, self._kept if self._count else None)
         weight = int(samples) * staleness_weight(rounds_late)
         a = normalizer(int(steps), self.momentum)
         for name in sorted(values):
