@@ -216,15 +216,20 @@ class Strategy(ABC):
             slots = {slot: previous[f"{slot}/{name}"] for slot in self.slots}
             direction, updated = self.rule(delta, slots, number)
             new_state.update({f"{slot}/{name}": value for slot, value in updated.items()})
-            with np.errstate(over="ignore"):  # an overflow is refused just below, naming the tensor
-                new = current.astype(np.float64) + self.server.learning_rate * direction
-                new_weights[name] = new.astype(current.dtype)
-            if not np.isfinite(new_weights[name]).all():
-                raise NotFinite(
-                    f"the next global weights are not finite ('{name}' holds NaN or infinity after "
-                    f"{self.name} with learning rate {self.server.learning_rate}): no version is made"
-                )
+            new_weights[name] = self.moved(name, current, direction)
         return new_weights, dict(sorted(new_state.items()))
+
+    def moved(self, name: str, current: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """``current + server_lr * direction`` in ``current``'s dtype; NotFinite naming the tensor when
+        that is not finite (no version is made of it)."""
+        with np.errstate(over="ignore"):  # an overflow is refused just below, naming the tensor
+            new = (current.astype(np.float64) + self.server.learning_rate * direction).astype(current.dtype)
+        if not np.isfinite(new).all():
+            raise NotFinite(
+                f"the next global weights are not finite ('{name}' holds NaN or infinity after "
+                f"{self.name} with learning rate {self.server.learning_rate}): no version is made"
+            )
+        return new
 
     def _previous_state(self, global_weights: Weights, averaged: list[str], state: Weights) -> Weights:
         """The slots' part of ``state`` as float64, checked against the weights; zeros when empty."""

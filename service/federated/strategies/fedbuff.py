@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from service.errors import InvalidRequest, NotFinite
+from service.errors import InvalidRequest
 from service.federated.aggregation import checked_update, is_averaged
 from service.federated.checkpoints import Weights
 from service.federated.mean import staleness_weight
@@ -124,12 +124,5 @@ class FedBuff(Strategy):
                 new_weights[name] = np.array(kept.get(name, current), copy=True)
                 continue
             direction, _ = self.rule(deltas[name], {}, context.number)
-            with np.errstate(over="ignore"):  # an overflow is refused just below, naming the tensor
-                new = current.astype(np.float64) + self.server.learning_rate * direction
-                new_weights[name] = new.astype(current.dtype)
-            if not np.isfinite(new_weights[name]).all():
-                raise NotFinite(
-                    f"the next global weights are not finite ('{name}' holds NaN or infinity after "
-                    f"fedbuff with learning rate {self.server.learning_rate}): no version is made"
-                )
+            new_weights[name] = self.moved(name, current, direction)
         return new_weights, {}
