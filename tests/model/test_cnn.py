@@ -15,6 +15,7 @@ from service.model.build import PARITY_TOLERANCE, SIGNATURES, BuildResult, Build
 from service.model.cnn import LAYERS
 from service.model.dataset import FashionMNIST, one_hot
 from service.runtime.inspection import check_operators
+from tests.interpreters import interpreter, weights_of
 
 SETTINGS = BuildSettings(
     arch="cnn", epochs=1, batch_size=64, train_limit=3200, momentum=0.9, weight_decay=0.01
@@ -29,18 +30,6 @@ def cnn(fashion_mnist: FashionMNIST) -> BuildResult:
 @pytest.fixture(scope="module")
 def batch(fashion_mnist: FashionMNIST) -> tuple[np.ndarray, np.ndarray]:
     return fashion_mnist.train_images[1000:1064], one_hot(fashion_mnist.train_labels[1000:1064], 10)
-
-
-def interpreter(model: bytes) -> tf.lite.Interpreter:
-    made = tf.lite.Interpreter(model_content=model)
-    made.allocate_tensors()
-    return made
-
-
-def weights_of(made: tf.lite.Interpreter, path: Path) -> dict[str, np.ndarray]:
-    """The interpreter's weights, saved to ``path`` and read back through a fresh interpreter's restore."""
-    made.get_signature_runner("save")(checkpoint_path=np.array(str(path).encode()))
-    return dict(made.get_signature_runner("restore")(checkpoint_path=np.array(str(path).encode())))
 
 
 def reference_gradients(

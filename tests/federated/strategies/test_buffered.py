@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_the_setting_reaches_a_federations_rounds(
             MODEL, tuple(ids), training=LocalTraining(1, 20), aggregation="median", start_version=0
         )
         view = federation.rounds.wait(str(federation.rounds.start(spec)["id"]), 180)
-        (metrics,) = view["rounds"]  # type: ignore[misc]
+        rounds: list[dict[str, Any]] = view["rounds"]  # type: ignore[assignment]
+        (metrics,) = rounds
         assert (metrics["finished"], metrics["failed"]) == (1, 1), metrics
         assert "FLEET_MAX_BUFFERED_BYTES" in metrics["failures"][0]["error"]
     finally:

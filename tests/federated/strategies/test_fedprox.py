@@ -18,7 +18,8 @@ from service.federated.strategies.base import StrategySettings
 from service.model.build import BuildResult
 from service.model.dataset import FashionMNIST, one_hot
 from tests.federated.strategies.conftest import DATASET, MODEL
-from tests.federated.strategies.helpers import interpreter, run, weights_of
+from tests.federated.strategies.helpers import run
+from tests.interpreters import interpreter, weights_of
 
 
 def test_train_prox_adds_mu_times_the_distance_to_the_global_weights(

@@ -23,7 +23,8 @@ from service.federated.task import ClientTask
 from service.model.build import BuildResult
 from service.model.dataset import FashionMNIST, one_hot
 from tests.federated.strategies.conftest import DATASET, MODEL
-from tests.federated.strategies.helpers import interpreter, run, weights_of
+from tests.federated.strategies.helpers import run
+from tests.interpreters import interpreter, weights_of
 
 
 def test_train_scaffold_steps_then_subtracts_the_correction(
