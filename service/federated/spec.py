@@ -127,5 +127,11 @@ class RoundSpec:
         """What the API shows: the devices counted (``asdict`` would copy a million IDs one by one)."""
         view = asdict(replace(self, devices=()))
         view["devices"] = len(self.devices)
-        view["server"] = asdict(self.optimizer()) if self.aggregation != "none" else None
+        strategy, selector = self.strategy(), self.selector()
+        view["options"] = {k: v for k, v in asdict(self.options).items() if k in strategy.reads}
+        view["selection_options"] = {
+            k: v for k, v in asdict(self.selection_options).items() if k in selector.reads
+        }
+        server = {k: v for k, v in asdict(self.optimizer()).items() if k in ("kind", *strategy.server_reads)}
+        view["server"] = server if self.aggregation != "none" else None
         return view

@@ -43,3 +43,20 @@ def test_spec_view_shows_the_new_fields() -> None:
 def test_the_smallest_and_largest_deadlines_and_start_times_are_taken() -> None:
     for fields in ({"deadline": 0.001}, {"deadline": 1e9}, {"start_time": 1e12}, {"start_time": 0}):
         RoundSpec(MODEL, ("a",), **fields).check()
+
+
+def test_a_runs_view_shows_only_the_settings_its_strategy_and_selector_read() -> None:
+    def view(aggregation: str, selection: str = "available") -> dict[str, Any]:
+        spec = RoundSpec("m", ("a", "b"), aggregation=aggregation, selection=selection)
+        return spec.view()
+
+    fedavg = view("fedavg")
+    assert fedavg["options"] == {} and fedavg["selection_options"] == {}
+    assert fedavg["server"] == {"kind": "fedavg", "learning_rate": 1.0}
+    assert view("fedprox")["options"] == {"proximal_mu": 0.01}
+    assert set(view("krum")["options"]) == {"byzantine", "krum_keep"}
+    assert set(view("fedadam")["server"]) == {"kind", "learning_rate", "beta1", "beta2", "tau"}
+    assert view("fedavgm")["server"]["momentum"] == 0.9
+    assert view("none")["server"] is None
+    assert "epsilon" in view("fedavg", "oort")["selection_options"]
+    assert view("fedavg", "uniform")["selection_options"] == {}

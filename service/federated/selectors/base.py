@@ -106,6 +106,8 @@ class Selector(ABC):
 
     name: ClassVar[str]
     title: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]] = ()
+    """The ``SelectorSettings`` fields it uses (a run's view shows only these)."""
 
     def __init__(self, settings: SelectorSettings, seed: int) -> None:
         self.settings = settings

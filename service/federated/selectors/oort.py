@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class Arm:
 class Oort(Selector):
     name = "oort"
     title = "Oort (utility: loss and speed)"
+    reads = tuple(field.name for field in fields(SelectorSettings))
 
     def __init__(self, settings: SelectorSettings, seed: int) -> None:
         super().__init__(settings, seed)

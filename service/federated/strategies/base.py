@@ -151,6 +151,10 @@ class Strategy(ABC):
     slots: ClassVar[tuple[str, ...]] = ()
     """The server optimizer's state per floating tensor, kept as ``<slot>/<tensor name>`` (float64)."""
     server_defaults: ClassVar[Mapping[str, float]] = MappingProxyType({"learning_rate": 1.0})
+    reads: ClassVar[tuple[str, ...]] = ()
+    """The ``StrategySettings`` fields it uses (a run's view shows only these)."""
+    server_reads: ClassVar[tuple[str, ...]] = ("learning_rate",)
+    """The ``ServerOptimizer`` fields its server step uses."""
     """The ``ServerOptimizer`` settings the strategy starts from; given ones replace them."""
     asynchronous: ClassVar[bool] = False
     """Whether the strategy runs its own asynchronous loop (``service.federated.asynchronous``) instead

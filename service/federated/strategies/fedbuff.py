@@ -85,6 +85,7 @@ class DeltaBuffer:
 class FedBuff(Strategy):
     name = "fedbuff"
     title = "FedBuff"
+    reads = ("buffer_size", "concurrency", "max_staleness")
     asynchronous: ClassVar[bool] = True
 
     def check(self) -> None:

@@ -17,6 +17,7 @@ MAX_MU = 1000.0
 class FedProx(Strategy):
     name = "fedprox"
     title = "FedProx"
+    reads = ("proximal_mu",)
     signatures = ("train_prox",)
 
     def check(self) -> None:

@@ -52,6 +52,7 @@ def krum_choice(distances: np.ndarray, byzantine: int, keep: int) -> list[int]:
 class Krum(BufferedStrategy):
     name = "krum"
     title = "Krum"
+    reads = ("byzantine", "krum_keep")
 
     def check(self) -> None:
         super().check()

@@ -26,6 +26,7 @@ def trimmed_mean(block: np.ndarray, beta: float) -> np.ndarray:
 class FedTrimmedAvg(BufferedStrategy):
     name = "trimmed_mean"
     title = "FedTrimmedAvg"
+    reads = ("trim_fraction",)
 
     def check(self) -> None:
         super().check()
