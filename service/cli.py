@@ -137,13 +137,8 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    build = commands.add_parser(
-        "build-model", help="pre-train, convert and check an on-device-trainable model"
-    )
+def _build_arguments(build: argparse.ArgumentParser) -> None:
+    """``fleet build-model``'s options (``fleet model build`` is the same command)."""
     build.add_argument(
         "--arch", choices=["mlp", "cnn"], default="mlp", help="the tutorial's MLP, or NIID-Bench's CNN"
     )
@@ -160,6 +155,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--output", type=Path, default=Path("fashion_mnist.tflite"))
     build.set_defaults(run=_build_model)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser(
+        "build-model", help="pre-train, convert and check an on-device-trainable model"
+    )
+    _build_arguments(build)
+    model = commands.add_parser("model", help="models: build one (the same as build-model)")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    _build_arguments(model_commands.add_parser("build", help="the same as fleet build-model"))
 
     serve = commands.add_parser(
         "serve", help="run the fleet service (settings also from FLEET_* environment variables)"

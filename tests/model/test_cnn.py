@@ -122,9 +122,10 @@ def test_the_service_accepts_the_model(cnn: BuildResult) -> None:
 
 
 def test_cli_builds_the_cnn(tmp_path: Path) -> None:
+    """``fleet model build`` (the issue's name for ``fleet build-model``, which test_build runs)."""
     output = tmp_path / "cnn.tflite"
     status = main(
-        ["build-model", "--arch", "cnn", "--epochs", "1", "--train-limit", "128", "--output", str(output)]
+        ["model", "build", "--arch", "cnn", "--epochs", "1", "--train-limit", "128", "--output", str(output)]
     )
     assert status == 0 and output.stat().st_size > 0
     assert '"arch": "cnn"' in output.with_suffix(".json").read_text()
