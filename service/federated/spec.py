@@ -3,6 +3,7 @@ evaluation (``RoundSpec``), and the limits it is checked against."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -63,6 +64,9 @@ class RoundSpec:
     """Who takes part in each round (``service.federated.selectors``): available, uniform or oort."""
     selection_options: SelectorSettings = field(default_factory=SelectorSettings)
     """The selector's own settings (Oort's epsilon, alpha, preferred duration, ...)."""
+    partition: Mapping[str, object] | None = None
+    """How the devices' data were split, as the first selected device's assignment says (dataset,
+    scheme, parameters, seed): what the run's view and the dashboard show of it; None when unknown."""
 
     def check(self) -> None:
         if self.aggregation not in AGGREGATIONS:

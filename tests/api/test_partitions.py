@@ -251,3 +251,23 @@ def test_partitions_the_dataset_cannot_supply_are_422s(
     assert "must hold one integer per sample" in error(
         put(client, "fm-bad-group", bad_group, group="writer"), 422
     )
+
+
+def test_a_run_records_its_devices_partition_without_per_device_parameters(client: TestClient) -> None:
+    devices(client, "recorded", count=4)
+    assign(client, "recorded", scheme="feature_noise", noise=0.2, seed=3)
+    started = client.post(
+        "/v1/rounds", json={"prefix": "recorded", "rounds": 1, "batch_size": 50, "local_accuracy": False}
+    )
+    assert started.status_code == 202, started.text
+    assert started.json()["spec"]["partition"] == {
+        "dataset": NAME,
+        "scheme": "feature_noise",
+        "parameters": {"noise": 0.2, "parties": 4},  # not the first device's index nor its sigma
+        "seed": 3,
+    }
+    run_id = started.json()["id"]
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/rounds/{run_id}").json()["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.1)

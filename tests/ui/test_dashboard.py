@@ -268,7 +268,7 @@ def test_the_round_page_shows_the_runs_strategy_and_selection(
     expect(facts).to_contain_text("Selectionuniform")
     expect(facts).not_to_contain_text("epsilon")  # uniform reads none of Oort's settings
     expect(facts).to_contain_text("Evaluated onfashion-mnist test, first 100")
-    expect(facts).to_contain_text("Partitionnot in the run's record")
+    expect(facts).to_contain_text("Partitioniid (replace false), seed 0, fashion-mnist")
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the run's page is {overflow} px wider than a 390 px screen"
 

@@ -222,6 +222,26 @@ class StartRounds(DeviceSelection):
     )
 
 
+PER_DEVICE = ("device", "sigma")
+"""Assignment parameters that are one device's (its index, its noise), not the partition's."""
+
+
+def partition_of(assignment: dict[str, object] | None) -> dict[str, object] | None:
+    """What a run records of its devices' partition, from one device's assignment (None without one)."""
+    if assignment is None:
+        return None
+    parameters = assignment.get("parameters")
+    shared = (
+        {k: v for k, v in parameters.items() if k not in PER_DEVICE} if isinstance(parameters, dict) else {}
+    )
+    return {
+        "dataset": assignment.get("dataset"),
+        "scheme": assignment.get("scheme"),
+        "parameters": shared,
+        "seed": assignment.get("seed"),
+    }
+
+
 ROUND_ERRORS = documented(e404="unknown round run")
 
 
@@ -262,6 +282,7 @@ async def start_rounds(
             found = federation.assignment(fleet.get(ids[0]))
             if found is not None and "test" in federation.datasets.get(str(found["dataset"])).splits:
                 evaluation = Evaluation(str(found["dataset"]))
+        partition = partition_of(federation.assignment(fleet.get(ids[0]))) if first_here else None
         server = None
         if body.aggregation != "none":
             server = server_defaults(body.aggregation)
@@ -293,6 +314,7 @@ async def start_rounds(
             start_time=body.start_time,
             selection=body.selector,
             selection_options=SelectorSettings(**body.selection_options.model_dump()),
+            partition=partition,
         )
         if spec.aggregation != "none":
             version = federation.resolve_version(model, spec.start_version, tenant(principal))
