@@ -263,9 +263,25 @@ def ordering(
     return f"{shown} (Flower: {' > '.join(TITLES[a] for a in theirs)}; {'same' if same else 'differs'})"
 
 
-def print_table(cells: dict[tuple[str, str], Cell]) -> int:
-    """The table; 1 when a FedAvg target cell that was run misses its target, else 0."""
-    rows, missed = [], 0
+COLUMNS = [
+    "algorithm",
+    "partition",
+    "rounds x epochs",
+    "final %",
+    "best %",
+    "NIID-Bench %",
+    "gap",
+    "Flower %",
+    "gap (best)",
+    "target met",
+    "minutes",
+]
+
+
+def table_rows(cells: dict[tuple[str, str], Cell]) -> tuple[list[tuple[str, ...]], int]:
+    """The table's rows (in ``COLUMNS``' order), and how many FedAvg target cells miss their target."""
+    rows: list[tuple[str, ...]] = []
+    missed = 0
     for (algorithm, partition), cell in sorted(cells.items()):
         if algorithm == "centralized":
             continue
@@ -291,19 +307,20 @@ def print_table(cells: dict[tuple[str, str], Cell]) -> int:
                 f"{cell.seconds / 60:.1f}",
             )
         )
-    columns = [
-        "algorithm",
-        "partition",
-        "rounds x epochs",
-        "final %",
-        "best %",
-        "NIID-Bench %",
-        "gap",
-        "Flower %",
-        "gap (best)",
-        "target met",
-        "minutes",
-    ]
+    return rows, missed
+
+
+def markdown(cells: dict[tuple[str, str], Cell]) -> str:
+    """The table as Markdown (for the READMEs)."""
+    rows, _ = table_rows(cells)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def print_table(cells: dict[tuple[str, str], Cell]) -> int:
+    """The table; 1 when a FedAvg target cell that was run misses its target, else 0."""
+    rows, missed = table_rows(cells)
+    columns = COLUMNS
     table("NIID-Bench, Fashion-MNIST: ours beside the published", columns, rows)
     central = cells.get(("centralized", "all"))
     if central is not None:
@@ -335,6 +352,7 @@ def parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=None, help="default: benchmarks/results/niid_bench/<preset>"
     )
     p.add_argument("--table-only", action="store_true", help="print the table of the saved cells only")
+    p.add_argument("--markdown", action="store_true", help="with --table-only: the table as Markdown")
     p.add_argument("--workers", type=int, default=2, help="participants training at once")
     return p
 
@@ -351,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = args.results or Path(__file__).parent / "results" / "niid_bench" / name
     if args.table_only:
+        if args.markdown:
+            print(markdown(load_cells(results)))
+            return 0
         return print_table(load_cells(results))
     console.print(
         f"NIID-Bench on the service: {args.rounds} x {args.local_epochs}, results in {results}; {machine()}"
