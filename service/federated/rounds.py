@@ -147,12 +147,14 @@ class RoundRunner:
         self.get(run_id, owner)
         with self._lock:
             run = self._runs.get(run_id)
-            if run is not None:
+            # A run whose end is being recorded is still here, in its final state: it has ended too.
+            ended = run is None or run.state not in ("queued", "running")
+            if run is not None and not ended:
                 run.cancel_requested = True
                 queued = run.state == "queued"
                 if queued:
                     self._queue.remove(run)
-        if run is None:
+        if run is None or ended:
             raise RoundEnded(f"round run '{run_id}' already ended ({self.get(run_id)['state']})")
         if queued:
             self._finish(run, "cancelled")
