@@ -25,6 +25,7 @@ they downloaded, one model each at most).
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import threading
 import time
@@ -41,6 +42,8 @@ from service.federated.selection import Plan, Profiles, SeededOrder, plan_partic
 from service.federated.strategies.base import RoundContext, Strategy
 from service.federated.strategies.fedbuff import FedBuff
 from service.profiles.availability import device_key, next_online
+
+log = logging.getLogger(__name__)
 
 START, ARRIVAL = 0, 1
 """Event kinds; at one simulated time starts come first."""
@@ -277,6 +280,11 @@ class _LoopState:
                 update = flight.future.result()
             except FleetError as exc:
                 self.tally.fail(flight.device, exc.message)
+                self._miss(at)
+                return
+            except Exception as exc:  # as in a round: one participant's failure, not the run's
+                log.exception("participant %s of fedbuff run %s", flight.device, self.run.id)
+                self.tally.fail(flight.device, f"{type(exc).__name__}: {exc}")
                 self._miss(at)
                 return
             self._add(at, flight, update)
