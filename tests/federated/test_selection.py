@@ -4,20 +4,8 @@ offline devices, and waiting for the first to come online when none is."""
 from __future__ import annotations
 
 from service.federated.selection import Profiles, pick
-from service.profiles import DeviceProfile, parse_profile
-
-
-def night() -> DeviceProfile:
-    """Online from 100 s to 200 s of every 1000 s."""
-    return parse_profile(
-        {
-            "class": "test",
-            "compute": {"train_ms_per_sample": 1.0, "infer_ms_per_sample": 0.0},
-            "network": {"uplink_mbps": 1000.0, "downlink_mbps": 1000.0, "rtt_ms": 0.0},
-            "speed": 1.0,
-            "availability": {"kind": "trace", "intervals": [[100, 200]], "period": 1000},
-        }
-    )
+from service.profiles import DeviceProfile
+from tests.federated.selectors.helpers import night
 
 
 class _Counting:
