@@ -1,0 +1,122 @@
+"""The secure sum equals the plain sum within the quantization's bound, with no dropout, with devices
+that drop out after sharing keys and after uploading, over SecAgg's complete graph and SecAgg+'s sparse
+one; too many dropouts fail the round with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.privacy.secagg import SecAggFailed, SecAggSettings, SecureRound
+from tests.privacy.secagg.conftest import DIMENSION, cohort_of, plain_sum, upload
+
+GRAPHS = {
+    "secagg": SecAggSettings(threshold=7),
+    "secagg+": SecAggSettings(threshold=4, neighbors=6),
+}
+
+
+def assert_close(settings: SecAggSettings, total: np.ndarray, devices: list[str]) -> None:
+    error = np.abs(total - plain_sum(settings, devices))
+    bound = SecureRound(settings, cohort_of(settings.threshold), 1, 0).field.bound(len(devices))
+    assert error.max() <= bound, (error.max(), bound)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_secure_sum_is_the_plain_sum_without_dropouts(graph: str) -> None:
+    settings, cohort = GRAPHS[graph], cohort_of(12)
+    secure = SecureRound(settings, cohort, DIMENSION, (3, 1))
+    upload(secure, cohort)
+    total, count = secure.unmask()
+    assert count == 12 and total.dtype == np.float64 and total.shape == (DIMENSION,)
+    assert_close(settings, total, cohort)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_devices_that_drop_after_sharing_keys_are_recovered(graph: str) -> None:
+    settings, cohort = GRAPHS[graph], cohort_of(12)
+    secure = SecureRound(settings, cohort, DIMENSION, (3, 2))
+    sent = [d for d in cohort if d not in ("phone-02", "phone-07")]
+    upload(secure, sent)
+    total, count = secure.unmask()
+    assert count == 10
+    assert_close(settings, total, sent)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_devices_that_drop_after_uploading_still_count(graph: str) -> None:
+    settings, cohort = GRAPHS[graph], cohort_of(12)
+    secure = SecureRound(settings, cohort, DIMENSION, (3, 3))
+    upload(secure, cohort)
+    total, count = secure.unmask([d for d in cohort if d not in ("phone-04", "phone-09")])
+    assert count == 12
+    assert_close(settings, total, cohort)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_dropouts_at_both_steps(graph: str) -> None:
+    settings, cohort = GRAPHS[graph], cohort_of(16)
+    secure = SecureRound(settings, cohort, DIMENSION, (3, 4))
+    sent = cohort[2:]
+    upload(secure, sent)
+    total, count = secure.unmask(sent[1:])
+    assert count == 14
+    assert_close(settings, total, sent)
+
+
+def test_a_larger_sparse_cohort() -> None:
+    settings, cohort = SecAggSettings(threshold=5, neighbors=8), cohort_of(30)
+    secure = SecureRound(settings, cohort, DIMENSION, b"larger")
+    sent = cohort[3:]
+    upload(secure, sent)
+    total, count = secure.unmask(sent[:-2])
+    assert count == 27
+    assert_close(settings, total, sent)
+
+
+def test_too_many_dropouts_name_the_device_and_threshold() -> None:
+    settings, cohort = SecAggSettings(threshold=4, neighbors=4), cohort_of(10)
+    secure = SecureRound(settings, cohort, DIMENSION, 5)
+    upload(secure, cohort)
+    victim = cohort[0]
+    lost = [*secure.graph[victim][:2], victim]
+    with pytest.raises(
+        SecAggFailed, match=rf"2 of device {victim}'s 4 neighbours survived; the threshold is 4"
+    ):
+        secure.unmask([d for d in cohort if d not in lost])
+
+
+def test_a_dropped_device_without_enough_surviving_neighbours_fails() -> None:
+    settings, cohort = SecAggSettings(threshold=5, neighbors=6), cohort_of(10)
+    secure = SecureRound(settings, cohort, DIMENSION, 6)
+    victim = cohort[3]
+    gone = {victim, *secure.graph[victim][:2]}
+    upload(secure, [d for d in cohort if d not in gone])
+    with pytest.raises(
+        SecAggFailed, match=rf"4 of device {victim}'s 6 neighbours survived; the threshold is 5"
+    ):
+        secure.unmask()
+
+
+def test_fewer_inputs_than_the_threshold_fail() -> None:
+    settings, cohort = SecAggSettings(threshold=4), cohort_of(6)
+    secure = SecureRound(settings, cohort, DIMENSION, 7)
+    upload(secure, cohort[:3])
+    with pytest.raises(
+        SecAggFailed, match="only 3 of the cohort's 6 devices sent masked inputs; the threshold is 4"
+    ):
+        secure.unmask()
+
+
+def test_a_cohort_below_the_threshold_fails_at_setup() -> None:
+    with pytest.raises(SecAggFailed, match="only 2 devices shared keys; the threshold is 3"):
+        SecureRound(SecAggSettings(threshold=3), cohort_of(2), DIMENSION, 8)
+
+
+def test_threshold_of_the_whole_cohort_on_the_complete_graph() -> None:
+    """Each device keeps one share of its own, so t = n works while every device answers."""
+    settings, cohort = SecAggSettings(threshold=5), cohort_of(5)
+    secure = SecureRound(settings, cohort, DIMENSION, 9)
+    upload(secure, cohort)
+    total, _ = secure.unmask()
+    assert_close(settings, total, cohort)
