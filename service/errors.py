@@ -190,6 +190,12 @@ class InvalidPartition(InvalidRequest):
     code = "invalid_partition"
 
 
+class InvalidPrivacy(InvalidRequest):
+    """A run's differential privacy or secure aggregation settings cannot be used (named)."""
+
+    code = "invalid_privacy"
+
+
 class InvalidModel(InvalidRequest):
     code = "invalid_model"
 

@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from service.api.auth import PEER_HEADER
+from service.api.routes.round_privacy import PrivatizeBody
 from service.cluster.ownership import SlotOwnership
 from service.errors import FleetError, Unavailable
 from service.federated.checkpoints import Weights
@@ -164,6 +165,7 @@ def _body(asked: Participation) -> dict[str, object]:
         "signature": asked.task.signature,
         "proximal_mu": asked.task.proximal_mu,
         "control": asked.task.control,
+        "privatize": PrivatizeBody.of(asked.privatize).model_dump() if asked.privatize is not None else None,
     }
 
 

@@ -24,7 +24,7 @@ from service.data.disjoint_assign import DisjointSpec, assign_disjoint
 from service.data.pools import ClassPools
 from service.data.spec import PartitionSpec
 from service.errors import DeviceBusy, FleetError, InvalidRequest
-from service.federated import client_side, local
+from service.federated import client_side, local, upload
 from service.federated.checkpoints import Weights, read_weights, write_weights
 from service.federated.lending import Lending
 from service.federated.local import INFER_SIGNATURE, Evaluation, accuracy, device_data
@@ -443,18 +443,23 @@ class Federation:
                     self._unflushed.update(device.directory / name for name in (CHECKPOINT, RECORD, HISTORY))
             if source is not None:  # the checkpoint holds the update: no second save
                 weights = read_weights(device.checkpoint_path, root=self.data_dir)
-                _count_upload(device, source)
+                upload.count_upload(device, source)
         elif source is not None and not stop():
             outgoing = device.write_weights()
             try:
                 weights = read_weights(outgoing, root=self.data_dir)
-                _count_upload(device, source)
+                upload.count_upload(device, source)
             finally:
                 outgoing.unlink(missing_ok=True)
         control = None
         if part.server_control is not None and weights is not None and not stop():
             rate = self.hyperparameters(asked.model)["learning_rate"]
             control = part.finish_control(weights, trained.steps, rate, asked.durable)
+        payload = None
+        if asked.privatize is not None and weights is not None and asked.version is not None:
+            global_weights = self.versions.weights(asked.model, asked.version)
+            payload = upload.privatized(device, asked, weights, global_weights, asked.privatize)
+            weights = None  # nothing but the privatized vector leaves the device
         seconds = time.perf_counter() - started
         local_accuracy = None
         if asked.local_accuracy and not stop():
@@ -473,18 +478,5 @@ class Federation:
             weights,
             seconds,
             control,
+            payload,
         )
-
-
-def _count_upload(device: Device, version: Path) -> None:
-    """A profiled device's clock counts sending its update, charged at the size of the version it trained
-    from, the same model's weights (``local.participation_seconds`` plans with that size too)."""
-    with device.lock:  # the profile is read where the clock advances: a profile set meanwhile is seen whole
-        profile = device.read_record().profile  # in memory: the part loaded the device
-        if profile is None:
-            return
-        try:
-            size = version.stat().st_size
-        except OSError as exc:
-            raise storage_error(f"could not read the size of device '{device.id}''s update", exc) from exc
-        device.advance(profile.upload_seconds(size))

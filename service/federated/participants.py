@@ -8,9 +8,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
+
 from service.federated.checkpoints import Weights
 from service.federated.local import LocalTraining
-from service.federated.task import ClientTask
+from service.federated.task import ClientTask, Privatize
 from service.profiles import DeviceProfile
 
 DeviceWeights = Literal["trained", "checkpoint", "saved"]
@@ -37,6 +39,9 @@ class Update:
     train_seconds: float = 0.0
     control: Weights | None = None
     """SCAFFOLD: the change of the participant's control variate (``ClientTask.control``)."""
+    payload: np.ndarray | None = None
+    """Under differential privacy or secure aggregation, all it sends instead of ``weights``: its
+    privatized update vector, masked with secure aggregation (``private.privatize``)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class Participation:
     a round's checkpoints together when the round ends."""
     task: ClientTask = field(default_factory=ClientTask)
     """What the strategy has it train with and send beyond its weights."""
+    privatize: Privatize | None = None
+    """Differential privacy or secure aggregation: what it does to its update before sending it."""
 
 
 class Participants(Protocol):

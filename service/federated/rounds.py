@@ -43,21 +43,25 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import FleetError, RoundEnded, RoundNotFound
 from service.federated.asynchronous import BufferedLoop
 from service.federated.checkpoints import Weights
 from service.federated.participants import Participants, Participation, Update
+from service.federated.private_run import PrivateRun
 from service.federated.runs import SHOWN_PARTICIPANTS, RoundMetrics, Run, RunRecords, RunState
 from service.federated.selection import Plan, Profiles, plan_participant
-from service.federated.selectors.base import Outcome
+from service.federated.selectors.base import Outcome, Selector
 from service.federated.spec import RoundSpec
 from service.federated.staleness import LateUpdates
-from service.federated.strategies.base import MAX_BUFFERED_BYTES, ClientTask, RoundContext
+from service.federated.strategies.base import MAX_BUFFERED_BYTES, ClientTask, RoundContext, Strategy
 from service.federated.tally import Tally
+from service.federated.task import Privatize
 from service.profiles.availability import device_key
 from service.storage import utc_now
 
@@ -226,83 +230,103 @@ class RoundRunner:
     def _rounds(self, run: Run) -> None:
         """A synchronous run: ``rounds`` rounds of picked participants."""
         spec = run.spec
-        federated = spec.aggregation != "none"
-        strategy = spec.strategy()
-        selector = spec.selector()
-        version: int | None = None
-        global_weights: Weights | None = None
-        state: Weights = {}
-        if federated:
-            version = self.participants.resolve_version(spec.model, spec.start_version, spec.owner or None)
-            global_weights = self.participants.version_weights(spec.model, version)
-            run.start_version = run.version = version
-        devices = sorted(spec.devices)
-        per_round = spec.participants or len(devices)
-        profiles = Profiles(self.participants)
-        late = LateUpdates(spec)
-        now = run.simulated_time = spec.start_time
+        private = PrivateRun(spec) if spec.privacy or spec.secure_aggregation else None
+        going = _Going(
+            spec.strategy(), spec.selector(), Profiles(self.participants), LateUpdates(spec), private
+        )
+        if spec.aggregation != "none":
+            going.version = self.participants.resolve_version(
+                spec.model, spec.start_version, spec.owner or None
+            )
+            going.weights = self.participants.version_weights(spec.model, going.version)
+            run.start_version = run.version = going.version
+        going.now = run.simulated_time = spec.start_time
         persisted = time.monotonic()
         hyperparameters = functools.cache(lambda: self.participants.hyperparameters(spec.model))
         for number in range(1, spec.rounds + 1):
             if run.cancel_requested:
                 return
-            started = time.perf_counter()
+            if private is not None and not private.budget_allows_next():
+                run.stopped = private.stopped
+                return
             context = RoundContext(
                 number,
-                len(devices),
+                len(spec.devices),
                 hyperparameters,
                 lambda name, weights: self.participants.publish(run.id, name, weights),
                 self.max_buffered_bytes,
             )
-            now, picked, offline = selector.pick(devices, profiles, number, per_round, now)
-            metrics = RoundMetrics(
-                number,
-                None,
-                picked[:SHOWN_PARTICIPANTS],
-                picked=len(picked),
-                offline=offline,
-                simulated_start=now,
-            )
-            task = ClientTask() if global_weights is None else strategy.task(global_weights, state, context)
-            tally = Tally(metrics, global_weights, strategy.collector(context) if federated else None)
-            run.done_in_round = 0
-            pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
-            with pin:
-                profiled = tally.profiled = any(profiles.get(i) is not None for i in picked)
-                size = (
-                    self.participants.version_size(spec.model, version)
-                    if profiled and version is not None
-                    else 0
-                )
-                plans = [
-                    plan_participant(self.participants, spec, number, i, profiles.get(i), now, size)
-                    for i in picked
-                ]
-                outcomes: list[Outcome] = []
-                self._round(run, plans, number, version, tally, late, now, task, outcomes)
-                selector.feedback(number, outcomes)
-            if spec.device_weights == "saved":
-                self.participants.flush()
-            if run.cancel_requested:
-                return
-            duration = tally.duration(spec.deadline)
-            for update, rounds_late in late.arriving(number, now + duration):
-                tally.take_stale(update, rounds_late)
-            metrics = tally.finish()
-            if federated and tally.collected.count:
-                assert global_weights is not None and version is not None
-                global_weights, state = strategy.combine(global_weights, tally.collected, state, context)
-                version = self._store(run, metrics, global_weights, version)
-            metrics.simulated_seconds = duration
+            started = time.perf_counter()
+            metrics = self._one_round(run, going, context)
+            if metrics is None:
+                return  # cancelled
             metrics.seconds = round(time.perf_counter() - started, 3)
             with self._lock:
                 run.rounds.append(metrics)
                 run.round = number
                 run.done_in_round = 0
-                run.simulated_time = now = now + metrics.simulated_seconds
+                run.simulated_time = going.now = going.now + metrics.simulated_seconds
             if time.monotonic() - persisted > PERSIST_EVERY:
                 self.records.write(run)
                 persisted = time.monotonic()
+
+    def _one_round(self, run: Run, going: _Going, context: RoundContext) -> RoundMetrics | None:
+        """Round ``context.number``: pick, plan, train, combine; its metrics (None: cancelled)."""
+        spec, number, version, private = run.spec, context.number, going.version, going.private
+        now, picked, offline = going.selector.pick(
+            sorted(spec.devices), going.profiles, number, spec.participants or len(spec.devices), going.now
+        )
+        going.now = now
+        metrics = RoundMetrics(
+            number,
+            None,
+            picked[:SHOWN_PARTICIPANTS],
+            picked=len(picked),
+            offline=offline,
+            simulated_start=now,
+        )
+        weights = going.weights
+        task = ClientTask() if weights is None else going.strategy.task(weights, going.state, context)
+        collected = going.strategy.collector(context) if weights is not None else None
+        pin = self.participants.pin(spec.model, version) if version is not None else nullcontext()
+        with pin:
+            tally = Tally(metrics, weights, collected)
+            profiled = tally.profiled = any(going.profiles.get(i) is not None for i in picked)
+            size = (
+                self.participants.version_size(spec.model, version) if profiled and version is not None else 0
+            )
+            extra = private.protocol(len(picked), weights) if private and weights is not None else None
+            private_round = None
+            plans = [
+                plan_participant(self.participants, spec, number, i, going.profiles.get(i), now, size, extra)
+                for i in picked
+            ]
+            if private is not None and weights is not None:
+                private_round = private.begin(number, plans, weights, going.profiles, extra)
+                tally.collected = private_round.collector
+            outcomes: list[Outcome] = []
+            privatize = private_round.privatize if private_round is not None else None
+            self._round(run, plans, number, version, tally, going.late, now, task, outcomes, privatize)
+            going.selector.feedback(number, outcomes)
+        if spec.device_weights == "saved":
+            self.participants.flush()
+        if run.cancel_requested:
+            return None
+        duration = tally.duration(spec.deadline)
+        for update, rounds_late in going.late.arriving(number, now + duration):
+            tally.take_stale(update, rounds_late)
+        metrics = tally.finish()
+        if weights is not None and version is not None and tally.collected.count:
+            if private_round is not None and private is not None:
+                aggregate, metrics.privacy = private.finish(private_round, weights)
+                going.weights, going.state = going.strategy.step(weights, aggregate, going.state, context)
+            else:
+                going.weights, going.state = going.strategy.combine(
+                    weights, tally.collected, going.state, context
+                )
+            going.version = self._store(run, metrics, going.weights, version)
+        metrics.simulated_seconds = duration
+        return metrics
 
     def _store(self, run: Run, metrics: RoundMetrics, weights: Weights, parent: int) -> int:
         """Store the global version a round made from ``parent`` (evaluated if the run asks)."""
@@ -333,6 +357,7 @@ class RoundRunner:
         start: float,
         task: ClientTask,
         outcomes: list[Outcome],
+        privatize: Callable[[str], Privatize] | None = None,
     ) -> None:
         """Train the participants that did not drop out (the round starting at simulated ``start``),
         adding their updates to ``tally`` in the order they were picked, and what became of each to
@@ -356,6 +381,7 @@ class RoundRunner:
                             spec.device_weights,
                             durable=False,
                             task=task,
+                            privatize=privatize(ahead.device) if privatize is not None else None,
                         )
                         train = self.participants.participate
                         ready[submitted] = pool.submit(train, ahead.device, asked, stop)
@@ -386,3 +412,21 @@ class RoundRunner:
                         outcomes.append(Outcome(plan.device, "failed", plan.seconds))
                 with self._lock:
                     run.done_in_round += 1
+
+
+@dataclass
+class _Going:
+    """What a synchronous run carries from round to round."""
+
+    strategy: Strategy
+    selector: Selector
+    profiles: Profiles
+    late: LateUpdates
+    private: PrivateRun | None
+    version: int | None = None
+    weights: Weights | None = None
+    """The global weights (None: ``aggregation="none"``)."""
+    state: Weights = field(default_factory=dict)
+    """The server optimizer's state."""
+    now: float = 0.0
+    """The simulated time the next round is due at."""

@@ -64,6 +64,9 @@ class RoundMetrics:
     simulated_seconds: float = 0.0
     stragglers: list[str] = field(default_factory=list)
     """The first ``SHOWN_STRAGGLERS`` stragglers, in participant order."""
+    privacy: dict[str, object] | None = None
+    """Differential privacy (epsilon so far at delta, the clip norm, ...) and secure aggregation (its
+    cohort, survivors, bytes) of the round (``private_run.PrivateRun.finish``); None without either."""
 
 
 @dataclass
@@ -86,6 +89,8 @@ class Run:
     cancel_requested: bool = False
     simulated_time: float = 0.0
     """The simulated time the last round finished ended at (the start time before any)."""
+    stopped: str | None = None
+    """Why the run ended before its last round without failing (its privacy budget)."""
 
     def view(self) -> dict[str, object]:
         per_round = self.spec.participants or len(self.spec.devices)
@@ -111,6 +116,7 @@ class Run:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "error": self.error,
+            "stopped": self.stopped,
         }
 
 

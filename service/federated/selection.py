@@ -11,6 +11,7 @@ simulated time and never drop out nor straggle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,8 +66,10 @@ def plan_participant(
     profile: DeviceProfile | None,
     at: float,
     weights_bytes: int,
+    extra: Callable[[DeviceProfile], float] | None = None,
 ) -> Plan:
-    """What becomes of a participant picked at simulated time ``at``, decided before it trains."""
+    """What becomes of a participant picked at simulated time ``at``, decided before it trains
+    (``extra``: the simulated seconds a profile spends beyond its plain part: secure aggregation's)."""
     if profile is None:
         return Plan(device_id)
     try:
@@ -76,6 +79,8 @@ def plan_participant(
     seconds = participation_seconds(
         profile, spec.training, train, test if spec.local_accuracy else 0, weights_bytes
     )
+    if extra is not None:
+        seconds += extra(profile)
     dropout = profile.profile.dropout
     if dropout > 0:
         draw = np.random.default_rng([spec.seed, number, device_key(device_id), DROPOUT_STREAM]).random()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
-from service.errors import InvalidRequest
+from service.errors import InvalidPrivacy, InvalidRequest
 from service.federated.local import LocalTraining
 from service.federated.participants import DeviceWeights, Evaluation
 from service.federated.selectors import DEFAULT as DEFAULT_SELECTION
@@ -15,6 +15,9 @@ from service.federated.selectors import make as make_selector
 from service.federated.selectors.base import Selector, SelectorSettings
 from service.federated.strategies import NAMES, make, server_defaults
 from service.federated.strategies.base import ServerOptimizer, Strategy, StrategySettings
+from service.privacy.accounting import Ledger, Sampling, affordable_rounds
+from service.privacy.secagg import SecAggSettings
+from service.privacy.settings import DPSettings
 
 AGGREGATIONS: tuple[str, ...] = (*NAMES, "none")
 """The strategies, and "none": local training only, nothing aggregated."""
@@ -25,6 +28,8 @@ MIN_DEADLINE, MAX_DEADLINE = 0.001, 1e9
 MAX_START_TIME = 1e12
 """The latest simulated time a run may start at (about 31,700 years)."""
 MAX_ROUNDS = 1000
+SAMPLED: tuple[str, ...] = ("poisson", "uniform")
+"""The selections a differential-privacy accountant can account: Poisson, and fixed-size uniform."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,10 @@ class RoundSpec:
     partition: Mapping[str, object] | None = None
     """How the devices' data were split, as the first selected device's assignment says (dataset,
     scheme, parameters, seed): what the run's view and the dashboard show of it; None when unknown."""
+    privacy: DPSettings | None = None
+    """Differential privacy (``service.privacy.settings``): central, local or distributed; None: none."""
+    secure_aggregation: SecAggSettings | None = None
+    """Secure aggregation (SecAgg+; ``service.privacy.secagg``): the server sees only the sum."""
 
     def check(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -102,6 +111,73 @@ class RoundSpec:
         if self.strategy().asynchronous and self.aggregation != "none":
             self._check_asynchronous()
         self.selector()
+        if self.privacy is not None or self.secure_aggregation is not None:
+            try:
+                self._check_private()
+            except InvalidPrivacy:
+                raise
+            except InvalidRequest as exc:  # every privacy refusal is one kind (422), naming the setting
+                raise InvalidPrivacy(exc.message) from exc
+
+    def sampling(self) -> Sampling:
+        """How participants are drawn, as a privacy accountant sees it (``poisson``, else fixed-size)."""
+        population = len(self.devices)
+        cohort = self.participants or population
+        return Sampling("poisson" if self.selection == "poisson" else "fixed", population, cohort)
+
+    def _check_private(self) -> None:
+        """Privacy needs a strategy whose aggregate is the mean, updates on time, a sampling the
+        accountant knows, and a budget the run fits in (``on_budget="refuse"``)."""
+        if self.aggregation == "none" or not self.strategy().private:
+            allowed = ", ".join(name for name in AGGREGATIONS if name != "none" and make(name).private)
+            raise InvalidRequest(
+                f"aggregation {self.aggregation!r} cannot run with differential privacy or secure "
+                f"aggregation (its aggregate is not the plain mean of the updates); choose one of {allowed}"
+            )
+        if self.stragglers == "stale":
+            raise InvalidRequest("stragglers 'stale' cannot be added to a private or secure sum: use 'drop'")
+        cohort = self.participants or len(self.devices)
+        if self.secure_aggregation is not None:
+            self.secure_aggregation.check(cohort)
+        dp = self.privacy
+        if dp is None:
+            return
+        dp.check()
+        if self.selection not in SAMPLED:
+            raise InvalidRequest(
+                "with differential privacy, participants are sampled as the accountant assumes: selection "
+                "must be 'poisson' (Poisson sampling) or 'uniform' (a fixed-size sample without replacement)"
+            )
+        if dp.mode == "distributed" and self.secure_aggregation is None:
+            raise InvalidRequest(
+                "privacy.mode 'distributed' has each device add its share of the noise under secure "
+                "aggregation: give secure_aggregation too"
+            )
+        if dp.adaptive and dp.mode == "local":
+            raise InvalidRequest(
+                "privacy.adaptive needs the count of clipped updates noised in a sum: central or "
+                "distributed mode, not local"
+            )
+        dp.update_noise_multiplier(cohort)
+        Ledger(dp, self.sampling())  # refuses an accountant that cannot account this sampling
+        self._check_budget(dp)
+
+    def _check_budget(self, dp: DPSettings) -> None:
+        if dp.target_epsilon is None:
+            return
+        if dp.noise_multiplier == 0:
+            raise InvalidRequest("privacy.target_epsilon needs noise: noise_multiplier 0 gives no privacy")
+        if dp.on_budget != "refuse":
+            return
+        ledger = Ledger(dp, self.sampling())
+        epsilon = ledger.after(self.rounds, dp.noise_multiplier)
+        if epsilon > dp.target_epsilon:
+            fits = affordable_rounds(ledger, dp.target_epsilon, self.rounds, dp.noise_multiplier)
+            raise InvalidRequest(
+                f"privacy.target_epsilon {dp.target_epsilon:g} would be exceeded: {self.rounds} rounds "
+                f"reach epsilon {epsilon:.4g} at delta {dp.delta:g}; {fits} rounds fit (or give "
+                "on_budget 'stop', or more noise)"
+            )
 
     def _check_asynchronous(self) -> None:
         """An asynchronous strategy (FedBuff) has no rounds to wait for nor to pick participants for."""

@@ -48,7 +48,7 @@ class Tally:
             if len(self.metrics.stragglers) < SHOWN_STRAGGLERS:
                 self.metrics.stragglers.append(plan.device)
             return
-        if update.weights is not None:
+        if update.weights is not None or update.payload is not None:
             self.collected.add(update)
         self.metrics.finished += 1
         self.metrics.samples += update.samples
@@ -97,7 +97,10 @@ class Tally:
         """The round's metrics; FleetError when every participant failed (no update and none dropped
         out or straggled: then the round just makes no version)."""
         metrics = self.metrics
-        if metrics.finished == 0 and not (metrics.stale_added or metrics.straggled or metrics.dropped):
+        nobody = not metrics.picked  # a Poisson sample may be empty: the round makes no version
+        if metrics.finished == 0 and not (
+            nobody or metrics.stale_added or metrics.straggled or metrics.dropped
+        ):
             first = metrics.failures[0]["error"] if metrics.failures else "none was picked"
             raise FleetError(f"round {metrics.round}: no participant finished (first failure: {first})")
         if self.losses:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.privacy.secagg import MaskingKeys
+
 
 @dataclass(frozen=True)
 class ClientTask:
@@ -20,3 +22,26 @@ class ClientTask:
     signature: str = "train"
     proximal_mu: float = 0.0
     control: str | None = None
+
+
+@dataclass(frozen=True)
+class Privatize:
+    """What a participant does to its update before it sends it, under differential privacy or secure
+    aggregation (``Participation.privatize``): it sends ``trained - global`` over the floating tensors as
+    one vector (``private.flatten``'s order), clipped to L2 norm ``clip`` (None: not clipped), plus
+    Gaussian noise of ``noise_stddev`` (local DP, or its share of distributed DP), and one more
+    coordinate (``flag``). With ``masking`` (secure aggregation), that vector is quantized and masked:
+    all the server ever receives of it."""
+
+    clip: float | None = None
+    noise_stddev: float = 0.0
+    masking: MaskingKeys | None = None
+    protocol_seconds: float = 0.0
+    """Simulated seconds the secure aggregation protocol costs this device beyond its plain part (its
+    profile's, charged to its clock: ``private_run.protocol_seconds``)."""
+    flag: bool = False
+    """Adaptive clipping: the last coordinate says whether the update was within the clip (1) or not
+    (0); without it, that coordinate is 0 (whether an update was clipped is not the server's to know)."""
+    flag_noise_stddev: float = 0.0
+    """Distributed DP with adaptive clipping: the device's share of the noise on the count of updates
+    within the clip."""

@@ -1,6 +1,6 @@
 """A participant's update as bytes: what ``POST /v1/devices/{id}/participate`` answers, and how the
-server of a sharded fleet's round reads it back (npz: ``w/<tensor>`` arrays, SCAFFOLD's ``c/<tensor>``
-and a ``meta`` JSON)."""
+server of a sharded fleet's round reads it back (npz: ``w/<tensor>`` arrays, SCAFFOLD's ``c/<tensor>``,
+a privatized update's vector as ``p`` instead of the weights, and a ``meta`` JSON)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from service.federated.participants import Update
 WEIGHT_PREFIX = "w/"
 CONTROL_PREFIX = "c/"
 META = "meta"
+PAYLOAD = "p"
 
 
 def encode_update(update: Update) -> bytes:
@@ -29,6 +30,8 @@ def encode_update(update: Update) -> bytes:
     }
     arrays = {f"{WEIGHT_PREFIX}{name}": value for name, value in (update.weights or {}).items()}
     arrays.update({f"{CONTROL_PREFIX}{name}": value for name, value in (update.control or {}).items()})
+    if update.payload is not None:
+        arrays[PAYLOAD] = update.payload
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{META: np.array(json.dumps(meta))})
     return buffer.getvalue()
@@ -43,6 +46,7 @@ def decode_update(body: bytes) -> Update:
                 {name[len(prefix) :]: archive[name] for name in archive.files if name.startswith(prefix)}
                 for prefix in (WEIGHT_PREFIX, CONTROL_PREFIX)
             )
+            payload = archive[PAYLOAD] if PAYLOAD in archive.files else None
         return Update(
             device=str(meta["device"]),
             samples=int(meta["samples"]),
@@ -52,6 +56,7 @@ def decode_update(body: bytes) -> Update:
             weights=weights or None,
             train_seconds=float(meta["train_seconds"]),
             control=control or None,
+            payload=payload,
         )
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise InvalidTensor(f"the participant's answer is not an update: {exc}") from exc

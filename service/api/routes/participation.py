@@ -19,6 +19,7 @@ from service.api.deps import (
     in_thread,
 )
 from service.api.errors import documented, validated
+from service.api.routes.round_privacy import PrivatizeBody
 from service.errors import InvalidTensor
 from service.federated.local import INFER_SIGNATURE, LocalTraining
 from service.federated.participants import Participation
@@ -175,6 +176,11 @@ class Participate(BaseModel):
         pattern=r"^[0-9a-f]{12}-[a-z]{1,16}-[0-9]{1,6}$",
         description="train_scaffold: the server control variate a round published",
     )
+    privatize: PrivatizeBody | None = Field(
+        None,
+        description="differential privacy or secure aggregation: clip, noise and mask the update; the answer "
+        "then carries only that vector, as p",
+    )
 
 
 @router.post(
@@ -185,8 +191,9 @@ class Participate(BaseModel):
     responses={
         **documented(e404="unknown device or version", e409="no assigned data, or the device runs a job"),
         200: {
-            "description": "npz: the trained weights as w/<tensor>, SCAFFOLD's control change as "
-            "c/<tensor>, and meta (JSON: samples, steps, mean_loss, local_accuracy, train_seconds)",
+            "description": "npz: the trained weights as w/<tensor> (with privatize: only the privatized "
+            "vector, as p), SCAFFOLD's control change as c/<tensor>, and meta (JSON: samples, steps, "
+            "mean_loss, local_accuracy, train_seconds)",
             "content": {NPZ: {"schema": {"type": "string", "format": "binary"}}},
         },
     },
@@ -206,6 +213,7 @@ async def participate(
         body.local_accuracy,
         body.device_weights,
         task=ClientTask(body.signature, body.proximal_mu, body.control),
+        privatize=body.privatize.privatize() if body.privatize is not None else None,
     )
     update = await in_thread(request, federation.participate, device.id, asked)
     return Response(encode_update(update), media_type=NPZ)

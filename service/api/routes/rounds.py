@@ -18,6 +18,7 @@ from service.api.deps import (
 )
 from service.api.errors import documented
 from service.api.routes.datasets import DeviceSelection
+from service.api.routes.round_privacy import PrivacyBody, SecureAggregationBody
 from service.errors import InvalidRequest
 from service.federated.federation import Selection
 from service.federated.local import LocalTraining
@@ -34,7 +35,13 @@ from service.federated.spec import (
     RoundSpec,
 )
 from service.federated.strategies import server_defaults
-from service.federated.strategies.base import MAX_SERVER_LEARNING_RATE, MAX_TAU, MIN_TAU, StrategySettings
+from service.federated.strategies.base import (
+    MAX_SERVER_LEARNING_RATE,
+    MAX_TAU,
+    MIN_TAU,
+    ServerOptimizer,
+    StrategySettings,
+)
 from service.federated.strategies.buffered import check_buffer
 from service.federated.strategies.fedbuff import MAX_BUFFER_SIZE, MAX_CONCURRENCY, MAX_STALENESS_LIMIT
 from service.federated.strategies.krum import MAX_COUNT as MAX_KRUM_COUNT
@@ -220,6 +227,12 @@ class StartRounds(DeviceSelection):
     selection_options: SelectionOptions = Field(
         default_factory=SelectionOptions, description="the selector's settings (oort's)"
     )
+    privacy: PrivacyBody | None = Field(
+        None, description="differential privacy; needs selection poisson or uniform (docs/privacy.md)"
+    )
+    secure_aggregation: SecureAggregationBody | None = Field(
+        None, description="secure aggregation (SecAgg+): the server sees only the sum"
+    )
 
 
 PER_DEVICE = ("device", "sigma")
@@ -242,6 +255,20 @@ def partition_of(assignment: dict[str, object] | None) -> dict[str, object] | No
     }
 
 
+def _server(body: StartRounds) -> ServerOptimizer | None:
+    """The strategy's server optimizer with the settings the body gives (None: nothing aggregated)."""
+    if body.aggregation == "none":
+        return None
+    given: dict[str, Any] = {
+        "learning_rate": body.server_learning_rate,
+        "momentum": body.server_momentum,
+        "beta1": body.beta1,
+        "beta2": body.beta2,
+        "tau": body.tau,
+    }
+    return replace(server_defaults(body.aggregation), **{k: v for k, v in given.items() if v is not None})
+
+
 ROUND_ERRORS = documented(e404="unknown round run")
 
 
@@ -252,6 +279,7 @@ ROUND_ERRORS = documented(e404="unknown round run")
     responses=documented(
         e400="a bad parameter, or a selection of no devices",
         e404="unknown device, model, dataset or version",
+        e422="privacy or secure aggregation settings that cannot be used (named), or a budget exceeded",
         e429="the key has FLEET_QUOTA_RUNS runs queued or running",
     ),
 )
@@ -283,17 +311,6 @@ async def start_rounds(
             if found is not None and "test" in federation.datasets.get(str(found["dataset"])).splits:
                 evaluation = Evaluation(str(found["dataset"]))
         partition = partition_of(federation.assignment(fleet.get(ids[0]))) if first_here else None
-        server = None
-        if body.aggregation != "none":
-            server = server_defaults(body.aggregation)
-            given: dict[str, Any] = {
-                "learning_rate": body.server_learning_rate,
-                "momentum": body.server_momentum,
-                "beta1": body.beta1,
-                "beta2": body.beta2,
-                "tau": body.tau,
-            }
-            server = replace(server, **{k: v for k, v in given.items() if v is not None})
         spec = RoundSpec(
             model=model,
             devices=tuple(ids),
@@ -301,7 +318,7 @@ async def start_rounds(
             participants=body.participants,
             training=LocalTraining(body.epochs, body.batch_size),
             aggregation=body.aggregation,
-            server=server,
+            server=_server(body),
             options=StrategySettings(**body.options.model_dump()),
             seed=body.seed,
             start_version=body.start_version,
@@ -315,6 +332,10 @@ async def start_rounds(
             selection=body.selector,
             selection_options=SelectorSettings(**body.selection_options.model_dump()),
             partition=partition,
+            privacy=body.privacy.settings() if body.privacy is not None else None,
+            secure_aggregation=(
+                body.secure_aggregation.settings() if body.secure_aggregation is not None else None
+            ),
         )
         if spec.aggregation != "none":
             version = federation.resolve_version(model, spec.start_version, tenant(principal))

@@ -12,9 +12,10 @@ from service.errors import InvalidRequest
 from service.federated.selectors.available import Available
 from service.federated.selectors.base import Selector, SelectorSettings
 from service.federated.selectors.oort import Oort
+from service.federated.selectors.poisson import Poisson
 from service.federated.selectors.uniform import Uniform
 
-SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (Available, Uniform, Oort)}
+SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (Available, Uniform, Oort, Poisson)}
 NAMES: tuple[str, ...] = tuple(SELECTORS)
 DEFAULT = Available.name
 

@@ -156,6 +156,10 @@ class Strategy(ABC):
     server_reads: ClassVar[tuple[str, ...]] = ("learning_rate",)
     """The ``ServerOptimizer`` fields its server step uses."""
     """The ``ServerOptimizer`` settings the strategy starts from; given ones replace them."""
+    private: ClassVar[bool] = False
+    """Whether it runs under differential privacy and secure aggregation (``RoundSpec.privacy``): only a
+    strategy whose client aggregate is the plain mean of the updates, which the privacy layer then
+    computes its own way (clipped, noised, summed securely) before the strategy's server step."""
     asynchronous: ClassVar[bool] = False
     """Whether the strategy runs its own asynchronous loop (``service.federated.asynchronous``) instead
     of synchronous rounds."""

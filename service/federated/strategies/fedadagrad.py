@@ -18,6 +18,7 @@ from service.federated.strategies.base import Strategy
 class FedAdagrad(Strategy):
     name = "fedadagrad"
     title = "FedAdagrad"
+    private = True
     server_reads = ("learning_rate", "beta1", "tau")
     slots = ("m", "v")
     server_defaults = MappingProxyType({"learning_rate": 0.1, "beta1": 0.0, "tau": 1e-3})

@@ -14,6 +14,7 @@ from service.federated.strategies.base import Strategy
 class FedAdam(Strategy):
     name = "fedadam"
     title = "FedAdam"
+    private = True
     server_reads = ("learning_rate", "beta1", "beta2", "tau")
     slots = ("m", "v")
     server_defaults = MappingProxyType({"learning_rate": 0.01})

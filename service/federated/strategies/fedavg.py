@@ -10,3 +10,4 @@ from service.federated.strategies.base import Strategy
 class FedAvg(Strategy):
     name = "fedavg"
     title = "FedAvg"
+    private = True

@@ -11,6 +11,7 @@ from service.federated.strategies.base import Strategy
 class FedAvgM(Strategy):
     name = "fedavgm"
     title = "FedAvgM"
+    private = True
     server_reads = ("learning_rate", "momentum")
     slots = ("m",)
 

@@ -17,6 +17,7 @@ MAX_MU = 1000.0
 class FedProx(Strategy):
     name = "fedprox"
     title = "FedProx"
+    private = True
     reads = ("proximal_mu",)
     signatures = ("train_prox",)
 

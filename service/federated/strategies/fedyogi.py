@@ -19,6 +19,7 @@ from service.federated.strategies.base import Strategy
 class FedYogi(Strategy):
     name = "fedyogi"
     title = "FedYogi"
+    private = True
     server_reads = ("learning_rate", "beta1", "beta2", "tau")
     slots = ("m", "v")
     server_defaults = MappingProxyType({"learning_rate": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3})

@@ -437,18 +437,22 @@
           card("Global accuracy", last ? pct(last.global_accuracy) : "—", "global_accuracy"),
           card("Mean local accuracy", last ? pct(last.mean_local_accuracy) : "—", "local_accuracy"),
           card("Version", run.version === null ? "—" : num(run.version), "version"),
-          card("Simulated time", num(run.simulated_time, 1) + " s", "simulated_time")),
+          card("Simulated time", num(run.simulated_time, 1) + " s", "simulated_time"),
+          run.spec.privacy ? card(`Epsilon (delta ${run.spec.privacy.delta})`, epsilonOf(last), "epsilon") : null),
         h("div", { class: "toolbar" }, active ? act("Cancel run", async () => { await api("POST", `/v1/rounds/${encodeURIComponent(id)}/cancel`); return "Cancelled"; }, { class: "danger", "data-key": "cancel run" }) : null,
           h("span", { class: "muted" }, `${run.spec.aggregation}, ${run.spec.participants} of ${num(run.spec.devices)} devices a round, ` +
             `${run.spec.training.epochs} epoch(s) of batch ${run.spec.training.batch_size}, seed ${run.spec.seed}` +
             (run.spec.deadline ? `, deadline ${run.spec.deadline} s (${run.spec.stragglers})` : "")),
-          run.error ? h("span", { class: "state-failed" }, run.error) : null),
+          run.error ? h("span", { class: "state-failed" }, run.error) : null,
+          run.stopped ? h("span", { class: "muted", "data-key": "stopped" }, `Stopped: ${run.stopped}`) : null),
         h("section", { id: "strategy" }, h("h2", {}, "Strategy"), facts(window.FleetRunSpec.facts(run.spec, num))),
         h("div", { class: "grid2" },
           lineChart({ title: "Accuracy per round", xLabel: "round", yMin: 0, yMax: 1, series: [
             { name: "global (test split)", points: point((r) => r.global_accuracy) },
             { name: "mean local", points: point((r) => r.mean_local_accuracy) }] }),
-          lineChart({ title: "Mean local loss per round", xLabel: "round", series: [{ name: "mean loss", points: point((r) => r.mean_loss) }] })),
+          lineChart({ title: "Mean local loss per round", xLabel: "round", series: [{ name: "mean loss", points: point((r) => r.mean_loss) }] }),
+          run.spec.privacy ? lineChart({ title: `Privacy spent: epsilon at delta ${run.spec.privacy.delta}`, xLabel: "round", yMin: 0,
+            series: [{ name: "epsilon", points: point((r) => r.privacy && r.privacy.epsilon) }] }) : null),
         h("h2", {}, "Per round"),
         rounds.length ? table(null, [{ label: "Round", num: true }, { label: "Version", num: true }, { label: "Picked", num: true },
           { label: "Finished", num: true }, { label: "Failed", num: true }, { label: "Straggled", num: true }, { label: "Dropped", num: true },
@@ -464,6 +468,7 @@
     }
     return { refresh, every: PAGE_EVERY, stopOn404: true };
   }
+  const epsilonOf = (r) => (r && r.privacy && r.privacy.epsilon !== null && r.privacy.epsilon !== undefined ? fmt(r.privacy.epsilon) : "—");
   function idList(key, label, ids) {
     ids = ids || [];
     if (!ids.length) return h("span", { class: "muted" }, `no ${label}`);
