@@ -126,7 +126,7 @@ class SecureRound:
         revealed = self._collect(survivors)
         total = self.sum.copy()
         for device, shares in revealed.items():
-            secret = shamir.combine(shares[:t])
+            secret = self._combine(device, shares[:t])
             if device in self.received:
                 total -= crypto.prg(secret, self.dimension)
             else:
@@ -165,6 +165,15 @@ class SecureRound:
             step = costs.unmasking(self.degree, len(answer), len(answer) - 1)  # its own share is not sealed
             self._traffic[holder].add(step)
         return revealed
+
+    @staticmethod
+    def _combine(device: str, shares: list[tuple[int, int]]) -> bytes:
+        try:
+            return shamir.combine(shares)
+        except ValueError as exc:
+            raise SecAggFailed(
+                f"the shares revealed for device {device} do not rebuild its secret: {exc}"
+            ) from exc
 
     def _strip_pairs(self, total: np.ndarray, dropped: str, secret: bytes) -> None:
         """Remove a dropped device's pair masks from its surviving neighbours' inputs."""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from service.privacy.secagg import QuantizationField, SecAggFailed, SecAggSettings, SecureRound
+from service.privacy.secagg import QuantizationField, SecAggFailed, SecAggSettings, SecureRound, crypto
 from tests.privacy.secagg.conftest import DIMENSION, cohort_of, quantize_rng, update, upload
 
 SETTINGS = SecAggSettings(threshold=4, neighbors=6)
@@ -113,3 +113,24 @@ def test_a_share_relayed_to_another_device_is_refused() -> None:
     inbox[first], inbox[second] = inbox[second], inbox[first]
     with pytest.raises(SecAggFailed, match="failed authentication"):
         secure.unmask()
+
+
+def test_a_share_reflected_to_its_sender_is_refused() -> None:
+    """The pair's two messages share one key; the ids bound into each (associated data) tell them apart."""
+    cohort = cohort_of(10)
+    secure = SecureRound(SETTINGS, cohort, DIMENSION, 7)
+    upload(secure, cohort)
+    holder = cohort[0]
+    sender = secure.graph[holder][0]
+    own = secure.client(sender).inbox[holder]  # what holder sent to sender
+    secure.client(holder).inbox[sender] = own
+    with pytest.raises(SecAggFailed, match="failed authentication"):
+        secure.unmask()
+
+
+def test_a_ciphertext_is_bound_to_both_ids_in_order() -> None:
+    key = bytes(32)
+    sealed = crypto.seal(key, "a", "b", b"share", crypto.nonce_for("a", "b"))
+    assert crypto.open_sealed(key, "a", "b", sealed) == b"share"
+    assert crypto.open_sealed(key, "b", "a", sealed) is None
+    assert crypto.open_sealed(key, "a", "c", sealed) is None
