@@ -9,6 +9,7 @@ one vector (the sum mod ``2**32``) whatever the cohort: no device's masked input
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -55,6 +56,8 @@ class SecureRound:
         """The masked inputs' running sum mod ``2**32``: all the server keeps of them."""
         self.received: set[str] = set()
         self.unmasked = False
+        self._lock = threading.Lock()
+        """Inputs may arrive from many threads: each ``receive`` checks and adds as one step."""
         self._setup()
 
     def _setup(self) -> None:
@@ -85,6 +88,10 @@ class SecureRound:
     def receive(self, device: str, masked: np.ndarray) -> None:
         """Server: add one device's masked input to the sum (U2)."""
         self.client(device)
+        with self._lock:
+            self._receive(device, masked)
+
+    def _receive(self, device: str, masked: np.ndarray) -> None:
         if self.unmasked:
             raise Conflict(f"the secure round was unmasked; device {device}'s input came too late")
         if device in self.received:
@@ -107,6 +114,10 @@ class SecureRound:
     def unmask(self, answering: Collection[str] | None = None) -> tuple[np.ndarray, int]:
         """The float64 sum over U2 and ``|U2|``; U3 is ``answering`` (None: all of U2). SecAggFailed,
         saying why, when U2 or some device's surviving share holders fall below the threshold."""
+        with self._lock:
+            return self._unmask(answering)
+
+    def _unmask(self, answering: Collection[str] | None) -> tuple[np.ndarray, int]:
         if self.unmasked:
             raise Conflict("the secure round was already unmasked")
         survivors = set(self.received if answering is None else answering)

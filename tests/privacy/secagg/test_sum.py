@@ -4,11 +4,13 @@ one; too many dropouts fail the round with the reason."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
-from service.privacy.secagg import SecAggFailed, SecAggSettings, SecureRound
-from tests.privacy.secagg.conftest import DIMENSION, cohort_of, plain_sum, upload
+from service.privacy.secagg import SecAggFailed, SecAggSettings, SecureRound, mask
+from tests.privacy.secagg.conftest import DIMENSION, cohort_of, plain_sum, quantize_rng, update, upload
 
 GRAPHS = {
     "secagg": SecAggSettings(threshold=7),
@@ -120,3 +122,21 @@ def test_threshold_of_the_whole_cohort_on_the_complete_graph() -> None:
     upload(secure, cohort)
     total, _ = secure.unmask()
     assert_close(settings, total, cohort)
+
+
+def test_inputs_received_from_many_threads_sum_alike() -> None:
+    """numpy lets go of the GIL while it adds: without the round's lock, sums lose inputs."""
+    settings, cohort, dimension = SecAggSettings(threshold=4, neighbors=6), cohort_of(32), 500_000
+    masked = {
+        d: mask(update(d, dimension), SecureRound(settings, cohort, dimension, 10).keys(d), quantize_rng(d))
+        for d in cohort
+    }
+    serial = SecureRound(settings, cohort, dimension, 10)
+    for device in cohort:
+        serial.receive(device, masked[device])
+    for _ in range(3):
+        secure = SecureRound(settings, cohort, dimension, 10)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(secure.receive, cohort, [masked[d] for d in cohort]))
+        assert np.array_equal(secure.sum, serial.sum)
+    assert np.abs(serial.unmask()[0] - plain_sum(settings, cohort, dimension)).max() <= serial.field.bound(32)
