@@ -126,9 +126,20 @@ def test_a_sharded_study_on_profiled_phones_gives_what_one_process_gives(
 
 
 STRATEGIES = [name for name in ("fedprox", "scaffold", "fednova", "krum", "fedbuff") if name in NAMES]
-OPTIONS = {"fedbuff": {"buffer_size": 3, "concurrency": 3}}
+STUDIES = [*STRATEGIES, "private"]
+OPTIONS: dict[str, dict[str, Any]] = {
+    "fedbuff": {"options": {"buffer_size": 3, "concurrency": 3}},
+    "private": {
+        "aggregation": "fedavg",
+        "selection": "uniform",
+        "privacy": {"mode": "distributed", "noise_multiplier": 0.5, "clip": 1.0},
+        "secure_aggregation": {"threshold": 3, "neighbors": 3},
+    },
+}
 """Strategies whose participants do more than FedAvg's (extra inputs, control variates kept per device),
-whose server needs every update (Krum) or runs asynchronously (FedBuff), sharded against one process."""
+whose server needs every update (Krum) or runs asynchronously (FedBuff), and FedAvg with distributed DP
+under secure aggregation (each participant clips, noises and masks on its own shard), sharded against one
+process."""
 
 
 def strategy_study(url: str, model: bytes) -> dict[str, list[list[Any]]]:
@@ -147,17 +158,17 @@ def strategy_study(url: str, model: bytes) -> dict[str, list[list[Any]]]:
             test_per_device=20,
             seed=4,
         )
-        for strategy in STRATEGIES:
+        for strategy in STUDIES:
+            body: dict[str, Any] = {"aggregation": strategy, **OPTIONS.get(strategy, {})}
             run = fleet.start_rounds(
                 prefix="strat-",
                 rounds=2,
                 participants=5,
                 batch_size=20,
                 seed=9,
-                aggregation=strategy,
-                options=OPTIONS.get(strategy, {}),
                 start_version=0,
                 evaluate_on={"dataset": "fashion-mnist", "limit": 500},
+                **body,
             )
             done = fleet.wait_rounds(run["id"], timeout=300)
             assert done["state"] == "succeeded", done
@@ -171,4 +182,4 @@ def test_sharded_strategies_give_what_one_process_gives(
     sharded = strategy_study(server.url, tiny_build.model)
     with ServerProcess(tmp_path_factory.mktemp("one-strategies") / "data", env=UPLOADS_ON) as alone:
         single = strategy_study(alone.url, tiny_build.model)
-    assert sharded == single and set(sharded) == set(STRATEGIES)
+    assert sharded == single and set(sharded) == set(STUDIES)
