@@ -8,6 +8,7 @@ device draws its keys from its own entropy and never tells anyone)."""
 from __future__ import annotations
 
 import hashlib
+from numbers import Integral
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -27,6 +28,10 @@ def seed_bytes(seed: object) -> bytes:
     """An unambiguous byte string for an int, bytes, str or (nested) tuple of them."""
     if isinstance(seed, bytes):
         return b"b" + len(seed).to_bytes(4, "big") + seed
+    if isinstance(seed, list):
+        seed = tuple(seed)
+    if isinstance(seed, Integral) and not isinstance(seed, bool):
+        seed = int(seed)  # numpy's integers too
     if isinstance(seed, bool) or not isinstance(seed, int | str | tuple):
         raise TypeError(
             f"a secure round's seed is an int, bytes or a tuple of them, got {type(seed).__name__}"

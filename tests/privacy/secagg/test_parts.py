@@ -10,6 +10,7 @@ import pytest
 
 from service.errors import Conflict, InvalidRequest, InvalidTensor
 from service.privacy.secagg import QuantizationField, SecAggSettings, SecureRound, mask
+from service.privacy.secagg.crypto import seed_bytes
 from service.privacy.secagg.graph import neighbours
 from service.privacy.secagg.shamir import PRIME, combine, split
 from tests.privacy.secagg.conftest import DIMENSION, cohort_of, quantize_rng, update, upload
@@ -98,6 +99,15 @@ def test_the_same_seed_gives_the_same_masks_and_sum() -> None:
     assert np.array_equal(total, total_again)
     assert all(np.mean(first[d] != other[d]) > 0.99 for d in first)
     assert np.abs(total - other_total).max() <= QuantizationField(8.0, 1 << 22).bound(7) * 2
+
+
+def test_seeds_of_each_kind_are_told_apart() -> None:
+    kinds = [1, b"1", "1", (1,), (1, 2), ((1, 2),), (12,), [1, 2]]
+    encoded = [seed_bytes(k) for k in kinds]
+    assert len(set(encoded[:-1])) == len(kinds) - 1 and encoded[-1] == encoded[4]
+    assert seed_bytes(np.int64(7)) == seed_bytes(7)
+    with pytest.raises(TypeError, match="seed is an int, bytes or a tuple"):
+        seed_bytes(1.5)
 
 
 def test_the_server_checks_what_it_receives() -> None:

@@ -15,6 +15,7 @@ from tests.privacy.secagg.conftest import DIMENSION, cohort_of, plain_sum, quant
 GRAPHS = {
     "secagg": SecAggSettings(threshold=7),
     "secagg+": SecAggSettings(threshold=4, neighbors=6),
+    "secagg+ odd k (Harary)": SecAggSettings(threshold=4, neighbors=5),
 }
 
 
