@@ -27,6 +27,7 @@ CAPTIONS = {
     "runtime": "interpreters, verification, isolation",
     "model": "building trainable models",
     "profiles": "phones: speed, availability, mixes",
+    "privacy": "DP accounting, clipping; SecAgg+",
     "storage": "files under the data dir",
     "wire": "shared with clients",
     "config": "settings",
