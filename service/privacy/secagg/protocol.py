@@ -36,11 +36,11 @@ class SecureRound:
         members = sorted(cohort)
         if len(set(members)) != len(members):
             raise InvalidRequest("a secure round's cohort names a device twice")
+        settings.check_values(len(members))
         if len(members) < settings.threshold:
             raise SecAggFailed(
                 f"only {len(members)} devices shared keys; the threshold is {settings.threshold}"
             )
-        settings.check_field(len(members))
         if dimension < 1:
             raise InvalidRequest(f"a secure round masks vectors of at least 1 value, got {dimension}")
         self.settings, self.dimension = settings, dimension

@@ -25,28 +25,28 @@ class SecAggSettings:
 
     def check(self, cohort: int) -> None:
         """InvalidRequest naming the first setting that cannot serve a cohort of ``cohort``."""
-        if not _is_int(self.threshold) or self.threshold < 2:
-            raise InvalidRequest(f"secure_aggregation.threshold must be at least 2, got {self.threshold!r}")
+        self.check_values(cohort)
         if self.threshold > cohort:
             raise InvalidRequest(
                 f"secure_aggregation.threshold must be at most the cohort ({cohort} participants), "
                 f"got {self.threshold}"
             )
-        if self.neighbors is not None:
-            if not _is_int(self.neighbors) or self.neighbors < self.threshold:
-                raise InvalidRequest(
-                    f"secure_aggregation.neighbors must be at least the threshold ({self.threshold}), "
-                    f"got {self.neighbors!r}"
-                )
-            if self.neighbors >= cohort:
-                raise InvalidRequest(
-                    f"secure_aggregation.neighbors must be below the cohort ({cohort} participants), "
-                    f"got {self.neighbors}"
-                )
-        self.check_field(cohort)
+        if self.neighbors is not None and self.neighbors >= cohort:
+            raise InvalidRequest(
+                f"secure_aggregation.neighbors must be below the cohort ({cohort} participants), "
+                f"got {self.neighbors}"
+            )
 
-    def check_field(self, summands: int) -> None:
-        """InvalidRequest naming the quantization setting that cannot sum ``summands`` inputs."""
+    def check_values(self, summands: int) -> None:
+        """InvalidRequest naming the first setting unusable whatever the cohort, or at which ``summands``
+        inputs would wrap the sum; a round checks this over the devices that actually shared keys."""
+        if not _is_int(self.threshold) or self.threshold < 2:
+            raise InvalidRequest(f"secure_aggregation.threshold must be at least 2, got {self.threshold!r}")
+        if self.neighbors is not None and (not _is_int(self.neighbors) or self.neighbors < self.threshold):
+            raise InvalidRequest(
+                f"secure_aggregation.neighbors must be at least the threshold ({self.threshold}), "
+                f"got {self.neighbors!r}"
+            )
         c = self.clipping_range
         if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c <= 0:
             raise InvalidRequest(
@@ -56,7 +56,7 @@ class SecAggSettings:
         if not _is_int(q) or q < 2:
             raise InvalidRequest(f"secure_aggregation.quantization_range must be at least 2, got {q!r}")
         if summands * (q - 1) >= 2**FIELD_BITS:
-            most = (2**FIELD_BITS - 1) // max(summands, 1)
+            most = (2**FIELD_BITS - 1) // max(summands, 1) + 1
             raise InvalidRequest(
                 f"secure_aggregation.quantization_range {q} would wrap the {FIELD_BITS}-bit sum of "
                 f"{summands} inputs: at most {most} for that many"

@@ -38,6 +38,13 @@ def test_bad_settings_are_refused_naming_the_setting(settings: SecAggSettings, n
         settings.check(10)
 
 
+def test_a_round_refuses_settings_unusable_whatever_the_cohort() -> None:
+    with pytest.raises(InvalidRequest, match=r"secure_aggregation\.threshold must be at least 2, got 1"):
+        SecureRound(SecAggSettings(threshold=1), cohort_of(5), DIMENSION, 1)
+    with pytest.raises(InvalidRequest, match=r"quantization_range 4294967296 would wrap .* at most 858993460"):
+        SecureRound(SecAggSettings(threshold=2, quantization_range=2**32), cohort_of(5), DIMENSION, 1)
+
+
 def test_good_settings_pass_and_say_their_degree() -> None:
     SecAggSettings(threshold=10).check(10)
     SecAggSettings(threshold=4, neighbors=9, quantization_range=(2**32 - 1) // 10 + 1).check(10)
