@@ -196,6 +196,14 @@ class InvalidPrivacy(InvalidRequest):
     code = "invalid_privacy"
 
 
+class SecAggFailed(FleetError):
+    """A secure-aggregation round that cannot produce its sum: too few survivors to rebuild a secret,
+    too few masked inputs, a share that fails authentication, or a request a client refuses (the
+    message says which device, how many shares, the threshold)."""
+
+    code = "secagg_failed"
+
+
 class InvalidModel(InvalidRequest):
     code = "invalid_model"
 
