@@ -148,6 +148,30 @@ def _strategy_options(simulate: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="federated: a selector setting (oort's epsilon, alpha, preferred_seconds, ...); repeat for more",
     )
+    _privacy_options(simulate)
+
+
+def _privacy_options(simulate: argparse.ArgumentParser) -> None:
+    """Differential privacy and secure aggregation, as the rounds API takes them (docs/privacy.md)."""
+    add = simulate.add_argument
+    add(
+        "--privacy",
+        action="extend",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="federated: differential privacy (needs --selection poisson or uniform); keys mode "
+        "(central, local, distributed), noise_multiplier, clip, adaptive, target_quantile, "
+        "clip_learning_rate, clipped_count_stddev, delta, accountant (rdp, pld), target_epsilon, "
+        "on_budget (refuse, stop); 'mode=central' alone turns it on with the defaults",
+    )
+    add(
+        "--secure-aggregation",
+        action="extend",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="federated: secure aggregation (SecAgg+); keys threshold (required), neighbors, "
+        "clipping_range, quantization_range",
+    )
 
 
 def _partition_options(simulate: argparse.ArgumentParser) -> None:

@@ -198,6 +198,9 @@ def run_comparison(
     console.print(comparison_report.rounds_table(result))
     console.print(comparison_report.devices_table(result))
     console.print(comparison_report.headline(result))
+    private = comparison_report.privacy_line(result)
+    if private is not None:
+        console.print(private)
     console.print(comparison_report.START_NOTE)
     console.print(
         f"global test split: the first {result.global_test_count} test samples; the whole comparison took "

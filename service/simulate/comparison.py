@@ -147,6 +147,7 @@ class _Run:
             phase_seconds=self.phase_seconds,
             classes=classes,
             run_spec=dict(run.get("spec") or {}),
+            stopped=run.get("stopped"),
         )
 
     def _lap(self, phase: str, since: float) -> None:
@@ -283,6 +284,7 @@ class _Run:
             batch_size=config.batch_size,
             **config.strategy.rounds_body(),
             **config.selection.rounds_body(),
+            **config.privacy.rounds_body(),
             seed=config.seeds.rounds,
             start_version=START_VERSION,
             evaluate_on={"dataset": config.dataset, "split": "test", "limit": config.global_test_size},

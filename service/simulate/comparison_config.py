@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 
 from service.federated.spec import MAX_ROUNDS
 from service.simulate.partition_choice import Partition
+from service.simulate.privacy_choice import PrivacyChoice
 from service.simulate.strategy_choice import SelectionChoice, StrategyChoice
 
 Arm = Literal["local_only", "federated", "fine_tuned"]
@@ -77,6 +78,8 @@ class ComparisonConfig:
     """Devices per round; None: all of them."""
     strategy: StrategyChoice = field(default_factory=_fedavg)
     selection: SelectionChoice = field(default_factory=_available)
+    privacy: PrivacyChoice = field(default_factory=PrivacyChoice)
+    """Differential privacy and secure aggregation (off by default)."""
     model: str | None = None
     """The devices' model; None: the service's default (the run records the one used)."""
     seeds: Seeds = field(default_factory=Seeds)
@@ -114,6 +117,14 @@ class ComparisonConfig:
             raise ValueError(
                 "epochs, fine_tune_epochs, batch_size, concurrency and global_test_size must be at least 1"
             )
+        self.privacy.check_run(
+            strategy=self.strategy.as_dict(),
+            selection=self.selection.as_dict(),
+            devices=devices,
+            participants=self.participants,
+            rounds=self.rounds,
+            stragglers=self.stragglers,
+        )
 
     @property
     def aggregation(self) -> str:
@@ -144,9 +155,10 @@ class ComparisonConfig:
             if self.selection.name == "available" and not self.selection.given
             else (f", selection {self.selection.describe()}")
         )
+        privacy = f", {self.privacy.describe()}" if self.privacy.on else ""
         return (
             f"{self.partition.describe()} partition of {self.dataset}, {self.partition.devices} devices, "
-            f"{self.rounds} rounds of {self.per_round} ({self.strategy.describe()}{selection})"
+            f"{self.rounds} rounds of {self.per_round} ({self.strategy.describe()}{selection}{privacy})"
         )
 
     def evaluations(self) -> int:

@@ -1,10 +1,12 @@
-"""The three-arm comparison's PNGs: accuracy per round, and mean local and global accuracy per arm.
+"""The three-arm comparison's PNGs: accuracy per round, mean local and global accuracy per arm, and with
+differential privacy, accuracy beside epsilon per round.
 
 Built like ``service.simulate.plots``: a ``Figure`` on the Agg canvas, saved as a palette PNG.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from service.simulate.comparison_config import ARM_TITLES, ARMS
-from service.simulate.comparison_report import arm_means
+from service.simulate.comparison_report import arm_means, final_epsilon
 from service.simulate.comparison_result import ComparisonResult
 from service.simulate.plots import DPI, save
 
@@ -136,6 +138,44 @@ def round_durations(result: ComparisonResult, path: Path) -> Path:
     return save(fig, path)
 
 
+def privacy_per_round(result: ComparisonResult, path: Path) -> Path:
+    """The global model's accuracy per round (left) beside the privacy spent, epsilon at the run's delta
+    (right): what each round's accuracy cost."""
+    dp = result.config.privacy.privacy
+    assert dp is not None
+    fig = Figure(figsize=(10, 4.2), dpi=DPI, layout="constrained")
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    measured = [(0, result.start_global_accuracy)]
+    measured += [(r.round, r.global_accuracy) for r in result.rounds if r.global_accuracy is not None]
+    left.plot([n for n, _ in measured], [a for _, a in measured], marker="o", color=GLOBAL_COLOR)
+    left.set_ylabel("global accuracy (global test split)")
+    spent = [(r.round, r.epsilon) for r in result.rounds if r.epsilon is not None]
+    if spent:
+        right.plot([0, *(n for n, _ in spent)], [0.0, *(e for _, e in spent)], marker="o", color="tab:red")
+    else:
+        right.text(
+            0.5, 0.5, "epsilon infinite (no noise)", ha="center", va="center", transform=right.transAxes
+        )
+    final = final_epsilon(result)
+    target = dp.get("target_epsilon")
+    if target is not None:
+        right.axhline(
+            target, color="black", ls="--", lw=1, label=f"target epsilon {target:g} ({dp['on_budget']})"
+        )
+        right.legend(fontsize=8, loc="best")
+    right.set_ylabel(f"epsilon at delta {dp['delta']:g} ({dp['accountant']})")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    ending = "" if final is None else f": epsilon {final:.3g} after {len(result.rounds)} rounds"
+    config = result.config
+    title = f"{config.privacy.describe()}{ending}; {config.strategy.describe()}, "
+    title += f"{config.partition.describe()} partition of {config.dataset}"
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
+    return save(fig, path)
+
+
 def write_plots(result: ComparisonResult, directory: Path) -> list[Path]:
     written = [
         accuracy_per_round(result, directory / "rounds.png"),
@@ -143,4 +183,6 @@ def write_plots(result: ComparisonResult, directory: Path) -> list[Path]:
     ]
     if result.profiled:
         written.append(round_durations(result, directory / "durations.png"))
+    if result.config.privacy.privacy is not None:
+        written.append(privacy_per_round(result, directory / "privacy.png"))
     return written

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from service.model.dataset import CLASS_NAMES
 from service.simulate.comparison_config import ARM_TITLES, ARMS
-from service.simulate.comparison_result import ComparedDevice, ComparisonResult
+from service.simulate.comparison_result import ComparedDevice, ComparisonResult, RoundRecord
 from service.simulate.report import interest_classes, percent, points, signed_points, write_rows
 from service.simulate.run_spec import spec_document
 
@@ -83,6 +83,44 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def final_epsilon(result: ComparisonResult) -> float | None:
+    """The privacy spent by the whole run at its delta: the last round's epsilon (None: no DP, no round,
+    or no noise, for which epsilon is infinite)."""
+    return result.rounds[-1].epsilon if result.rounds else None
+
+
+def privacy_line(result: ComparisonResult) -> str | None:
+    """``Privacy: DP central (...): epsilon 2.31 at delta 1e-05 after 2 rounds``; None without privacy."""
+    choice = result.config.privacy
+    if not choice.on:
+        return None
+    line = f"Privacy: {choice.describe()}"
+    if choice.privacy is not None:
+        epsilon = final_epsilon(result)
+        spent = "infinite (no noise)" if epsilon is None else f"{epsilon:.4g}"
+        rounds = plural(len(result.rounds), "round")
+        line += f": epsilon {spent} at delta {choice.privacy['delta']:g} after {rounds}"
+    if result.stopped:
+        line += f"; stopped early: {result.stopped}"
+    return line + "."
+
+
+def privacy_document(result: ComparisonResult) -> dict[str, Any] | None:
+    """The report's ``privacy``: the settings, epsilon after each round, the final epsilon at delta."""
+    choice = result.config.privacy
+    if not choice.on:
+        return None
+    dp = choice.privacy
+    return choice.as_dict() | {
+        "title": choice.describe(),
+        "epsilon_per_round": [r.epsilon for r in result.rounds] if dp is not None else None,
+        "final_epsilon": final_epsilon(result),
+        "delta": None if dp is None else dp["delta"],
+        "stopped": result.stopped,
+        "summary": privacy_line(result),
+    }
+
+
 def write_csv(result: ComparisonResult, path: Path) -> Path:
     """One row per device: its data, and local and global accuracy in each arm."""
     return write_rows(path, CSV_FIELDS, (device_row(d, result) for d in result.devices))
@@ -98,6 +136,7 @@ def write_json(result: ComparisonResult, path: Path, *, service_url: str) -> Pat
         "title": result.config.describe(),
         "strategy": result.config.strategy.as_dict(),
         "selection": result.config.selection.as_dict(),
+        "privacy": privacy_document(result),
         "partition": result.config.partition.as_dict() | {"title": result.config.partition.describe()},
         "spec": spec_document(
             result.config, model=result.model, dataset_content_id=result.dataset.get("content_id")
@@ -180,18 +219,27 @@ def rounds_table(result: ComparisonResult) -> Table:
             "; ideal: the same round on unprofiled phones; simulated: what the round took on the profiled "
             "phones" + ("" if deadline is None else f" (deadline {deadline:g} s)")
         )
+    caption += _privacy_caption(result)
+    privacy = result.config.privacy
     t = Table(
         title=f"round run {result.run_id} ({result.config.strategy.describe()}, selection "
-        f"{result.config.selection.describe()}): from version 0 to version {result.final_version}",
+        f"{result.config.selection.describe()}{', ' + privacy.describe() if privacy.on else ''}): from "
+        f"version 0 to version {result.final_version}",
         caption=caption,
     )
     headers = ["round", "version", "participants", "failed", "mean\nloss", "global\naccuracy"]
     if profiled:
         headers += ["ideal\nglobal", "straggled", "dropped", "offline", "simulated\ns"]
-    for name in (*headers, "mean local\naccuracy", "seconds"):
+    private = _privacy_headers(result)
+    for name in (*headers, "mean local\naccuracy", "seconds", *private):
         t.add_column(name, justify="right")
     start = percent(result.start_global_accuracy)
-    t.add_row("0", "0", "-", "-", "-", start, *([start, "-", "-", "-", "-"] if profiled else []), "-", "-")
+    t.add_row(
+        *("0", "0", "-", "-", "-", start),
+        *([start, "-", "-", "-", "-"] if profiled else []),
+        *("-", "-"),
+        *("-" for _ in private),
+    )
     for r in result.rounds:
         extra = [
             _percent_or_dash(r.ideal_global_accuracy),
@@ -210,8 +258,38 @@ def rounds_table(result: ComparisonResult) -> Table:
             *(extra if profiled else []),
             _percent_or_dash(r.mean_local_accuracy),
             f"{r.seconds:.1f}",
+            *_privacy_cells(r, result),
         )
     return t
+
+
+def _privacy_headers(result: ComparisonResult) -> list[str]:
+    choice = result.config.privacy
+    headers = ["epsilon", "clip"] if choice.privacy is not None else []
+    return headers + (["secure\nsurvivors"] if choice.secure_aggregation is not None else [])
+
+
+def _privacy_cells(record: RoundRecord, result: ComparisonResult) -> list[str]:
+    shown = record.privacy or {}
+    cells = []
+    if result.config.privacy.privacy is not None:
+        clip = shown.get("clip")
+        cells += [
+            "inf" if record.epsilon is None else f"{record.epsilon:.4g}",
+            "-" if clip is None else f"{clip:.3g}",
+        ]
+    if result.config.privacy.secure_aggregation is not None:
+        secure = shown.get("secure") or {}
+        cells.append(f"{secure.get('survivors', '-')}/{secure.get('cohort', '-')}")
+    return cells
+
+
+def _privacy_caption(result: ComparisonResult) -> str:
+    dp = result.config.privacy.privacy
+    if dp is None:
+        return ""
+    caption = f"; epsilon: the privacy spent so far at delta {dp['delta']:g} ({dp['accountant']} accountant)"
+    return caption + (f"; stopped early: {result.stopped}" if result.stopped else "")
 
 
 def _percent_or_dash(value: float | None) -> str:

@@ -56,6 +56,9 @@ class RoundRecord:
     """What the round took on the profiled phones (None without profiles)."""
     ideal_global_accuracy: float | None = None
     """The same round's global accuracy in the run on ideal phones (with profiles only)."""
+    privacy: Mapping[str, Any] | None = None
+    """Differential privacy (epsilon so far at delta, the clip norm, ...) and secure aggregation (cohort,
+    survivors, bytes) as the service measured the round; None without either."""
 
     @classmethod
     def of(cls, view: Mapping[str, Any], ideal: Mapping[str, Any] | None = None) -> RoundRecord:
@@ -77,7 +80,13 @@ class RoundRecord:
             stragglers=tuple(view.get("stragglers", ())),
             simulated_seconds=view.get("simulated_seconds") if ideal is not None else None,
             ideal_global_accuracy=None if ideal is None else ideal.get("global_accuracy"),
+            privacy=view.get("privacy"),
         )
+
+    @property
+    def epsilon(self) -> float | None:
+        """The privacy spent after this round, at the run's delta (None: no DP, or no noise)."""
+        return None if self.privacy is None else self.privacy.get("epsilon")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,8 @@ class ComparisonResult:
     """Each device's profile class (with profiles)."""
     run_spec: Mapping[str, Any] = field(default_factory=dict)
     """The round run's spec as the service shows it (its strategy, server optimizer, selection...)."""
+    stopped: str | None = None
+    """Why the rounds ended before their last (a privacy budget), as the service says; None: they did not."""
 
     @property
     def profiled(self) -> bool:

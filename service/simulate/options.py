@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "strategy_option": None,
     "selection": None,
     "selection_option": None,
+    "privacy": None,
+    "secure_aggregation": None,
     "devices": 10,
     "partition": "interest",
     **dict.fromkeys(PARTITION_PARAMETERS),
@@ -71,6 +73,8 @@ FEDERATED_ONLY = (
     "strategy_option",
     "selection",
     "selection_option",
+    "privacy",
+    "secure_aggregation",
     "fine_tune_epochs",
     "profiles",
     "deadline",
@@ -133,6 +137,7 @@ def config_from(args: argparse.Namespace, given: set[str]) -> ComparisonConfig |
 
 def _comparison(args: argparse.Namespace, partition: Any) -> ComparisonConfig:
     from service.simulate.comparison_config import ComparisonConfig, Seeds
+    from service.simulate.privacy_choice import PrivacyChoice
     from service.simulate.strategy_choice import (
         SERVER_FIELDS,
         SelectionChoice,
@@ -155,6 +160,12 @@ def _comparison(args: argparse.Namespace, partition: Any) -> ComparisonConfig:
         strategy=StrategyChoice.of(args.aggregation, options, server),
         selection=SelectionChoice.of(
             args.selection, parse_assignments(args.selection_option, "--selection-option")
+        ),
+        privacy=PrivacyChoice.of(
+            None if args.privacy is None else parse_assignments(args.privacy, "--privacy"),
+            None
+            if args.secure_aggregation is None
+            else parse_assignments(args.secure_aggregation, "--secure-aggregation"),
         ),
         seeds=Seeds.all(args.seed),
         epochs=args.epochs,

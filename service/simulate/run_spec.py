@@ -2,7 +2,8 @@
 
 The spec holds everything the run depends on: the model and the dataset (by name and content ID), the
 partition and its parameters, the profile mix, the strategy with every setting resolved, its server
-optimizer, the client selection, rounds, epochs, batch size, every seed and the service's version.
+optimizer, the client selection, the privacy (differential privacy and secure aggregation, every setting
+resolved), rounds, epochs, batch size, every seed and the service's version.
 ``fleet simulate --from-run`` runs it again from this file alone; with the same service and dataset the
 new report's metrics equal the old ones.
 """
@@ -18,6 +19,7 @@ from service.data.spec import PartitionKind, PartitionSpec
 from service.simulate.comparison_config import ComparisonConfig, Seeds
 from service.simulate.harness import SimulationConfig
 from service.simulate.partition_choice import PARAMETERS, Partition
+from service.simulate.privacy_choice import PrivacyChoice
 from service.simulate.strategy_choice import SelectionChoice, StrategyChoice
 from service.storage import write_atomic
 from service.version import __version__
@@ -41,6 +43,7 @@ def spec_document(config: ComparisonConfig, *, model: str, dataset_content_id: s
         else {"mix": config.profiles, "deadline": config.deadline, "stragglers": config.stragglers},
         "strategy": config.strategy.as_dict(),
         "selection": config.selection.as_dict(),
+        "privacy": config.privacy.as_dict() if config.privacy.on else None,
         "rounds": config.rounds,
         "participants": config.per_round,
         "training": {
@@ -122,6 +125,7 @@ def _config(document: Mapping[str, Any]) -> ComparisonConfig:
         participants=int(document["participants"]),
         strategy=StrategyChoice.from_dict(document["strategy"]),
         selection=SelectionChoice.from_dict(document["selection"]),
+        privacy=PrivacyChoice.from_dict(document.get("privacy")),
         seeds=Seeds.from_dict(document["seeds"]),
         epochs=int(training["epochs"]),
         fine_tune_epochs=int(training["fine_tune_epochs"]),

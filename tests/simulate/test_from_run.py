@@ -1,6 +1,7 @@
 """``fleet simulate --dataset`` saves its spec; ``--from-run`` runs it again from that alone, with the
 same metrics. Against a real ``fleet serve``: a small Fashion-MNIST upload, a disjoint partition, FedProx
-with a given mu, uniform selection and seed 7 (not a default, so a seed the spec fails to carry shows).
+with a given mu, uniform selection, central differential privacy under secure aggregation and seed 7 (not
+a default, so a seed the spec fails to carry shows; nor is the privacy, whose epsilon every round shows).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FIRST = (
     *("--dataset", DATASET, "--devices", str(DEVICES), "--partition", "label_dirichlet", "--beta", "0.5"),
     *("--rounds", "2", "--participants", "3", "--strategy", "fedprox", "--proximal-mu", "0.1"),
     *("--selection", "uniform", "--epochs", "1", "--batch-size", "16", "--global-test-size", "100"),
+    *("--privacy", "mode=central", "noise_multiplier=0.3", "clip=0.5", "--secure-aggregation", "threshold=2"),
     *("--seed", "7", "--prefix", PREFIX),
 )
 """The first run's flags (beside --url and --output)."""
@@ -80,6 +82,11 @@ def test_the_spec_holds_everything_the_run_depends_on(runs: tuple[Simulated, Sim
     assert spec["seeds"] == {"rounds": 7, "profiles": 7, "jobs": 7}
     assert (spec["rounds"], spec["participants"], spec["devices"]) == (2, 3, {"prefix": PREFIX, "count": 4})
     assert spec["training"] == {"epochs": 1, "fine_tune_epochs": 1, "batch_size": 16}
+    privacy = spec["privacy"]
+    assert privacy["privacy"]["noise_multiplier"] == 0.3 and privacy["privacy"]["clip"] == 0.5
+    assert privacy["privacy"]["delta"] == 1e-5 and privacy["privacy"]["accountant"] == "rdp"  # defaults
+    assert privacy["secure_aggregation"]["threshold"] == 2
+    assert privacy["secure_aggregation"]["quantization_range"] == 1 << 22
     assert first.report()["spec"] == spec
 
 
@@ -94,6 +101,25 @@ def test_the_tables_and_the_report_name_the_strategy_and_the_partition(
     assert report["run_spec"]["aggregation"] == "fedprox" and report["run_spec"]["selection"] == "uniform"
     assert report["run_spec"]["options"]["proximal_mu"] == 0.1
     assert report["partition"]["title"] == "label_dirichlet (beta=0.5, seed 7)"
+
+
+def test_the_report_shows_the_privacy_and_epsilon_per_round(runs: tuple[Simulated, Simulated]) -> None:
+    first, _ = runs
+    title = "DP central (noise_multiplier=0.3, clip=0.5, delta=1e-05, rdp), SecAgg+ (threshold=2)"
+    assert title in first.printed
+    report = first.report()
+    epsilons = [r["privacy"]["epsilon"] for r in report["rounds"]]
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1]  # spent so far: it grows
+    assert [r["privacy"]["secure"]["survivors"] for r in report["rounds"]] == [3, 3]
+    privacy = report["privacy"]
+    assert privacy["title"] == title and privacy["epsilon_per_round"] == epsilons
+    assert privacy["final_epsilon"] == epsilons[-1] and privacy["delta"] == 1e-5
+    assert f"epsilon {epsilons[-1]:.4g} at delta 1e-05 after 2 rounds" in first.printed
+    rows = [line for line in first.printed.splitlines() if line.startswith("│")]
+    for epsilon in epsilons:  # the rounds table's epsilon column
+        assert any(f"{epsilon:.4g}" in row for row in rows), (epsilon, first.printed)
+    content = (first.output / "privacy.png").read_bytes()
+    assert content.startswith(b"\x89PNG") and 3_000 < len(content) < 150_000
 
 
 def test_a_run_from_its_spec_measures_what_it_measured(runs: tuple[Simulated, Simulated]) -> None:
