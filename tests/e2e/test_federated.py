@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from service.client import FleetClient
-from service.errors import DatasetNotFound, InvalidRequest, InvalidTensor, NoAssignment, RoundEnded
+from service.errors import (
+    DatasetNotFound,
+    InvalidPrivacy,
+    InvalidRequest,
+    InvalidTensor,
+    NoAssignment,
+    RoundEnded,
+)
 from service.server_process import ServerProcess
 
 DATASET = "fashion-mnist"
@@ -126,3 +133,32 @@ def test_a_disjoint_partition_deals_the_dataset_among_the_sorted_devices(server:
         assert client.partition_png(DATASET, "label_quantity", 12, labels_per_device=2)[:4] == b"\x89PNG"
         with pytest.raises(InvalidRequest, match="labels_per_device must be between 1 and the 10"):
             client.assign(DATASET, prefix="niid-", scheme="label_quantity", labels_per_device=11)
+
+
+def test_a_private_secure_study_reports_epsilon_and_refuses_what_it_cannot_serve(
+    server: ServerProcess,
+) -> None:
+    """DP-FedAvg with each device's share of the noise under SecAgg+, over a real server: epsilon per
+    round, the protocol's survivors and bytes, and the budget and the cohort checked at the start."""
+    with FleetClient(server.url, timeout=300) as client:
+        make_devices(client, "dp", 6)
+        client.assign(DATASET, prefix="dp-", scheme="iid", seed=2, train_per_device=100, test_per_device=20)
+        private = {
+            "prefix": "dp-",
+            "participants": 5,
+            "batch_size": 25,
+            "seed": 3,
+            "selection": "uniform",
+            "privacy": {"mode": "distributed", "noise_multiplier": 1.0, "clip": 0.5, "target_epsilon": 40},
+            "secure_aggregation": {"threshold": 2, "neighbors": 2},
+        }
+        run = client.start_rounds(rounds=2, **private)
+        done = client.wait_rounds(run["id"], timeout=300)
+        assert done["state"] == "succeeded", done
+        privacy = [r["privacy"] for r in done["rounds"]]
+        assert 0 < privacy[0]["epsilon"] < privacy[1]["epsilon"] <= 40
+        assert all(p["secure"]["survivors"] == 5 and p["secure"]["upload_bytes"] > 0 for p in privacy)
+        with pytest.raises(InvalidPrivacy, match="target_epsilon 40 would be exceeded"):
+            client.start_rounds(rounds=200, **private)
+        with pytest.raises(InvalidPrivacy, match="threshold"):
+            client.start_rounds(**{**private, "secure_aggregation": {"threshold": 6}})

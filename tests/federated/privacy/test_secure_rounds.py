@@ -164,3 +164,23 @@ def test_the_server_only_ever_holds_masked_updates(federation):
     assert view["rounds"][0]["privacy"]["epsilon"] > 0
     record = federation.data_dir / "rounds" / f"{view['id']}.json"
     assert record.stat().st_size < 20_000  # the run's record: no vector of 100,000 values in it
+
+
+def test_no_server_file_holds_an_individual_update(federation):
+    """Versions, run records, published tensors: nothing the server stores holds a participant's trained
+    weights or its update (each device's own checkpoint, on its phone, holds its weights: it saved them)."""
+    ids = make(federation, "files", [None] * 4)
+    run(federation, spec_of(ids))
+    start = federation.version_weights(MODEL, 0)
+    devices_dir = federation.fleet.devices_dir
+    stored = [
+        p.read_bytes() for p in federation.data_dir.rglob("*") if p.is_file() and devices_dir not in p.parents
+    ]
+    for device in ids:
+        trained = read_weights(federation.fleet.get(device).checkpoint_path)
+        for name in private.floating(trained):
+            changed = np.asarray(trained[name]).ravel() - np.asarray(start[name]).ravel()
+            at = min(int(np.argmax(np.abs(changed))), max(changed.size - 16, 0))  # where it moved most
+            weights, update = np.asarray(trained[name]).ravel()[at : at + 16], changed[at : at + 16]
+            for window in (weights.astype(np.float32), update.astype(np.float32), update.astype(np.float64)):
+                assert not any(window.tobytes() in content for content in stored), (device, name)
