@@ -122,6 +122,23 @@ def test_the_report_shows_the_privacy_and_epsilon_per_round(runs: tuple[Simulate
     assert content.startswith(b"\x89PNG") and 3_000 < len(content) < 150_000
 
 
+def test_a_budget_reached_stops_the_rounds_and_the_report_says_why(
+    server: ServerProcess, runs: tuple[Simulated, Simulated], tmp_path: Path
+) -> None:
+    """The same run with a budget between its first and its second round's epsilon, ``on_budget=stop``."""
+    first, _ = runs
+    spent = [r["privacy"]["epsilon"] for r in first.report()["rounds"]]
+    budget = f"target_epsilon={(spent[0] + spent[1]) / 2}"
+    flags = (*FIRST, "--privacy", budget, "on_budget=stop", "--prefix", "budget", "--output", str(tmp_path))
+    code, printed = simulate("--url", server.url, *flags)
+    assert code == 0, printed
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["privacy"]["epsilon"] for r in report["rounds"]] == [spent[0]]
+    stopped = report["privacy"]["stopped"]
+    assert stopped and "round 2 would reach epsilon" in stopped
+    assert f"stopped early: {stopped}" in " ".join(printed.split())
+
+
 def test_a_run_from_its_spec_measures_what_it_measured(runs: tuple[Simulated, Simulated]) -> None:
     first, again = runs
     assert again.code == 0, again.printed
