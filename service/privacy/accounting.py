@@ -56,7 +56,9 @@ def round_event(settings: DPSettings, sampling: Sampling, noise_multiplier: floa
     if settings.mode == "local":
         return dp_accounting.GaussianDpEvent(noise_multiplier / 2)
     if sampling.kind == "poisson":
-        return dp_accounting.PoissonSampledDpEvent(sampling.rate, dp_accounting.GaussianDpEvent(noise_multiplier))
+        return dp_accounting.PoissonSampledDpEvent(
+            sampling.rate, dp_accounting.GaussianDpEvent(noise_multiplier)
+        )
     return dp_accounting.SampledWithoutReplacementDpEvent(
         sampling.population, sampling.cohort, dp_accounting.GaussianDpEvent(noise_multiplier / 2)
     )

@@ -64,7 +64,9 @@ def test_local_dp_is_the_gaussian_per_round_without_amplification():
 def test_no_noise_is_no_privacy():
     ledger = Ledger(DPSettings(noise_multiplier=0.0), Sampling("poisson", 100, 10))
     assert ledger.spend(0.0) == float("inf")
-    assert isinstance(round_event(DPSettings(), Sampling("poisson", 10, 1), 0.0), dp_accounting.NonPrivateDpEvent)
+    assert isinstance(
+        round_event(DPSettings(), Sampling("poisson", 10, 1), 0.0), dp_accounting.NonPrivateDpEvent
+    )
 
 
 def test_after_leaves_the_ledger_as_it_was():

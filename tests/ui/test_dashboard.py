@@ -273,6 +273,31 @@ def test_the_round_page_shows_the_runs_strategy_and_selection(
     assert overflow <= 0, f"the run's page is {overflow} px wider than a 390 px screen"
 
 
+def test_the_round_page_shows_a_private_runs_settings_and_epsilon(
+    open_page: OpenPage, server: ServerProcess, admin: FleetClient, study: dict[str, Any]
+) -> None:
+    """Differential privacy and secure aggregation as the run was given them, epsilon so far in a card
+    and over the rounds in a chart of its own."""
+    started = admin.start_rounds(
+        ids=["lab-1", "lab-2"],
+        rounds=2,
+        selection="uniform",
+        privacy={"mode": "central", "noise_multiplier": 1.5, "clip": 0.5, "delta": 1e-6},
+        secure_aggregation={"threshold": 2},
+        evaluate_on={"dataset": "fashion-mnist", "limit": 100},
+    )
+    run = admin.wait_rounds(started["id"], timeout=120)
+    assert run["state"] == "succeeded", run
+    page = open_dashboard(open_page(NARROW), server, f"/rounds/{run['id']}")
+    facts = page.locator("#strategy dl")
+    expect(facts).to_contain_text("Privacycentral DP: noise multiplier 1.5, clip 0.5, delta 0.000001, rdp")
+    expect(facts).to_contain_text("Secure aggregationSecAgg (every pair), threshold 2")
+    epsilon = run["rounds"][-1]["privacy"]["epsilon"]
+    expect(figure(page, "epsilon")).to_have_text(f"{epsilon:.4g}")
+    chart = page.locator("figure.chart").nth(2)
+    expect(chart.locator("figcaption")).to_contain_text("Privacy spent: epsilon at delta 0.000001")
+
+
 def test_a_devices_key_sees_only_its_devices(
     page: Page, server: ServerProcess, browser_log: BrowserLog, study: dict[str, Any]
 ) -> None:
