@@ -11,17 +11,13 @@ import pytest
 
 from service.data.spec import PartitionSpec
 from service.errors import InvalidPrivacy
-from service.federated import private
-from service.federated.checkpoints import read_weights
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining
 from service.federated.spec import RoundSpec
 from service.privacy.accounting import Ledger
 from service.privacy.settings import DPSettings
 from tests.federated.conftest import DATASET
-
-MODEL = "fashion_mnist"
-WAIT = 180.0
+from tests.federated.privacy.helpers import MODEL, mean_update, moved, run
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +44,6 @@ def spec_of(devices: tuple[str, ...], **changes: Any) -> RoundSpec:
     return replace(base, **changes)
 
 
-def run(federation: Federation, spec: RoundSpec, state: str = "succeeded") -> dict[str, Any]:
-    view = federation.rounds.wait(str(federation.rounds.start(spec)["id"]), WAIT)
-    assert view["state"] == state, view
-    return view
-
-
-def version_delta(federation: Federation, view: dict[str, Any]) -> np.ndarray:
-    start = federation.version_weights(MODEL, int(view["start_version"]))
-    end = federation.version_weights(MODEL, int(view["version"]))
-    return private.flatten(end) - private.flatten(start)
-
-
 def test_each_round_reports_epsilon_as_the_accountant_computes_it(federation, devices):
     spec = spec_of(devices, rounds=3)
     view = run(federation, spec)
@@ -77,26 +61,23 @@ def test_without_noise_and_clipping_the_global_moves_by_the_mean_update(federati
         devices, rounds=1, device_weights="saved", privacy=DPSettings(noise_multiplier=0.0, clip=1e6)
     )
     view = run(federation, spec)
-    start = private.flatten(federation.version_weights(MODEL, 0))
-    picked = view["rounds"][0]["participants"]
-    trained = [private.flatten(read_weights(federation.fleet.get(d).checkpoint_path)) for d in picked]
-    expected = np.mean([t - start for t in trained], axis=0)
-    np.testing.assert_allclose(version_delta(federation, view), expected, atol=1e-6)
+    expected = mean_update(federation, view["rounds"][0]["participants"])
+    np.testing.assert_allclose(moved(federation, view), expected, atol=1e-6)
 
 
 def test_clipping_bounds_how_far_a_round_moves_the_global(federation, devices):
     spec = spec_of(devices, rounds=1, privacy=DPSettings(noise_multiplier=0.0, clip=1e-3))
-    assert np.linalg.norm(version_delta(federation, run(federation, spec))) <= 1e-3 * (1 + 1e-5)
+    assert np.linalg.norm(moved(federation, run(federation, spec))) <= 1e-3 * (1 + 1e-5)
 
 
 def test_noise_is_seeded_apart_and_reproducible(federation, devices):
     spec = spec_of(devices, rounds=1, privacy=DPSettings(noise_multiplier=2.0, clip=0.5))
     first, again = (
-        version_delta(federation, run(federation, spec)),
-        version_delta(federation, run(federation, spec)),
+        moved(federation, run(federation, spec)),
+        moved(federation, run(federation, spec)),
     )
     np.testing.assert_array_equal(first, again)
-    quiet = version_delta(
+    quiet = moved(
         federation, run(federation, replace(spec, privacy=DPSettings(noise_multiplier=0.0, clip=0.5)))
     )
     noise = (first - quiet) * 4  # the noise on the sum, over the cohort of 4
@@ -107,7 +88,7 @@ def test_local_dp_noises_each_update_and_divides_by_those_that_arrived(federatio
     spec = spec_of(devices, rounds=1, privacy=DPSettings(mode="local", noise_multiplier=2.0, clip=0.5))
     view = run(federation, spec)
     quiet = run(federation, replace(spec, privacy=DPSettings(mode="local", noise_multiplier=0.0, clip=0.5)))
-    noise = version_delta(federation, view) - version_delta(federation, quiet)
+    noise = moved(federation, view) - moved(federation, quiet)
     assert noise.std() == pytest.approx(2.0 * 0.5 / 4**0.5, rel=0.05)  # 4 devices' noise, averaged
     assert view["rounds"][0]["privacy"]["epsilon"] > 0
 

@@ -20,9 +20,8 @@ from service.privacy.secagg import SecAggSettings
 from service.privacy.settings import DPSettings
 from service.profiles import DeviceProfile, parse_profile
 from tests.federated.conftest import DATASET
+from tests.federated.privacy.helpers import MODEL, mean_update, moved, run, trained
 
-MODEL = "fashion_mnist"
-WAIT = 180.0
 NETWORK = {"uplink_mbps": 10.0, "downlink_mbps": 50.0, "rtt_ms": 50.0}
 SECURE = SecAggSettings(threshold=3)
 
@@ -55,26 +54,6 @@ def spec_of(devices: tuple[str, ...], **changes: Any) -> RoundSpec:
         secure_aggregation=SECURE,
     )
     return replace(base, **changes)
-
-
-def run(federation: Federation, spec: RoundSpec, state: str = "succeeded") -> dict[str, Any]:
-    view = federation.rounds.wait(str(federation.rounds.start(spec)["id"]), WAIT)
-    assert view["state"] == state, view
-    return view
-
-
-def moved(federation: Federation, view: dict[str, Any]) -> np.ndarray:
-    start = federation.version_weights(MODEL, int(view["start_version"]))
-    return private.flatten(federation.version_weights(MODEL, int(view["version"]))) - private.flatten(start)
-
-
-def mean_update(federation: Federation, devices: list[str]) -> np.ndarray:
-    """The mean of what those devices trained (their saved checkpoints) minus version 0."""
-    start = private.flatten(federation.version_weights(MODEL, 0))
-    return np.mean(
-        [private.flatten(read_weights(federation.fleet.get(d).checkpoint_path)) - start for d in devices],
-        axis=0,
-    )
 
 
 def bound(n: int) -> float:
@@ -157,7 +136,7 @@ def test_the_server_only_ever_holds_masked_updates(federation):
     start = private.flatten(federation.version_weights(MODEL, 0))
     for update in recorded.updates:
         assert update.weights is None and update.payload is not None and update.payload.dtype == np.uint32
-        own = private.flatten(read_weights(federation.fleet.get(update.device).checkpoint_path)) - start
+        own = trained(federation, update.device) - start
         step = 2 * SECURE.clipping_range / (SECURE.quantization_range - 1)
         quantized = np.round((np.clip(own, -8, 8) + 8) / step)
         assert np.mean(update.payload[:-1] == quantized) < 0.01  # masked: no coordinate in the clear
