@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         120.0,
         gt=0,
         le=3600,
-        description="seconds one call may take in an added model's worker before it is killed",
+        description="seconds one call may take in an added model's worker (from sending its inputs to its "
+        "answer) before the worker is killed",
     )
     max_model_bytes: int = Field(
         256 * 1024 * 1024, description="total bytes of added models kept in the data directory"

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -125,11 +126,17 @@ class _Worker:
         with contextlib.suppress(OSError):
             self.process.kill()
 
-    def _reply(self, seconds: float, doing: str) -> Any:
-        """The worker's answer; ModelCrashed (the worker killed) if it dies or takes past ``seconds``."""
-        if not self.conn.poll(seconds):
+    def _reply(self, seconds: float, doing: str, started: float | None = None) -> Any:
+        """The worker's answer; ModelCrashed (the worker killed) if it dies or takes past ``seconds``
+        from ``started`` (the call's start, its request's sending included; None: now)."""
+        started = time.monotonic() if started is None else started
+        arrived = self.conn.poll(max(0.0, seconds - (time.monotonic() - started)))
+        timed_out = not arrived or time.monotonic() - started > seconds
+        if timed_out:  # killed, even if its answer came in meanwhile: the call took too long
             self.kill(f"a call took longer than {seconds:g} s (FLEET_MODEL_CALL_SECONDS)")
         try:
+            if timed_out:
+                raise EOFError
             status, value = self.conn.recv()
         except (EOFError, OSError):
             self.kill(exit_reason(self.process))
@@ -146,11 +153,13 @@ class _Worker:
             if self.dead is not None:
                 raise ModelCrashed(f"model '{self.name}' crashed: {self.dead}; retry the call")
             drops, self.drops = self.drops, []
+            started = time.monotonic()
             try:
                 self.conn.send((kind, handle, *args, drops))
             except OSError:
                 self.kill(exit_reason(self.process))
-            return self._reply(self.isolation.call_seconds, f"running {args[0]!r}" if args else "starting")
+            doing = f"running {args[0]!r}" if args else "starting"
+            return self._reply(self.isolation.call_seconds, doing, started)
 
     def resident_bytes(self) -> int:
         try:
