@@ -192,8 +192,9 @@ class PrivateRun:
         return PrivateRound(number, clip, device_noise, flag_noise, flag, collector, cohort, seconds)
 
     def _threshold(self) -> int:
+        """The fewest inputs a successful secure round sums: what a device's noise share is sized for."""
         assert self.secure is not None
-        return self.secure.threshold
+        return self.secure.fewest
 
     def finish(
         self, private_round: PrivateRound, global_weights: Weights

@@ -8,8 +8,9 @@ Three modes, as the literature names them:
 - ``local``: each device clips and adds that noise to its own update before it sends it; the server
   averages what arrives.
 - ``distributed``: with secure aggregation, each device adds its share of the central noise
-  (``noise_multiplier * clip / sqrt(threshold)``: however many of the cohort survive, at least
-  ``threshold`` do, so the sum holds at least the central noise); the server only sees the noisy sum.
+  (``noise_multiplier * clip / sqrt(n)``, ``n`` the fewest inputs a secure round sums: its
+  ``min_inputs``, else its threshold; a round that sums fewer fails, so the sum holds at least the
+  central noise); the server only sees the noisy sum.
 
 ``adaptive`` clipping follows Andrew et al. 2021 ("Differentially Private Learning with Adaptive
 Clipping"): after each round ``clip *= exp(-clip_learning_rate * (b - target_quantile))``, ``b`` the

@@ -52,6 +52,7 @@ def test_a_private_secure_run_shows_its_settings_and_epsilon_per_round(client: T
         "neighbors": 2,
         "clipping_range": 8.0,
         "quantization_range": 1 << 22,
+        "min_inputs": None,
     }
     epsilons = [r["privacy"]["epsilon"] for r in view["rounds"]]
     assert 0 < epsilons[0] < epsilons[1]

@@ -59,6 +59,7 @@ def test_values_are_typed_as_the_settings_fields_say() -> None:
         "neighbors": None,
         "clipping_range": 8.0,
         "quantization_range": 1 << 22,
+        "min_inputs": None,
     }
     assert isinstance(choice.secure_aggregation["threshold"], int)
     assert PrivacyChoice.of({"adaptive": "true"}, None).privacy["adaptive"] is True  # type: ignore[index]

@@ -83,6 +83,13 @@ class SecureAggregationBody(BaseModel):
     quantization_range: int = Field(
         1 << 22, ge=2, le=1 << 31, description="levels each value is quantized to before masking"
     )
+    min_inputs: int | None = Field(
+        None,
+        ge=2,
+        le=MAX_COHORT,
+        description="the fewest masked inputs a round sums, or it fails; distributed DP sizes each "
+        "device's noise for this many; default: the threshold",
+    )
 
     def settings(self) -> SecAggSettings:
         return SecAggSettings(**self.model_dump())

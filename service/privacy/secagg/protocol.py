@@ -37,10 +37,8 @@ class SecureRound:
         if len(set(members)) != len(members):
             raise InvalidRequest("a secure round's cohort names a device twice")
         settings.check_values(len(members))
-        if len(members) < settings.threshold:
-            raise SecAggFailed(
-                f"only {len(members)} devices shared keys; the threshold is {settings.threshold}"
-            )
+        if len(members) < settings.fewest:
+            raise SecAggFailed(f"only {len(members)} devices shared keys; {_fewest(settings)}")
         if dimension < 1:
             raise InvalidRequest(f"a secure round masks vectors of at least 1 value, got {dimension}")
         self.settings, self.dimension = settings, dimension
@@ -126,18 +124,17 @@ class SecureRound:
             raise InvalidRequest(
                 f"device {strangers[0]} cannot answer the unmasking: it sent no masked input"
             )
-        t = self.settings.threshold
-        if len(self.received) < t:
+        if len(self.received) < self.settings.fewest:
             raise SecAggFailed(
                 f"only {len(self.received)} of the cohort's {len(self._clients)} devices sent masked "
-                f"inputs; the threshold is {t}"
+                f"inputs; {_fewest(self.settings)}"
             )
         self._check_holders(survivors)
         self.unmasked = True
         revealed = self._collect(survivors)
         total = self.sum.copy()
         for device, shares in revealed.items():
-            secret = self._combine(device, shares[:t])
+            secret = self._combine(device, shares[: self.settings.threshold])
             if device in self.received:
                 total -= crypto.prg(secret, self.dimension)
             else:
@@ -209,3 +206,10 @@ class SecureRound:
     def planned_traffic(settings: SecAggSettings, cohort: int, dimension: int) -> Traffic:
         """The traffic of a member that takes part in every step, before the round (for the clock)."""
         return costs.planned(settings.degree(cohort), dimension)
+
+
+def _fewest(settings: SecAggSettings) -> str:
+    """What a round needs at least, as its failure says it."""
+    if settings.min_inputs is None:
+        return f"the threshold is {settings.threshold}"
+    return f"min_inputs is {settings.fewest} (threshold {settings.threshold})"

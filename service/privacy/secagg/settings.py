@@ -22,6 +22,15 @@ class SecAggSettings:
     """Each coordinate is clipped to ``[-clipping_range, clipping_range]`` before quantization."""
     quantization_range: int = 1 << 22
     """The levels each coordinate is quantized to: ``[0, quantization_range - 1]``."""
+    min_inputs: int | None = None
+    """The fewest masked inputs a round sums, or it fails (None: ``threshold``). Distributed DP sizes each
+    device's share of the noise for this many, so SecAgg+'s small neighbourhoods (a threshold at most
+    ``neighbors``) need not mean a noisy sum."""
+
+    @property
+    def fewest(self) -> int:
+        """The fewest masked inputs a round sums: ``min_inputs``, or ``threshold``."""
+        return self.threshold if self.min_inputs is None else max(self.min_inputs, self.threshold)
 
     def check(self, cohort: int) -> None:
         """InvalidRequest naming the first setting that cannot serve a cohort of ``cohort``."""
@@ -30,6 +39,11 @@ class SecAggSettings:
             raise InvalidRequest(
                 f"secure_aggregation.threshold must be at most the cohort ({cohort} participants), "
                 f"got {self.threshold}"
+            )
+        if self.min_inputs is not None and self.min_inputs > cohort:
+            raise InvalidRequest(
+                f"secure_aggregation.min_inputs must be at most the cohort ({cohort} participants), "
+                f"got {self.min_inputs}"
             )
         if self.neighbors is not None and self.neighbors >= cohort:
             raise InvalidRequest(
@@ -46,6 +60,11 @@ class SecAggSettings:
             raise InvalidRequest(
                 f"secure_aggregation.neighbors must be at least the threshold ({self.threshold}), "
                 f"got {self.neighbors!r}"
+            )
+        if self.min_inputs is not None and (not _is_int(self.min_inputs) or self.min_inputs < self.threshold):
+            raise InvalidRequest(
+                f"secure_aggregation.min_inputs must be at least the threshold ({self.threshold}), "
+                f"got {self.min_inputs!r}"
             )
         c = self.clipping_range
         if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c <= 0:

@@ -35,7 +35,8 @@ window.FleetRunSpec = (function () {
   function secure(s) {
     if (!s) return "none";
     const graph = s.neighbors ? `SecAgg+ over ${s.neighbors} neighbours` : "SecAgg (every pair)";
-    return `${graph}, threshold ${s.threshold}, values clipped to ±${s.clipping_range} in ${s.quantization_range} levels`;
+    const fewest = s.min_inputs ? `, at least ${s.min_inputs} inputs a round` : "";
+    return `${graph}, threshold ${s.threshold}${fewest}, values clipped to ±${s.clipping_range} in ${s.quantization_range} levels`;
   }
   return { facts };
 })();

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pytest
 
 from service.data.spec import PartitionSpec
 from service.federated import private
@@ -15,6 +16,8 @@ from service.federated.checkpoints import read_weights
 from service.federated.federation import Federation
 from service.federated.local import LocalTraining
 from service.federated.participants import Participation, Update
+from service.federated.private_run import PrivateRun
+from service.federated.selection import Plan, Profiles
 from service.federated.spec import RoundSpec
 from service.privacy.secagg import SecAggSettings
 from service.privacy.settings import DPSettings
@@ -163,3 +166,19 @@ def test_no_server_file_holds_an_individual_update(federation):
             weights, update = np.asarray(trained[name]).ravel()[at : at + 16], changed[at : at + 16]
             for window in (weights.astype(np.float32), update.astype(np.float32), update.astype(np.float64)):
                 assert not any(window.tobytes() in content for content in stored), (device, name)
+
+
+def test_distributed_noise_is_sized_for_the_fewest_inputs_a_round_sums(federation):
+    """Each device adds ``z C / sqrt(fewest)``: ``min_inputs`` when given, else the threshold, so that
+    every round that succeeds holds at least the central noise."""
+    ids = make(federation, "share", [None] * 5)
+    dp = DPSettings(mode="distributed", noise_multiplier=2.0, clip=0.5)
+    weights = federation.version_weights(MODEL, 0)
+
+    def share(secure: SecAggSettings) -> float:
+        private_run = PrivateRun(spec_of(ids, selection="uniform", privacy=dp, secure_aggregation=secure))
+        begun = private_run.begin(1, [Plan(d) for d in ids], weights, Profiles(federation), None)
+        return begun.privatize(ids[0]).noise_stddev
+
+    assert share(SecAggSettings(threshold=2, neighbors=2)) == pytest.approx(1.0 / 2**0.5)
+    assert share(SecAggSettings(threshold=2, neighbors=2, min_inputs=4)) == pytest.approx(1.0 / 2)

@@ -30,6 +30,14 @@ from tests.privacy.secagg.conftest import DIMENSION, cohort_of, quantize_rng, up
         (SecAggSettings(threshold=4, clipping_range=float("inf")), "clipping_range must be a finite number"),
         (SecAggSettings(threshold=4, clipping_range=float("nan")), "clipping_range must be a finite number"),
         (SecAggSettings(threshold=4, quantization_range=1), "quantization_range must be at least 2, got 1"),
+        (
+            SecAggSettings(threshold=4, min_inputs=3),
+            r"min_inputs must be at least the threshold \(4\), got 3",
+        ),
+        (
+            SecAggSettings(threshold=4, min_inputs=11),
+            r"min_inputs must be at most the cohort \(10 participants\)",
+        ),
         (SecAggSettings(threshold=4, quantization_range=1 << 30), "quantization_range 1073741824 would wrap"),
     ],
 )

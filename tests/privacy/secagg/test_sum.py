@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.privacy.secagg import SecAggFailed, SecAggSettings, SecureRound, mask
+from service.privacy.secagg import QuantizationField, SecAggFailed, SecAggSettings, SecureRound, mask
 from tests.privacy.secagg.conftest import DIMENSION, cohort_of, plain_sum, quantize_rng, update, upload
 
 GRAPHS = {
@@ -21,7 +21,7 @@ GRAPHS = {
 
 def assert_close(settings: SecAggSettings, total: np.ndarray, devices: list[str]) -> None:
     error = np.abs(total - plain_sum(settings, devices))
-    bound = SecureRound(settings, cohort_of(settings.threshold), 1, 0).field.bound(len(devices))
+    bound = QuantizationField(settings.clipping_range, settings.quantization_range).bound(len(devices))
     assert error.max() <= bound, (error.max(), bound)
 
 
@@ -109,6 +109,24 @@ def test_fewer_inputs_than_the_threshold_fail() -> None:
         SecAggFailed, match="only 3 of the cohort's 6 devices sent masked inputs; the threshold is 4"
     ):
         secure.unmask()
+
+
+def test_fewer_inputs_than_min_inputs_fail_though_the_shares_would_do() -> None:
+    """A sparse graph's small threshold, and a round that must still sum ``min_inputs`` (distributed DP
+    sized each device's noise for that many)."""
+    settings, cohort = SecAggSettings(threshold=2, neighbors=4, min_inputs=5), cohort_of(8)
+    secure = SecureRound(settings, cohort, DIMENSION, 7)
+    upload(secure, cohort[:4])
+    with pytest.raises(
+        SecAggFailed,
+        match=r"only 4 of the cohort's 8 devices sent masked inputs; min_inputs is 5 \(threshold 2\)",
+    ):
+        secure.unmask()
+    enough = SecureRound(settings, cohort, DIMENSION, 7)
+    upload(enough, cohort[:5])
+    total, count = enough.unmask()
+    assert count == 5
+    assert_close(settings, total, cohort[:5])
 
 
 def test_a_cohort_below_the_threshold_fails_at_setup() -> None:
