@@ -246,21 +246,29 @@ def gap(ours: float, theirs: float | None) -> str:
     return "—" if theirs is None else f"{ours - theirs:+.1f}"
 
 
-def ordering(
-    cells: dict[tuple[str, str], Cell], partition: str, published: dict[str, dict[str, float]]
-) -> str:
-    """Our order of the algorithms on ``partition`` (best first) and Flower's, where both have them."""
+def ordering(cells: dict[tuple[str, str], Cell], partition: str) -> tuple[list[str], list[str]]:
+    """Our order of the algorithms on ``partition`` and Flower's, best first, both by the best round (as
+    Flower reports), over the algorithms both have."""
     ours = sorted(
-        (a for a in ALGORITHMS if (a, partition) in cells), key=lambda a: -cells[(a, partition)].final
+        (a for a in ALGORITHMS if (a, partition) in cells), key=lambda a: -cells[(a, partition)].best
     )
-    theirs = sorted(
-        (a for a in ours if partition in published.get(a, {})), key=lambda a: -published[a][partition]
-    )
+    theirs = sorted((a for a in ours if partition in FLOWER.get(a, {})), key=lambda a: -FLOWER[a][partition])
+    return ours, theirs
+
+
+def order_text(cells: dict[tuple[str, str], Cell], partition: str) -> str:
+    ours, theirs = ordering(cells, partition)
     shown = " > ".join(TITLES[a] for a in ours)
     if len(theirs) < 2:
         return shown
     same = [a for a in ours if a in theirs] == theirs
     return f"{shown} (Flower: {' > '.join(TITLES[a] for a in theirs)}; {'same' if same else 'differs'})"
+
+
+def by_partition(key: tuple[str, str]) -> tuple[int, int]:
+    """The table's order: partitions as ``PARTITIONS`` lists them, then algorithms as ``ALGORITHMS`` does."""
+    algorithm, partition = key
+    return list(PARTITIONS).index(partition), ALGORITHMS.index(algorithm)
 
 
 COLUMNS = [
@@ -282,9 +290,8 @@ def table_rows(cells: dict[tuple[str, str], Cell]) -> tuple[list[tuple[str, ...]
     """The table's rows (in ``COLUMNS``' order), and how many FedAvg target cells miss their target."""
     rows: list[tuple[str, ...]] = []
     missed = 0
-    for (algorithm, partition), cell in sorted(cells.items()):
-        if algorithm == "centralized":
-            continue
+    federated = {key: cell for key, cell in cells.items() if key[0] != "centralized"}
+    for (algorithm, partition), cell in sorted(federated.items(), key=lambda item: by_partition(item[0])):
         paper = PAPER.get((algorithm, partition))
         flower = FLOWER.get(algorithm, {}).get(partition)
         target = TARGETS.get(partition) if algorithm == "fedavg" else None
@@ -317,6 +324,30 @@ def markdown(cells: dict[tuple[str, str], Cell]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def matrix(cells: dict[tuple[str, str], Cell]) -> str:
+    """One row a partition, one column an algorithm: "ours last round (ours best) · Flower's best", then
+    the two orders by best round; Markdown, short enough for the top README."""
+    header = ["partition", *(TITLES[a] for a in ALGORITHMS), "order by best round: ours; Flower's"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for partition in (p for p in PARTITIONS if any((a, p) in cells for a in ALGORITHMS)):
+        row = [LABELS[partition]]
+        for algorithm in ALGORITHMS:
+            cell = cells.get((algorithm, partition))
+            flower = FLOWER.get(algorithm, {}).get(partition)
+            shown = "…" if cell is None else f"{cell.final:.1f} ({cell.best:.1f})"
+            row.append(shown + ("" if flower is None else f" · {flower:.1f}"))
+        ours, theirs = ordering(cells, partition)
+        order = " > ".join(TITLES[a] for a in ours)
+        if len(theirs) >= 2:
+            order += "; " + " > ".join(TITLES[a] for a in theirs)
+        row.append(order)
+        lines.append("| " + " | ".join(row) + " |")
+    central = cells.get(("centralized", "all"))
+    if central is not None:
+        lines.append(f"| centralized | {central.final:.1f} ({central.best:.1f}) | | | | |")
+    return "\n".join(lines)
+
+
 def print_table(cells: dict[tuple[str, str], Cell]) -> int:
     """The table; 1 when a FedAvg target cell that was run misses its target, else 0."""
     rows, missed = table_rows(cells)
@@ -329,9 +360,9 @@ def print_table(cells: dict[tuple[str, str], Cell]) -> int:
         )
     partitions = sorted({p for (a, p) in cells if a != "centralized"}, key=list(PARTITIONS).index)
     table(
-        "Order of the algorithms per partition (final accuracy)",
+        "Order of the algorithms per partition (best round, as Flower's)",
         ["partition", "order"],
-        [(LABELS[p], ordering(cells, p, FLOWER)) for p in partitions],
+        [(LABELS[p], order_text(cells, p)) for p in partitions],
     )
     return 1 if missed else 0
 
@@ -370,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results or Path(__file__).parent / "results" / "niid_bench" / name
     if args.table_only:
         if args.markdown:
-            print(markdown(load_cells(results)))
+            cells = load_cells(results)
+            print(markdown(cells) + "\n\n" + matrix(cells))
             return 0
         return print_table(load_cells(results))
     console.print(

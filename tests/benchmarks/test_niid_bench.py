@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.niid_bench import main, noisy_test
+from benchmarks.niid_bench import Cell, main, matrix, noisy_test, ordering, table_rows
 from service.data.datasets import BUILTIN
 from service.federated.federation import Federation
 from service.fleet.fleet import Fleet
@@ -67,3 +67,32 @@ def test_the_noise_cell_is_scored_on_each_devices_noisy_copy(tmp_path: Path) -> 
     finally:
         federation.close()
         fleet.close()
+
+
+def test_the_order_is_by_best_round_as_flowers_and_the_matrix_has_a_row_a_partition() -> None:
+    """Flower reports each algorithm's best round, so ours are ordered by theirs too, not the last."""
+
+    def cell(algorithm: str, partition: str, accuracy: list[float]) -> Cell:
+        return Cell(algorithm, partition, len(accuracy), 10, accuracy, 60.0)
+
+    cells = {
+        ("fedavg", "dir0.5"): cell("fedavg", "dir0.5", [0.80, 0.88, 0.87]),  # best 88, last 87
+        ("scaffold", "dir0.5"): cell("scaffold", "dir0.5", [0.80, 0.86, 0.875]),  # best 87.5, last 87.5
+        ("fedavg", "iid"): cell("fedavg", "iid", [0.85, 0.89]),
+        ("centralized", "all"): cell("centralized", "all", [0.90, 0.91]),
+    }
+    ours, flowers = ordering(cells, "dir0.5")
+    assert ours == ["fedavg", "scaffold"]
+    assert flowers == ["scaffold", "fedavg"]  # Flower: SCAFFOLD 88.44 > FedAvg 88.09
+    rows, _ = table_rows(cells)
+    assert [(row[0], row[1]) for row in rows] == [
+        ("FedAvg", "IID"),
+        ("FedAvg", "Dir(0.5)"),
+        ("SCAFFOLD", "Dir(0.5)"),
+    ]
+    lines = matrix(cells).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| IID", "| Dir(0.5)", "| centralized"]
+    dirichlet = lines[3].split(" | ")
+    assert dirichlet[1:5] == ["87.0 (88.0) · 88.1", "… · 88.2", "87.5 (87.5) · 88.4", "… · 88.2"]
+    assert dirichlet[5] == "FedAvg > SCAFFOLD; SCAFFOLD > FedAvg |"
+    assert lines[4].startswith("| centralized | 91.0 (91.0)")
