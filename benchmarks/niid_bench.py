@@ -317,18 +317,21 @@ def table_rows(cells: dict[tuple[str, str], Cell]) -> tuple[list[tuple[str, ...]
     return rows, missed
 
 
+def markdown_table(header: list[str], rows: list[list[str]] | list[tuple[str, ...]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def markdown(cells: dict[tuple[str, str], Cell]) -> str:
     """The table as Markdown (for the READMEs)."""
-    rows, _ = table_rows(cells)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return markdown_table(COLUMNS, table_rows(cells)[0])
 
 
 def matrix(cells: dict[tuple[str, str], Cell]) -> str:
     """One row a partition, one column an algorithm: "ours last round (ours best) · Flower's best", then
     the two orders by best round; Markdown, short enough for the top README."""
     header = ["partition", *(TITLES[a] for a in ALGORITHMS), "order by best round: ours; Flower's"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    rows = []
     for partition in (p for p in PARTITIONS if any((a, p) in cells for a in ALGORITHMS)):
         row = [LABELS[partition]]
         for algorithm in ALGORITHMS:
@@ -340,12 +343,12 @@ def matrix(cells: dict[tuple[str, str], Cell]) -> str:
         order = " > ".join(TITLES[a] for a in ours)
         if len(theirs) >= 2:
             order += "; " + " > ".join(TITLES[a] for a in theirs)
-        row.append(order)
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append([*row, order])
     central = cells.get(("centralized", "all"))
     if central is not None:
-        lines.append(f"| centralized | {central.final:.1f} ({central.best:.1f}) | | | | |")
-    return "\n".join(lines)
+        blank = [""] * (len(header) - 2)
+        rows.append(["centralized", f"{central.final:.1f} ({central.best:.1f})", *blank])
+    return markdown_table(header, rows)
 
 
 def print_table(cells: dict[tuple[str, str], Cell]) -> int:
